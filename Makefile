@@ -1,0 +1,43 @@
+# Two commands on a fresh clone:
+#   make run    venv + install + migrate + demo data + serve http://127.0.0.1:8000 (SQLite, no service)
+#   make test   the whole suite (SQLite; PostgreSQL too when DATABASE_URL is set)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run test lint venv migrate demo-data clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@echo "==> creating virtualenv $(VENV) and installing requirements (first run takes a minute)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -r requirements.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+migrate: $(STAMP)
+	@echo "==> migrating the database (default: SQLite under var/)"
+	@$(PY) manage.py migrate --noinput -v0
+
+demo-data: migrate
+	@echo "==> creating demo data (admin, alice, client chain-demo, seven agents)"
+	@$(PY) manage.py bootstrap_demo
+
+run: demo-data
+	@echo "==> serving the IdP at http://$(HOST):$(PORT)/  (Ctrl-C to stop)"
+	@DEBUG=$${DEBUG:-1} $(PY) manage.py runserver $(HOST):$(PORT)
+
+test: $(STAMP)
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	@$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

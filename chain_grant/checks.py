@@ -1,0 +1,80 @@
+"""System checks for misconfiguration (ids ``chain_grant.E00x`` / ``W00x``)."""
+
+from django.conf import settings
+from django.core import checks
+from oauth2_provider.settings import oauth2_settings
+
+from .grants import GRANT_TYPE
+from .settings import FORBIDDEN_ALGORITHMS, chain_grant_settings
+
+KNOWN_ALGORITHMS = {
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "ES256K", "EdDSA",
+}
+
+
+@checks.register()
+def check_plugged_in(app_configs=None, **kwargs):
+    from .server import ChainServer
+    from .validators import ChainValidatorMixin
+
+    found = []
+    server = oauth2_settings.OAUTH2_SERVER_CLASS
+    if not (isinstance(server, type) and issubclass(server, ChainServer)):
+        found.append(checks.Error(
+            "OAUTH2_PROVIDER['OAUTH2_SERVER_CLASS'] is not chain_grant.server.ChainServer (or a subclass).",
+            hint="Set it to 'chain_grant.server.ChainServer'; without it code_chain is unsupported.",
+            id="chain_grant.E001",
+        ))
+    validator = oauth2_settings.OAUTH2_VALIDATOR_CLASS
+    if not (isinstance(validator, type) and issubclass(validator, ChainValidatorMixin)):
+        found.append(checks.Error(
+            "OAUTH2_PROVIDER['OAUTH2_VALIDATOR_CLASS'] does not include ChainValidatorMixin.",
+            hint="Use chain_grant.validators.ChainOAuth2Validator, or "
+                 "class MyValidator(ChainValidatorMixin, YourValidator).",
+            id="chain_grant.E002",
+        ))
+    if GRANT_TYPE not in oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED:
+        found.append(checks.Warning(
+            "code_chain is not listed in OAUTH2_PROVIDER['OAUTH2_GRANT_TYPES_SUPPORTED'].",
+            hint="Add it so discovery advertises the grant.",
+            id="chain_grant.W002",
+        ))
+    return found
+
+
+@checks.register()
+def check_settings(app_configs=None, **kwargs):
+    found = []
+    algorithms = set(chain_grant_settings.ALLOWED_ALGORITHMS)
+    unsafe = sorted(algorithms & FORBIDDEN_ALGORITHMS) + sorted(algorithms - KNOWN_ALGORITHMS - FORBIDDEN_ALGORITHMS)
+    if unsafe:
+        found.append(checks.Error(
+            f"CHAIN_GRANT['ALLOWED_ALGORITHMS'] has unsafe or unknown algorithms: {', '.join(unsafe)}.",
+            hint="Only asymmetric JWS algorithms; never 'none' or HS*.",
+            id="chain_grant.E003",
+        ))
+    for name in ("MAX_CHILDREN", "MAX_DEPTH", "CODE_EXPIRE_SECONDS", "MAX_PROOF_LIFETIME", "PROOF_MAX_BYTES"):
+        value = getattr(chain_grant_settings, name)
+        if not isinstance(value, int) or value < 1:
+            found.append(checks.Error(
+                f"CHAIN_GRANT['{name}'] must be a positive integer.", id="chain_grant.E004"
+            ))
+    if chain_grant_settings.RELAXED_PROOFS:
+        found.append(checks.Warning(
+            "CHAIN_GRANT['RELAXED_PROOFS'] is on: self-asserted agent keys are accepted and "
+            "aud/jti/c_hash are optional.",
+            hint="Only for clients written against the PoC; never in production.",
+            id="chain_grant.W001",
+        ))
+    return found
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_deploy(app_configs=None, **kwargs):
+    if chain_grant_settings.RELAXED_PROOFS and not settings.DEBUG:
+        return [checks.Error(
+            "CHAIN_GRANT['RELAXED_PROOFS'] is on in a deployment.",
+            hint="Turn it off: it accepts self-asserted keys and replayable proofs.",
+            id="chain_grant.E005",
+        )]
+    return []

@@ -1,0 +1,97 @@
+"""Register agents and manage their keys without the admin.
+
+    manage.py chain_grant_agent add planner --key planner.pub.jwk --application CLIENT_ID --scopes "openid read"
+    manage.py chain_grant_agent list
+    manage.py chain_grant_agent rotate planner --key planner-2026.pub.pem
+    manage.py chain_grant_agent disable planner [--kid KID]
+    manage.py chain_grant_agent enable planner
+"""
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from oauth2_provider.models import get_application_model
+
+from chain_grant import agents
+from chain_grant.models import Agent
+
+
+class Command(BaseCommand):
+    help = "Add, list, disable, enable and rotate keys of chain_grant agents."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        add = sub.add_parser("add", help="Register an agent (or add keys/applications to one).")
+        add.add_argument("identifier", help="The `sub` the agent signs proofs with.")
+        add.add_argument("--key", required=True, help="Public JWK, JWKS or PEM file.")
+        add.add_argument("--application", action="append", default=[], metavar="CLIENT_ID", required=True)
+        add.add_argument("--scopes", default="", help="Space-separated allowed scopes.")
+        add.add_argument("--algorithms", default="", help="Comma-separated JWS algorithms (default: all allowed).")
+        add.add_argument("--name", default="")
+        lst = sub.add_parser("list", help="List agents and their keys.")
+        lst.add_argument("--application", metavar="CLIENT_ID")
+        rot = sub.add_parser("rotate", help="Add new key(s), disable the others.")
+        rot.add_argument("identifier")
+        rot.add_argument("--key", required=True)
+        dis = sub.add_parser("disable", help="Disable an agent, or one key with --kid.")
+        dis.add_argument("identifier")
+        dis.add_argument("--kid")
+        ena = sub.add_parser("enable", help="Re-activate an agent.")
+        ena.add_argument("identifier")
+
+    def handle(self, *args, action, **options):
+        return getattr(self, f"do_{action}")(**options)
+
+    def _agent(self, identifier):
+        try:
+            return Agent.objects.get(identifier=identifier)
+        except Agent.DoesNotExist:
+            raise CommandError(f"No agent {identifier!r}.") from None
+
+    def _read_key(self, path):
+        try:
+            return Path(path).read_text()
+        except OSError as exc:
+            raise CommandError(f"Cannot read {path}: {exc}") from None
+
+    def do_add(self, identifier, key, application, scopes, algorithms, name, **_):
+        Application = get_application_model()
+        apps = list(Application.objects.filter(client_id__in=application))
+        missing = set(application) - {a.client_id for a in apps}
+        if missing:
+            raise CommandError(f"Unknown application(s): {', '.join(sorted(missing))}")
+        try:
+            agent = agents.register_agent(
+                identifier, self._read_key(key), apps, scopes,
+                [a.strip() for a in algorithms.split(",") if a.strip()], name,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"agent {agent.identifier}: keys {', '.join(agent.keys.values_list('kid', flat=True))}")
+
+    def do_list(self, application=None, **_):
+        qs = Agent.objects.prefetch_related("keys", "applications")
+        if application:
+            qs = qs.filter(applications__client_id=application)
+        for agent in qs:
+            state = "active" if agent.is_active else "disabled"
+            clients = ",".join(a.client_id for a in agent.applications.all())
+            self.stdout.write(f"{agent.identifier}\t{state}\tscopes={agent.allowed_scopes!r}\tclients={clients}")
+            for k in agent.keys.all():
+                self.stdout.write(f"    {k.kid}\t{k.jwk.get('kty')}\t{'active' if k.is_active else 'disabled'}")
+
+    def do_rotate(self, identifier, key, **_):
+        agent = self._agent(identifier)
+        try:
+            new, disabled = agents.rotate_keys(agent, self._read_key(key))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"agent {identifier}: added {', '.join(k.kid for k in new)}; disabled {disabled} key(s)")
+
+    def do_disable(self, identifier, kid=None, **_):
+        count = agents.disable(self._agent(identifier), kid)
+        self.stdout.write(f"disabled {count} {'key' if kid else 'agent'}")
+
+    def do_enable(self, identifier, **_):
+        Agent.objects.filter(pk=self._agent(identifier).pk).update(is_active=True)
+        self.stdout.write(f"enabled agent {identifier}")

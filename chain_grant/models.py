@@ -1,0 +1,252 @@
+"""chain_grant's tables: registered agents and their keys, per-client switches, and
+the chain itself (one ``ChainedGrant`` row per step).
+
+None of these rows holds a secret: codes are stored as SHA-256 digests, agent keys
+are public JWKs. ``ChainedGrant`` never has a CASCADE foreign key to DOT's rows, so
+the audit record survives DOT deleting a grant on exchange or ``cleartokens``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from oauth2_provider.settings import oauth2_settings
+
+
+class Agent(models.Model):
+    """A registered machine actor.
+
+    * ``identifier`` is the ``sub`` the agent signs its proofs with.
+    * ``applications`` are the clients that may hand codes to this agent.
+    * ``allowed_scopes`` caps what any hop to this agent may carry (agents only narrow).
+    * ``allowed_algorithms`` narrows ``CHAIN_GRANT["ALLOWED_ALGORITHMS"]`` (empty = all of them).
+    * ``self_asserted`` marks a did:jwk machine account created in relaxed (PoC) mode.
+    """
+
+    identifier = models.CharField(
+        _("identifier"), max_length=255, unique=True, help_text=_("The `sub` this agent signs proofs with.")
+    )
+    name = models.CharField(_("name"), max_length=255, blank=True)
+    applications = models.ManyToManyField(
+        oauth2_settings.APPLICATION_MODEL,
+        related_name="chain_agents",
+        blank=True,
+        verbose_name=_("applications"),
+        help_text=_("Clients allowed to hand chained codes to this agent."),
+    )
+    allowed_scopes = models.TextField(
+        _("allowed scopes"), blank=True, help_text=_("Space-separated; a hop to this agent never carries more.")
+    )
+    allowed_algorithms = models.JSONField(
+        _("allowed algorithms"),
+        default=list,
+        blank=True,
+        help_text=_("JWS algorithms accepted from this agent; empty = the global allow-list."),
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+    self_asserted = models.BooleanField(
+        _("self-asserted"), default=False, help_text=_("Created from a proof's own `jwk` header (relaxed mode).")
+    )
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("agent")
+        verbose_name_plural = _("agents")
+        ordering = ("identifier",)
+
+    def __str__(self) -> str:
+        return self.name or self.identifier
+
+    @property
+    def scope_set(self) -> set[str]:
+        return set(self.allowed_scopes.split())
+
+
+class AgentKey(models.Model):
+    """One public key of an agent. Rotation = add a key, then deactivate the old one."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="keys", verbose_name=_("agent"))
+    kid = models.CharField(_("key id"), max_length=255, help_text=_("Defaults to the RFC 7638 thumbprint."))
+    jwk = models.JSONField(_("public JWK"))
+    is_active = models.BooleanField(_("active"), default=True)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    disabled_at = models.DateTimeField(_("disabled at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("agent key")
+        verbose_name_plural = _("agent keys")
+        constraints = [models.UniqueConstraint(fields=("agent", "kid"), name="chain_grant_agentkey_agent_kid")]
+
+    def __str__(self) -> str:
+        return f"{self.agent} / {self.kid}"
+
+
+class ChainClient(models.Model):
+    """Per-application switch: may this client use ``grant_type=code_chain``?"""
+
+    application = models.OneToOneField(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="chain_client",
+        verbose_name=_("application"),
+    )
+    code_chain_enabled = models.BooleanField(_("code_chain enabled"), default=True)
+
+    class Meta:
+        verbose_name = _("chain client")
+        verbose_name_plural = _("chain clients")
+
+    def __str__(self) -> str:
+        return str(self.application)
+
+
+class ChainedGrantQuerySet(models.QuerySet):
+    def live(self) -> ChainedGrantQuerySet:
+        return self.filter(
+            exchanged_at__isnull=True, revoked_at__isnull=True, expires__gt=timezone.now()
+        )
+
+    def expired(self) -> ChainedGrantQuerySet:
+        return self.filter(expires__lte=timezone.now())
+
+    def chain(self, root_id) -> ChainedGrantQuerySet:
+        return self.filter(root_id=root_id)
+
+    def subtree_of(self, step: ChainedGrant) -> ChainedGrantQuerySet:
+        """The step and all its descendants."""
+        return self.filter(root_id=step.root_id, path__startswith=step.path)
+
+
+class ChainedGrant(models.Model):
+    """One step of an authorization code chain (a node of the tree).
+
+    * ``parent``/``root``/``depth``/``path``: the tree. A root points at itself, so one
+      indexed query (``root=<id>``) returns a whole chain; clients see the root id as
+      ``chain_id``. ``path`` (hex ids from the root, ``/``-terminated) makes a subtree one
+      prefix query and the ancestors one primary-key query, whatever the chain's size.
+    * ``code_digest``: SHA-256 hex of the step's code (the code itself is never stored).
+    * ``kind`` + ``agent``/``subject``: the actor of this step. ``user`` is the person the
+      chain acts for (DOT's ``Grant.user``/``AccessToken.user``), set on every step.
+    * ``scope``: what this step's code grants; ``requested_scope``: what was asked.
+    * proof evidence: ``proof_jti``, verified ``proof_claims``, ``proof_digest`` (SHA-256
+      of the raw JWS) and ``message_digest`` (the agent's ``msg_sha256`` claim).
+    * state: ``exchanged_at`` + ``access_token``/``token_family`` (what was issued from
+      it), ``revoked_at``/``revoked_reason``, ``children_count`` (fan-out limit).
+    * ``grant_id``: pk of the DOT ``Grant`` holding the live code; a plain integer, not a
+      foreign key, so DOT deleting its grant never touches this row.
+    * ``link_hash``: SHA-256 over the parent's link_hash and this step's immutable fields.
+    """
+
+    class Kind(models.TextChoices):
+        WALLET = "wallet", _("wallet")
+        USER = "user", _("user")
+        AGENT = "agent", _("agent")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children", verbose_name=_("parent")
+    )
+    root = models.ForeignKey(
+        "self", on_delete=models.PROTECT, related_name="+", verbose_name=_("chain root")
+    )
+    depth = models.PositiveIntegerField(_("depth"), default=0)
+    path = models.TextField(
+        _("path"), help_text=_("Ids from the root to this step; a subtree is one prefix query.")
+    )
+
+    code_digest = models.CharField(_("code digest"), max_length=64, unique=True)
+    expires = models.DateTimeField(_("expires"))
+    redirect_uri = models.TextField(_("redirect URI"), blank=True)
+
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
+    application = models.ForeignKey(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.PROTECT,
+        related_name="chained_grants",
+        verbose_name=_("application"),
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="chained_grants",
+        verbose_name=_("user"),
+        help_text=_("The person the chain acts for."),
+    )
+    agent = models.ForeignKey(
+        Agent, on_delete=models.PROTECT, null=True, blank=True, related_name="steps", verbose_name=_("agent")
+    )
+    subject = models.CharField(
+        _("actor subject"), max_length=512, help_text=_("`sub` of the actor: user pk, wallet DID or agent id.")
+    )
+
+    scope = models.TextField(_("scope"), blank=True)
+    requested_scope = models.TextField(_("requested scope"), blank=True)
+
+    proof_jti = models.CharField(_("proof jti"), max_length=255, blank=True)
+    proof_claims = models.JSONField(_("verified proof claims"), default=dict, blank=True)
+    proof_digest = models.CharField(_("proof digest"), max_length=64, blank=True)
+    message_digest = models.CharField(_("message digest"), max_length=128, blank=True)
+
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    grant_id = models.BigIntegerField(_("DOT grant id"), null=True, blank=True)
+    exchanged_at = models.DateTimeField(_("exchanged at"), null=True, blank=True)
+    access_token = models.ForeignKey(
+        oauth2_settings.ACCESS_TOKEN_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("access token issued"),
+    )
+    token_family = models.UUIDField(_("refresh token family"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+    revoked_reason = models.CharField(_("revoked reason"), max_length=255, blank=True)
+    children_count = models.PositiveIntegerField(_("children"), default=0)
+
+    link_hash = models.CharField(_("link hash"), max_length=64)
+
+    objects = ChainedGrantQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("chained grant")
+        verbose_name_plural = _("chained grants")
+        ordering = ("root_id", "depth", "created")
+        indexes = [
+            models.Index(fields=("root", "depth"), name="chain_grant_root_depth"),
+            models.Index(fields=("expires",), name="chain_grant_expires"),
+            models.Index(fields=("access_token",), name="chain_grant_access_token"),
+            models.Index(fields=("token_family",), name="chain_grant_token_family"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=("agent", "proof_jti"),
+                condition=Q(agent__isnull=False) & ~Q(proof_jti=""),
+                name="chain_grant_agent_jti_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        # Never the code: only the kind, actor and a short digest prefix.
+        return f"{self.kind} step {self.subject} ({self.code_digest[:8]}…)"
+
+    @property
+    def chain_id(self):
+        return self.root_id
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.exchanged_at:
+            return "exchanged"
+        if self.expires <= timezone.now():
+            return "expired"
+        return "live"

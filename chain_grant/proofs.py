@@ -1,0 +1,281 @@
+"""Verification of the signed proofs that advance a chain (plain functions, no HTTP).
+
+An agent proves a hop with a compact JWS ("id_token") signed by one of its
+*registered* keys. Everything here raises :class:`ProofError` (an ``invalid_grant``
+or ``invalid_request``) with a description safe to show to the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jwcrypto import jwk, jws
+from jwcrypto.common import JWException
+
+from .errors import ChainError
+from .settings import FORBIDDEN_ALGORITHMS, chain_grant_settings
+
+log = logging.getLogger("chain_grant")
+
+_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+DID_JWK_PREFIX = "did:jwk:"
+
+
+class ProofError(ChainError):
+    """A proof was refused (``invalid_grant``, or ``invalid_request`` if malformed)."""
+
+
+@dataclass
+class VerifiedProof:
+    """What a verified proof tells: who signed it, the claims, and evidence to keep."""
+
+    subject: str
+    claims: dict[str, Any]
+    digest: str
+    jti: str = ""
+    message_digest: str = ""
+    key: Any = None  # AgentKey, or None for a self-asserted key
+    self_asserted_jwk: dict[str, Any] = field(default_factory=dict)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def code_hash(code: str) -> str:
+    """OIDC-style ``c_hash``: base64url of the left half of SHA-256(code)."""
+    digest = hashlib.sha256(code.encode("ascii", "strict")).digest()
+    return b64url(digest[: len(digest) // 2])
+
+
+def sha256_hex(value: str | bytes) -> str:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return hashlib.sha256(value).hexdigest()
+
+
+# --- keys ---------------------------------------------------------------------------
+
+
+def load_public_keys(text: str) -> list[dict[str, Any]]:
+    """Parse a public JWK, JWKS or PEM into a list of public JWK dicts with a ``kid``.
+
+    Private keys and symmetric keys are refused: an agent's private key never
+    belongs on the IdP.
+    """
+    text = text.strip()
+    keys: list[jwk.JWK] = []
+    try:
+        if text.startswith("-----BEGIN"):
+            if "PRIVATE KEY" in text.split("\n", 1)[0]:
+                raise ValueError("refusing a private key: register the public key only")
+            keys = [jwk.JWK.from_pem(text.encode())]
+        else:
+            data = json.loads(text)
+            items = data["keys"] if isinstance(data, dict) and "keys" in data else [data]
+            keys = [jwk.JWK(**item) for item in items]
+    except (ValueError, TypeError, KeyError, JWException) as exc:
+        raise ValueError(f"not a public JWK, JWKS or PEM: {exc}") from exc
+    if not keys:
+        raise ValueError("no key found")
+    result = []
+    for key in keys:
+        if key.get("kty") == "oct":
+            raise ValueError("refusing a symmetric key: agent proofs must be asymmetric")
+        if key.has_private:
+            raise ValueError("refusing a private key: register the public key only")
+        public = key.export_public(as_dict=True)
+        public.setdefault("kid", key.thumbprint())
+        result.append(public)
+    return result
+
+
+def did_jwk(public_jwk: dict[str, Any]) -> str:
+    """The did:jwk identifier of a public key (members sorted, as a stable form)."""
+    return DID_JWK_PREFIX + b64url(json.dumps(public_jwk, sort_keys=True, separators=(",", ":")).encode())
+
+
+# --- JWS parsing ----------------------------------------------------------------------
+
+
+def parse_compact(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a compact JWS into (protected header, unverified payload), strictly."""
+    if not token:
+        raise ProofError("Missing proof.", "invalid_request")
+    if len(token) > chain_grant_settings.PROOF_MAX_BYTES:
+        raise ProofError("Proof is too large.", "invalid_request")
+    if not _COMPACT_JWS.match(token):
+        raise ProofError("Proof is not a compact JWS.", "invalid_request")
+    header_b64, payload_b64, _ = token.split(".")
+    try:
+        header = json.loads(_b64url_decode(header_b64))
+        payload = json.loads(_b64url_decode(payload_b64))
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ProofError("Proof is not valid base64url JSON.", "invalid_request") from exc
+    if not isinstance(header, dict) or not isinstance(payload, dict):
+        raise ProofError("Proof header and payload must be JSON objects.", "invalid_request")
+    return header, payload
+
+
+def check_algorithm(alg: Any, agent_algorithms: list[str] | None = None) -> str:
+    allowed = set(chain_grant_settings.ALLOWED_ALGORITHMS) - FORBIDDEN_ALGORITHMS
+    if agent_algorithms:
+        allowed &= set(agent_algorithms)
+    if not isinstance(alg, str) or alg not in allowed:
+        raise ProofError(f"Proof algorithm {alg!r} is not allowed.")
+    return alg
+
+
+def verify_signature(token: str, public_jwk: dict[str, Any], alg: str) -> None:
+    try:
+        key = jwk.JWK(**public_jwk)
+        obj = jws.JWS()
+        obj.deserialize(token)
+        obj.verify(key, alg=alg)
+    except (JWException, ValueError, TypeError) as exc:
+        raise ProofError("Proof signature is invalid.") from exc
+
+
+# --- claims ---------------------------------------------------------------------------
+
+
+def _int_claim(claims: dict[str, Any], name: str) -> int:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProofError(f"Proof claim {name!r} is missing or not an integer.")
+    return value
+
+
+def check_times(claims: dict[str, Any], now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    skew = chain_grant_settings.PROOF_CLOCK_SKEW
+    iat, exp = _int_claim(claims, "iat"), _int_claim(claims, "exp")
+    if iat > now + skew:
+        raise ProofError("Proof was issued in the future (iat).")
+    if exp <= now - skew:
+        raise ProofError("Proof has expired (exp).")
+    if exp - iat > chain_grant_settings.MAX_PROOF_LIFETIME:
+        raise ProofError("Proof lifetime (exp - iat) is too long.")
+
+
+def check_audience(claims: dict[str, Any], audiences: list[str], required: bool = True) -> None:
+    aud = claims.get("aud")
+    if aud is None and not required:
+        return
+    values = aud if isinstance(aud, list) else [aud]
+    if not any(isinstance(v, str) and v in audiences for v in values):
+        raise ProofError("Proof audience (aud) is not this issuer.")
+
+
+def check_code_hash(claims: dict[str, Any], code: str, required: bool = True) -> None:
+    c_hash = claims.get("c_hash")
+    if c_hash is None and not required:
+        return
+    if not isinstance(c_hash, str) or not hmac.compare_digest(c_hash, code_hash(code)):
+        raise ProofError("Proof c_hash does not match the authorization code.")
+
+
+def check_jti(claims: dict[str, Any], required: bool = True) -> str:
+    jti = claims.get("jti")
+    if jti is None and not required:
+        return ""
+    if not isinstance(jti, str) or not jti or len(jti) > 255:
+        raise ProofError("Proof jti is missing or invalid.")
+    return jti
+
+
+def message_digest(claims: dict[str, Any]) -> str:
+    value = claims.get("msg_sha256", "")
+    if not isinstance(value, str) or len(value) > 128:
+        raise ProofError("Proof msg_sha256 must be a string of at most 128 characters.")
+    return value
+
+
+# --- the agent proof ----------------------------------------------------------------
+
+
+def select_key(keys: list[Any], kid: Any) -> Any:
+    """Pick the signing key among an agent's active keys: by ``kid``, or the only one."""
+    if kid is not None:
+        for key in keys:
+            if key.kid == kid:
+                return key
+        raise ProofError("Proof key id (kid) is not one of the agent's active keys.")
+    if len(keys) == 1:
+        return keys[0]
+    raise ProofError("Proof has no kid and the agent has several active keys.")
+
+
+def verify_agent_proof(
+    token: str,
+    *,
+    code: str,
+    audiences: list[str],
+    find_keys,
+    relaxed: bool = False,
+) -> VerifiedProof:
+    """Verify an agent's hop proof.
+
+    ``find_keys(sub)`` returns the active ``AgentKey`` rows of the active agent with
+    that identifier that the calling client may hand codes to (empty if none).
+    In relaxed (PoC) mode a proof carrying its own ``jwk`` header is accepted as a
+    self-asserted did:jwk machine account, and aud/jti/c_hash become optional.
+    """
+    header, payload = parse_compact(token)
+    if "crit" in header:
+        raise ProofError("Proof uses unsupported critical header parameters.")
+    sub = payload.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise ProofError("Proof sub is missing.")
+
+    self_asserted: dict[str, Any] = {}
+    key_row = None
+    if relaxed and "jwk" in header:
+        try:
+            public = load_public_keys(json.dumps(header["jwk"]))[0]
+        except (ValueError, TypeError) as exc:
+            raise ProofError("Proof jwk header is not a public key.") from exc
+        public.pop("kid", None)
+        alg = check_algorithm(header.get("alg"))
+        verify_signature(token, public, alg)
+        expected_sub = did_jwk(public)
+        if sub != expected_sub:
+            raise ProofError("Proof sub must be the did:jwk of its jwk header.")
+        self_asserted = public
+        log.warning("chain_grant: accepted a self-asserted proof key (RELAXED_PROOFS) for %s", sub[:48])
+    else:
+        keys = list(find_keys(sub))
+        if not keys:
+            raise ProofError("Proof sub is not an active agent registered for this client.")
+        key_row = select_key(keys, header.get("kid"))
+        alg = check_algorithm(header.get("alg"), key_row.agent.allowed_algorithms)
+        verify_signature(token, key_row.jwk, alg)
+
+    check_times(payload)
+    check_audience(payload, audiences, required=not relaxed)
+    jti = check_jti(payload, required=not relaxed)
+    check_code_hash(payload, code, required=not relaxed)
+    if relaxed and key_row is not None:
+        log.info("chain_grant: RELAXED_PROOFS is on; aud/jti/c_hash optional for %s", sub[:48])
+    return VerifiedProof(
+        subject=sub,
+        claims=payload,
+        digest=sha256_hex(token),
+        jti=jti,
+        message_digest=message_digest(payload),
+        key=key_row,
+        self_asserted_jwk=self_asserted,
+    )

@@ -1,0 +1,79 @@
+"""chain_grant settings: one ``CHAIN_GRANT`` dict, read through ``chain_grant_settings``.
+
+Like DOT's ``oauth2_settings``: defaults below, user values from
+``settings.CHAIN_GRANT``, cached, and reloaded on ``setting_changed`` (so tests can
+use ``override_settings``). Every key is documented in the README's settings
+reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # Lifetime of a chained code (agent hop); the PoC uses 600 s.
+    "CODE_EXPIRE_SECONDS": 600,
+    # How many children one step may have (1 = strictly linear chain).
+    "MAX_CHILDREN": 3,
+    # Deepest step allowed (root = 0).
+    "MAX_DEPTH": 16,
+    # Proof (agent id_token) limits.
+    "MAX_PROOF_LIFETIME": 300,
+    "PROOF_CLOCK_SKEW": 30,
+    "PROOF_MAX_BYTES": 8192,
+    # Asymmetric JWS algorithms an agent proof may use. "none" and HS* are refused
+    # whatever this says (system check chain_grant.E003).
+    "ALLOWED_ALGORITHMS": [
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    ],
+    # Accepted proof `aud` values. Empty = this IdP's OIDC issuer (DOT's oidc_issuer()).
+    "PROOF_AUDIENCES": [],
+    # PoC compatibility: accept a self-asserted `jwk` header (did:jwk machine account)
+    # and proofs without aud/jti/c_hash. Off by default; logged when used.
+    "RELAXED_PROOFS": False,
+    # Whether applications may use code_chain without a ChainClient row saying so.
+    # False: an operator enables each client explicitly (safe default).
+    "ENABLE_FOR_ALL_CLIENTS": False,
+}
+
+# Algorithms that can never be allowed: no signature, or a shared secret.
+FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
+
+
+class ChainGrantSettings:
+    """Attribute access to CHAIN_GRANT with defaults; unknown keys are an error."""
+
+    def __init__(self, defaults: dict[str, Any] | None = None):
+        self.defaults = defaults or DEFAULTS
+        self._cached: set[str] = set()
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return getattr(settings, "CHAIN_GRANT", {}) or {}
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr not in self.defaults:
+            raise AttributeError(f"Invalid CHAIN_GRANT setting: {attr}")
+        value = self.user_settings.get(attr, self.defaults[attr])
+        self._cached.add(attr)
+        setattr(self, attr, value)
+        return value
+
+    def reload(self) -> None:
+        for attr in self._cached:
+            delattr(self, attr)
+        self._cached.clear()
+
+
+chain_grant_settings = ChainGrantSettings(DEFAULTS)
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CHAIN_GRANT":
+        chain_grant_settings.reload()
+
+
+setting_changed.connect(_reload)

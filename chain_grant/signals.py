@@ -1,0 +1,13 @@
+"""Documented hooks for operators. Receivers must not raise."""
+
+from django.dispatch import Signal
+
+# A step was added to a chain. Arguments: step (ChainedGrant).
+step_created = Signal()
+
+# A step and its subtree were revoked. Arguments: step (ChainedGrant), count (int,
+# steps newly revoked), reason (str).
+chain_revoked = Signal()
+
+# An exchanged code was presented again; its subtree was revoked. Arguments: step.
+replay_detected = Signal()

@@ -1,0 +1,131 @@
+"""Validator classes for DOT: ``ChainValidatorMixin`` composes with an IdP's own
+``OAuth2Validator`` subclass; ``ChainOAuth2Validator`` is the ready-made one.
+
+    OAUTH2_PROVIDER["OAUTH2_VALIDATOR_CLASS"] = "chain_grant.validators.ChainOAuth2Validator"
+    # or, keeping your own:  class MyValidator(ChainValidatorMixin, MyOAuth2Validator): ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.db import router, transaction
+from oauth2_provider.models import AbstractApplication, get_access_token_model
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauth2_provider.settings import oauth2_settings
+from oauthlib.oauth2.rfc6749 import errors
+
+from . import chains
+from .errors import ChainError
+from .grants import GRANT_TYPE
+from .models import ChainClient, ChainedGrant
+from .settings import chain_grant_settings
+
+_OAUTH_ERRORS = {
+    "invalid_grant": errors.InvalidGrantError,
+    "invalid_request": errors.InvalidRequestError,
+    "invalid_scope": errors.InvalidScopeError,
+    "unauthorized_client": errors.UnauthorizedClientError,
+}
+
+
+def oauth_error(exc: ChainError, request) -> errors.OAuth2Error:
+    return _OAUTH_ERRORS.get(exc.error, errors.InvalidGrantError)(description=exc.description, request=request)
+
+
+def client_may_chain(application) -> bool:
+    """code_chain is for authorization-code clients that an operator enabled."""
+    if not application.allows_grant_type(AbstractApplication.GRANT_AUTHORIZATION_CODE):
+        return False
+    if chain_grant_settings.ENABLE_FOR_ALL_CLIENTS:
+        return not ChainClient.objects.filter(application=application, code_chain_enabled=False).exists()
+    return ChainClient.objects.filter(application=application, code_chain_enabled=True).exists()
+
+
+class _Replayed(Exception):
+    pass
+
+
+class ChainValidatorMixin:
+    """Adds the code_chain grant, chained-code exchange and replay handling to a DOT
+    validator. Put it first in the bases so its methods wrap the IdP's."""
+
+    # -- code_chain ------------------------------------------------------------------
+
+    def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs):
+        if grant_type == GRANT_TYPE:
+            return client_may_chain(request.client)
+        return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
+
+    def get_chain_audiences(self, request) -> list[str]:
+        """Accepted proof ``aud`` values: CHAIN_GRANT["PROOF_AUDIENCES"], else the issuer."""
+        return list(chain_grant_settings.PROOF_AUDIENCES) or [oauth2_settings.oidc_issuer(request)]
+
+    def advance_chain(self, request) -> dict:
+        """Run one agent hop and return the token-endpoint response body."""
+        try:
+            step, code = chains.advance_by_agent(
+                application=request.client,
+                parent_code=request.authorization_code,
+                proof=request.id_token,
+                audiences=self.get_chain_audiences(request),
+                scope=request.scope,
+                code_challenge=getattr(request, "code_challenge", None),
+                code_challenge_method=getattr(request, "code_challenge_method", None),
+                pkce_required=self.is_pkce_required(request.client_id, request),
+            )
+        except ChainError as exc:
+            raise oauth_error(exc, request) from None
+        return {
+            "authorization_code": code,
+            "expires_in": chain_grant_settings.CODE_EXPIRE_SECONDS,
+            "scope": step.scope,
+            "chain_id": str(step.root_id),
+            "depth": step.depth,
+        }
+
+    # -- exchanging a chained code (grant_type=authorization_code) -------------------
+
+    def validate_code(self, client_id, code, client, request, *args, **kwargs):
+        step = chains.find_step(code)
+        if step is not None:
+            if step.exchanged_at and step.application_id == client.pk:
+                chains.handle_replay(step)
+                return False
+            try:
+                chains.check_exchangeable(step, client)
+            except ChainError:
+                return False
+            request.chain_step = step
+        return super().validate_code(client_id, code, client, request, *args, **kwargs)
+
+    def save_bearer_token(self, token, request, *args, **kwargs):
+        step = getattr(request, "chain_step", None)
+        if step is None or request.grant_type != "authorization_code":
+            return super().save_bearer_token(token, request, *args, **kwargs)
+        AccessToken = get_access_token_model()
+        try:
+            with transaction.atomic(using=router.db_for_write(ChainedGrant)):
+                result = super().save_bearer_token(token, request, *args, **kwargs)
+                checksum = hashlib.sha256(token["access_token"].encode("utf-8")).hexdigest()
+                issued = (
+                    AccessToken.objects.filter(token_checksum=checksum)
+                    .values_list("pk", "refresh_token__token_family")
+                    .first()
+                )
+                if not chains.record_exchange(step, *issued):
+                    raise _Replayed
+        except _Replayed:
+            # Lost a race for this code. The id_token (saved before us) is orphaned.
+            id_token = self._load_id_token(token["id_token"]) if token.get("id_token") else None
+            if id_token is not None:
+                id_token.delete()
+            step.refresh_from_db()
+            if step.exchanged_at:
+                chains.handle_replay(step)
+            raise errors.InvalidGrantError(request=request) from None
+        return result
+
+
+class ChainOAuth2Validator(ChainValidatorMixin, OAuth2Validator):
+    """DOT's OAuth2Validator with chain_grant added."""

@@ -1,0 +1,105 @@
+"""Demo data for idp_project (idempotent): an admin, a demo user, a confidential
+client allowed to use code_chain, and the seven example agents with their keys.
+
+Secrets are generated on first run and kept under var/ (mode 0600); later runs
+print the same ones.
+"""
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from oauth2_provider.models import get_application_model
+
+from chain_grant import agents
+from chain_grant.client import generate_key
+from chain_grant.models import ChainClient
+
+CLIENT_ID = "chain-demo"
+REDIRECT_URIS = "http://127.0.0.1:8765/oauth-callback http://127.0.0.1:8000/oauth-callback"
+ROOT_SCOPES = "openid profile read write"
+AGENTS = {
+    "planner": "openid profile read write",
+    "researcher": "openid read",
+    "security": "openid read",
+    "implementer": "openid read write",
+    "merger": "openid read write",
+    "critic": "openid read",
+    "writer": "openid profile email write",
+}
+
+
+def _write_private(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.chmod(path, 0o600)
+
+
+class Command(BaseCommand):
+    help = "Create the demo admin, user, client and the seven example agents (idempotent)."
+
+    def handle(self, *args, **options):
+        var = Path(settings.VAR_DIR)
+        creds_path = var / "demo_credentials.json"
+        creds = json.loads(creds_path.read_text()) if creds_path.exists() else {}
+        for name in ("admin_password", "alice_password", "client_secret"):
+            creds.setdefault(name, secrets.token_urlsafe(18))
+        creds.update(client_id=CLIENT_ID, redirect_uri=REDIRECT_URIS.split()[0], scope=ROOT_SCOPES)
+        _write_private(creds_path, creds)
+
+        User = get_user_model()
+        admin, created = User.objects.get_or_create(
+            username="admin", defaults={"is_staff": True, "is_superuser": True, "email": "admin@example.com"}
+        )
+        if created:
+            admin.set_password(creds["admin_password"])
+            admin.save()
+        self._say("admin user", "admin", created)
+        alice, created = User.objects.get_or_create(
+            username="alice", defaults={"email": "alice@example.com", "first_name": "Alice"}
+        )
+        if created:
+            alice.set_password(creds["alice_password"])
+            alice.save()
+        self._say("demo user", "alice", created)
+
+        Application = get_application_model()
+        app = Application.objects.filter(client_id=CLIENT_ID).first()
+        created = app is None
+        if created:
+            app = Application.objects.create(
+                name="chain_grant demo client",
+                client_id=CLIENT_ID,
+                client_secret=creds["client_secret"],
+                client_type=Application.CLIENT_CONFIDENTIAL,
+                authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+                redirect_uris=REDIRECT_URIS,
+                algorithm=Application.RS256_ALGORITHM,
+                user=admin,
+            )
+        ChainClient.objects.update_or_create(application=app, defaults={"code_chain_enabled": True})
+        self._say("confidential client (code_chain enabled)", CLIENT_ID, created)
+
+        for name, scopes in AGENTS.items():
+            key_path = var / "agents" / f"{name}.json"
+            created = not key_path.exists()
+            if created:
+                _write_private(key_path, generate_key("RSA").export(as_dict=True, private_key=True))
+            private = json.loads(key_path.read_text())
+            public = {k: v for k, v in private.items() if k in ("kty", "n", "e", "kid")}
+            agents.register_agent(name, json.dumps(public), [app], scopes, name=name)
+            self._say(f"agent (scopes: {scopes}; private key {key_path})", name, created)
+
+        self.stdout.write("")
+        self.stdout.write(f"Credentials (mode 0600): {creds_path}")
+        self.stdout.write(f"  admin / {creds['admin_password']}   alice / {creds['alice_password']}")
+        self.stdout.write(f"  client_id {CLIENT_ID}  client_secret {creds['client_secret']}")
+
+    def _say(self, what, name, created):
+        self.stdout.write(f"{'created' if created else 'exists '}  {what}: {name}")

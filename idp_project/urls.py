@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import TemplateView
+
+urlpatterns = [
+    path("", TemplateView.as_view(template_name="home.html"), name="home"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    # DOT's endpoints with chain_grant's introspection and discovery (drop-in for oauth2_provider.urls).
+    path("oauth/", include("chain_grant.urls")),
+]

@@ -1,0 +1,12 @@
+"""Test settings: idp_project's, with fast password hashing. PostgreSQL when
+DATABASE_URL is set (idp_project reads it), SQLite otherwise."""
+
+from idp_project.settings import *  # noqa: F403
+
+# Client secrets are hashed with the first hasher; PBKDF2 would make every token
+# request cost ~190 ms (see bench/) and say nothing more about correctness.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+OAUTH2_PROVIDER = {**OAUTH2_PROVIDER, "ALWAYS_RELOAD_OAUTHLIB_CORE": True}  # noqa: F405
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": ""}  # noqa: F405  (in memory)
