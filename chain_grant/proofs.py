@@ -26,7 +26,7 @@ from .settings import FORBIDDEN_ALGORITHMS, chain_grant_settings
 
 log = logging.getLogger("chain_grant")
 
-_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")  # empty signature: alg none
 DID_JWK_PREFIX = "did:jwk:"
 
 

@@ -4,9 +4,12 @@ Set ``OAUTH2_PROVIDER["OAUTH2_SERVER_CLASS"] = "chain_grant.server.ChainServer"`
 OIDC keeps working (it subclasses ``oauthlib.openid.Server``).
 """
 
+from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 from oauthlib.openid import Server
 
 from .grants import GRANT_TYPE, CodeChainGrant
+
+ERROR_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 class ChainServer(Server):
@@ -15,3 +18,11 @@ class ChainServer(Server):
         # No **kwargs here: DOT passes pre_token hooks meant for the device grant.
         self.chain_grant = CodeChainGrant(request_validator)
         self.grant_types[GRANT_TYPE] = self.chain_grant
+
+    def create_token_response(self, *args, **kwargs):
+        # Errors raised after validation (e.g. a replay lost in save_token) escape the
+        # grant's own handler; answer them as the same JSON, not as text/html.
+        try:
+            return super().create_token_response(*args, **kwargs)
+        except OAuth2Error as exc:
+            return {**ERROR_HEADERS, **exc.headers}, exc.json, exc.status_code

@@ -1,0 +1,229 @@
+"""chain_grant's system checks, one misconfiguration at a time (ids chain_grant.E00x/W00x).
+
+The ``settings`` fixture fires ``setting_changed``; DOT's ``oauth2_settings`` and
+``chain_grant_settings`` both reload on it, and everything is restored afterwards.
+"""
+
+import pytest
+from django.core import checks as django_checks
+from oauth2_provider.oauth2_validators import OAuth2Validator
+
+from chain_grant import checks
+from chain_grant.server import ChainServer
+from chain_grant.settings import DEFAULTS
+from chain_grant.validators import ChainValidatorMixin
+
+
+class MyChainValidator(ChainValidatorMixin, OAuth2Validator):
+    """An IdP's own validator with the mixin (what the README recommends)."""
+
+
+class MyServer(ChainServer):
+    pass
+
+
+def ids(messages):
+    return [m.id for m in messages]
+
+
+def chain_ids(messages):
+    return sorted(m.id for m in messages if m.id and m.id.startswith("chain_grant."))
+
+
+@pytest.fixture
+def oauth2(settings):
+    def override(**values):
+        settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, **values}
+
+    return override
+
+
+@pytest.fixture
+def chain(settings):
+    def override(**values):
+        settings.CHAIN_GRANT = {**getattr(settings, "CHAIN_GRANT", {}), **values}
+
+    return override
+
+
+# --- the project as configured --------------------------------------------------------
+
+
+def test_project_has_no_chain_grant_errors(settings):
+    messages = django_checks.run_checks(include_deployment_checks=True)
+    found = [m for m in messages if m.id and m.id.startswith("chain_grant.")]
+    assert [m for m in found if m.is_serious()] == []
+    assert "chain_grant.W002" not in ids(found)  # the project advertises code_chain
+    relaxed = settings.CHAIN_GRANT.get("RELAXED_PROOFS", False)
+    assert ("chain_grant.W001" in ids(found)) == bool(relaxed)
+
+
+def test_each_check_function_is_clean_with_the_project_settings(settings, chain):
+    chain(RELAXED_PROOFS=False)
+    assert checks.check_plugged_in() == []
+    assert checks.check_settings() == []
+    assert checks.check_deploy() == []
+
+
+def test_checks_are_registered():
+    registered = django_checks.registry.registry.get_checks(include_deployment_checks=True)
+    assert {checks.check_plugged_in, checks.check_settings, checks.check_deploy} <= set(registered)
+    # the deploy check only runs with --deploy
+    assert checks.check_deploy not in django_checks.registry.registry.get_checks()
+    assert checks.check_plugged_in in django_checks.registry.registry.get_checks()
+
+
+# --- E001 / E002 / W002: plugged into DOT ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "server_class",
+    ["oauthlib.openid.Server", "oauthlib.oauth2.Server", "oauth2_provider.oauth2_validators.OAuth2Validator"],
+)
+def test_e001_server_class_not_chain_server(oauth2, server_class):
+    oauth2(OAUTH2_SERVER_CLASS=server_class)
+    messages = checks.check_plugged_in()
+    assert ids(messages) == ["chain_grant.E001"]
+    assert messages[0].level == django_checks.ERROR
+    assert "ChainServer" in messages[0].msg
+
+
+def test_e001_default_server_when_unset(settings):
+    # No OAUTH2_SERVER_CLASS: DOT falls back to its OIDC server, which is not ChainServer.
+    settings.OAUTH2_PROVIDER = {k: v for k, v in settings.OAUTH2_PROVIDER.items() if k != "OAUTH2_SERVER_CLASS"}
+    assert "chain_grant.E001" in ids(checks.check_plugged_in())
+
+
+def test_a_chain_server_subclass_is_fine(oauth2):
+    oauth2(OAUTH2_SERVER_CLASS=f"{__name__}.MyServer")
+    assert checks.check_plugged_in() == []
+
+
+def test_e002_validator_without_mixin(oauth2):
+    oauth2(OAUTH2_VALIDATOR_CLASS="oauth2_provider.oauth2_validators.OAuth2Validator")
+    messages = checks.check_plugged_in()
+    assert ids(messages) == ["chain_grant.E002"]
+    assert messages[0].level == django_checks.ERROR
+    assert "ChainValidatorMixin" in messages[0].msg
+
+
+def test_a_validator_with_the_mixin_is_fine(oauth2):
+    oauth2(OAUTH2_VALIDATOR_CLASS=f"{__name__}.MyChainValidator")
+    assert checks.check_plugged_in() == []
+
+
+def test_e001_and_e002_together(oauth2):
+    oauth2(OAUTH2_SERVER_CLASS="oauthlib.openid.Server",
+           OAUTH2_VALIDATOR_CLASS="oauth2_provider.oauth2_validators.OAuth2Validator")
+    assert ids(checks.check_plugged_in()) == ["chain_grant.E001", "chain_grant.E002"]
+
+
+def test_w002_code_chain_not_advertised(oauth2):
+    oauth2(OAUTH2_GRANT_TYPES_SUPPORTED=["authorization_code", "refresh_token"])
+    messages = checks.check_plugged_in()
+    assert ids(messages) == ["chain_grant.W002"]
+    assert messages[0].level == django_checks.WARNING
+    assert not messages[0].is_serious()
+
+
+def test_plugged_in_checks_through_run_checks(oauth2):
+    oauth2(OAUTH2_SERVER_CLASS="oauthlib.openid.Server", OAUTH2_GRANT_TYPES_SUPPORTED=["authorization_code"])
+    found = chain_ids(django_checks.run_checks())
+    assert found == ["chain_grant.E001", "chain_grant.W002"]
+
+
+# --- E003 / E004 / W001: CHAIN_GRANT values -------------------------------------------
+
+
+@pytest.mark.parametrize("unsafe", ["HS256", "HS384", "HS512", "none", "RS1", "XYZ", "NONE"])
+def test_e003_unsafe_or_unknown_algorithm(chain, unsafe):
+    chain(ALLOWED_ALGORITHMS=["ES256", unsafe])
+    messages = checks.check_settings()
+    assert ids(messages) == ["chain_grant.E003"]
+    assert messages[0].level == django_checks.ERROR
+    assert unsafe in messages[0].msg
+    assert "ES256" not in messages[0].msg
+
+
+def test_e003_lists_every_unsafe_algorithm(chain):
+    chain(ALLOWED_ALGORITHMS=["none", "HS256", "ES256", "bogus"])
+    [message] = checks.check_settings()
+    assert message.id == "chain_grant.E003"
+    assert "none" in message.msg and "HS256" in message.msg and "bogus" in message.msg
+
+
+def test_safe_algorithms_pass(chain):
+    chain(ALLOWED_ALGORITHMS=["ES256", "ES256K", "EdDSA"])
+    assert checks.check_settings() == []
+    chain(ALLOWED_ALGORITHMS=DEFAULTS["ALLOWED_ALGORITHMS"])
+    assert checks.check_settings() == []
+
+
+@pytest.mark.parametrize("value", [0, -1, "3", 2.5, None])
+def test_e004_max_children_not_a_positive_integer(chain, value):
+    chain(MAX_CHILDREN=value)
+    messages = checks.check_settings()
+    assert ids(messages) == ["chain_grant.E004"]
+    assert "MAX_CHILDREN" in messages[0].msg
+    assert messages[0].level == django_checks.ERROR
+
+
+@pytest.mark.parametrize("name", ["MAX_DEPTH", "CODE_EXPIRE_SECONDS", "MAX_PROOF_LIFETIME", "PROOF_MAX_BYTES"])
+def test_e004_other_limits(chain, name):
+    chain(**{name: 0})
+    messages = checks.check_settings()
+    assert ids(messages) == ["chain_grant.E004"]
+    assert name in messages[0].msg
+
+
+def test_e004_one_error_per_bad_limit(chain):
+    chain(MAX_CHILDREN=0, MAX_DEPTH=-5)
+    messages = checks.check_settings()
+    assert ids(messages) == ["chain_grant.E004", "chain_grant.E004"]
+    assert "MAX_CHILDREN" in messages[0].msg and "MAX_DEPTH" in messages[1].msg
+
+
+def test_max_children_of_one_is_fine(chain):
+    chain(MAX_CHILDREN=1, MAX_DEPTH=1)
+    assert checks.check_settings() == []
+
+
+def test_w001_relaxed_proofs(chain):
+    chain(RELAXED_PROOFS=True)
+    messages = checks.check_settings()
+    assert ids(messages) == ["chain_grant.W001"]
+    assert messages[0].level == django_checks.WARNING
+    chain(RELAXED_PROOFS=False)
+    assert checks.check_settings() == []
+
+
+# --- E005: deploy -------------------------------------------------------------------
+
+
+def test_e005_relaxed_proofs_in_a_deployment(settings, chain):
+    chain(RELAXED_PROOFS=True)
+    settings.DEBUG = False
+    messages = checks.check_deploy()
+    assert ids(messages) == ["chain_grant.E005"]
+    assert messages[0].level == django_checks.ERROR
+
+
+def test_e005_not_raised_in_debug_or_when_strict(settings, chain):
+    chain(RELAXED_PROOFS=True)
+    settings.DEBUG = True
+    assert checks.check_deploy() == []
+    chain(RELAXED_PROOFS=False)
+    settings.DEBUG = False
+    assert checks.check_deploy() == []
+
+
+def test_e005_only_with_deployment_checks(settings, chain):
+    chain(RELAXED_PROOFS=True)
+    settings.DEBUG = False
+    assert chain_ids(django_checks.run_checks(include_deployment_checks=True)) == [
+        "chain_grant.E005", "chain_grant.W001",
+    ]
+    assert chain_ids(django_checks.run_checks()) == ["chain_grant.W001"]
+    assert "chain_grant.E005" in chain_ids(
+        django_checks.run_checks(include_deployment_checks=True, tags=[django_checks.Tags.security])
+    )

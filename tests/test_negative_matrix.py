@@ -1,0 +1,259 @@
+"""One test per rule of the code_chain grant (DESIGN §5): each refusal is the right
+OAuth error JSON with the right status, and writes nothing (no step, no DOT grant,
+no agent, no change to the parent)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from jwcrypto import jws
+from oauth2_provider.models import get_application_model, get_grant_model
+
+from chain_grant import chains
+from chain_grant.client import sign_proof
+from chain_grant.models import Agent, AgentKey, ChainClient, ChainedGrant
+from tests.conftest import ISSUER, basic_auth
+
+pytestmark = pytest.mark.django_db
+Grant = get_grant_model()
+
+
+def b64(data) -> str:
+    if not isinstance(data, bytes):
+        data = json.dumps(data).encode()
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def claims_for(agent, code, **overrides):
+    now = int(time.time())
+    claims = {"sub": agent.identifier, "aud": ISSUER, "iat": now, "exp": now + 60,
+              "jti": f"jti-{time.monotonic_ns()}", "c_hash": chains.proofs.code_hash(code)}
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def signed(agent, claims, header=None, key=None):
+    key = key or agent.key
+    header = {"alg": "ES256", "kid": key["kid"], **(header or {})}
+    token = jws.JWS(json.dumps(claims).encode())
+    token.add_signature(key, alg=header["alg"], protected=json.dumps(header))
+    return token.serialize(compact=True)
+
+
+@pytest.fixture
+def ctx(flow, alice, make_agent):
+    """A chain with one live agent step to hang requests on, and a second agent."""
+    ctx = type("Ctx", (), {})()
+    ctx.planner = make_agent("planner")
+    ctx.researcher = make_agent("researcher", scopes="openid read")
+    root_code, _ = flow.authorize(alice, scope="openid read write")
+    ctx.code, ctx.verifier, _ = flow.advance(root_code, ctx.planner)  # parent for the requests
+    ctx.step = chains.find_step(ctx.code)
+    return ctx
+
+
+def snapshot():
+    return (ChainedGrant.objects.count(), Grant.objects.count(), Agent.objects.count(),
+            AgentKey.objects.count(), list(ChainedGrant.objects.values_list("children_count", flat=True)))
+
+
+def hop(flow, ctx, proof=None, agent=None, **extra):
+    agent = agent or ctx.researcher
+    return flow.hop(extra.pop("code", ctx.code), proof if proof is not None else agent.proof(ctx.code), **extra)
+
+
+def forged_hs256(ctx):
+    """HS256 'signed' with the agent's public key as the HMAC secret (key confusion)."""
+    public_pem = ctx.researcher.key.export_to_pem(private_key=False, password=None)
+    header = b64({"alg": "HS256", "kid": ctx.researcher.key["kid"]})
+    payload = b64(claims_for(ctx.researcher, ctx.code))
+    mac = hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64(mac)}"
+
+
+def tampered(ctx):
+    header, payload, sig = ctx.researcher.proof(ctx.code).split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["scope_hint"] = "admin"
+    return f"{header}.{b64(claims)}.{sig}"
+
+
+def use_jti_once(flow, ctx):
+    ctx.claims = claims_for(ctx.researcher, ctx.code, jti="same-jti")
+    assert hop(flow, ctx, signed(ctx.researcher, ctx.claims)).status_code == 200
+
+
+def disable_agent(ctx):
+    Agent.objects.filter(pk=ctx.researcher.model.pk).update(is_active=False)
+
+
+def disable_key(ctx):
+    AgentKey.objects.filter(agent=ctx.researcher.model).update(is_active=False)
+
+
+def unregister_for_client(ctx):
+    ctx.researcher.model.applications.clear()
+
+
+def expire_parent(ctx):
+    ChainedGrant.objects.filter(pk=ctx.step.pk).update(expires=timezone.now() - timedelta(seconds=1))
+
+
+def revoke_parent(ctx):
+    chains.revoke_subtree(ctx.step, "test")
+
+
+def exchange_parent(flow, ctx):
+    assert flow.exchange(ctx.code, ctx.verifier).status_code == 200
+
+
+# name: (request(flow, ctx, make_app) -> response, status, error[, prepare(flow, ctx, make_app)])
+CASES = {
+    # -- request ----------------------------------------------------------------------
+    "missing authorization_code": (lambda f, c, m: f.client.post(
+        "/oauth/token", {"grant_type": "code_chain", "id_token": c.researcher.proof(c.code)}, **f.auth()),
+        400, "invalid_request"),
+    "missing id_token": (lambda f, c, m: f.client.post(
+        "/oauth/token", {"grant_type": "code_chain", "authorization_code": c.code}, **f.auth()),
+        400, "invalid_request"),
+    "duplicate authorization_code": (lambda f, c, m: f.client.post(
+        "/oauth/token", "grant_type=code_chain&authorization_code=a&authorization_code=b&id_token=x",
+        content_type="application/x-www-form-urlencoded", **f.auth()), 400, "invalid_request"),
+    "missing code_challenge (PKCE required)": (lambda f, c, m: hop(f, c, pkce=False), 400, "invalid_request"),
+    "plain code_challenge_method": (lambda f, c, m: hop(
+        f, c, code_challenge="x" * 43, code_challenge_method="plain"), 400, "invalid_request"),
+    "scope beyond the parent's": (lambda f, c, m: hop(
+        f, c, agent=c.planner, proof=c.planner.proof(c.code), scope="read email"), 400, "invalid_scope"),
+    "scope beyond the agent's allowed scopes": (lambda f, c, m: hop(f, c, scope="read write"),
+                                                400, "invalid_scope"),
+    "client secret wrong": (lambda f, c, m: f.client.post(
+        "/oauth/token", {"grant_type": "code_chain", "authorization_code": c.code,
+                         "id_token": c.researcher.proof(c.code)},
+        HTTP_AUTHORIZATION=basic_auth(f.app.client_id, "wrong")), 401, "invalid_client"),
+    "client not enabled for code_chain": (lambda f, c, m: hop(f, c), 400, "unauthorized_client",
+                                          lambda f, c, m: ChainClient.objects.update(code_chain_enabled=False)),
+    "client_credentials-only client": (lambda f, c, m: f.hop(c.code, c.researcher.proof(c.code), app=c.other),
+                                       400, "unauthorized_client", lambda f, c, m: setattr(c, "other", m(
+                                           "cc-client",
+                                           authorization_grant_type=get_application_model().GRANT_CLIENT_CREDENTIALS))),
+    # -- parent code ------------------------------------------------------------------
+    "unknown code": (lambda f, c, m: hop(f, c, code="no-such-code",
+                                          proof=c.researcher.proof("no-such-code")), 400, "invalid_grant"),
+    "expired code": (lambda f, c, m: hop(f, c), 400, "invalid_grant", lambda f, c, m: expire_parent(c)),
+    "revoked code": (lambda f, c, m: hop(f, c), 400, "invalid_grant", lambda f, c, m: revoke_parent(c)),
+    "exchanged code": (lambda f, c, m: hop(f, c), 400, "invalid_grant", lambda f, c, m: exchange_parent(f, c)),
+    "another client's code": (lambda f, c, m: f.hop(c.code, c.researcher.proof(c.code), app=c.other),
+                              400, "invalid_grant", lambda f, c, m: setattr(c, "other", m("other-client"))),
+    # -- proof ------------------------------------------------------------------------
+    "alg none": (lambda f, c, m: hop(f, c, proof=f"{b64({'alg': 'none'})}.{b64(claims_for(c.researcher, c.code))}."),
+                 400, "invalid_grant"),
+    "HS256 keyed with the public key": (lambda f, c, m: hop(f, c, proof=forged_hs256(c)), 400, "invalid_grant"),
+    "unknown kid": (lambda f, c, m: hop(f, c, proof=signed(
+        c.researcher, claims_for(c.researcher, c.code), {"kid": "nope"})), 400, "invalid_grant"),
+    "another agent's key": (lambda f, c, m: hop(f, c, proof=signed(
+        c.researcher, claims_for(c.researcher, c.code), {"kid": c.researcher.key["kid"]}, key=c.planner.key)),
+        400, "invalid_grant"),
+    "another agent's key and kid": (lambda f, c, m: hop(f, c, proof=signed(
+        c.researcher, claims_for(c.researcher, c.code), key=c.planner.key)), 400, "invalid_grant"),
+    "inactive agent": (lambda f, c, m: hop(f, c), 400, "invalid_grant", lambda f, c, m: disable_agent(c)),
+    "disabled key": (lambda f, c, m: hop(f, c), 400, "invalid_grant", lambda f, c, m: disable_key(c)),
+    "agent not registered for this client": (lambda f, c, m: hop(f, c), 400, "invalid_grant",
+                                              lambda f, c, m: unregister_for_client(c)),
+    "bad signature": (lambda f, c, m: hop(f, c, proof=tampered(c)), 400, "invalid_grant"),
+    "expired proof": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
+        c.researcher, c.code, iat=int(time.time()) - 200, exp=int(time.time()) - 100))), 400, "invalid_grant"),
+    "iat in the future": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
+        c.researcher, c.code, iat=int(time.time()) + 120, exp=int(time.time()) + 180))), 400, "invalid_grant"),
+    "lifetime too long": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
+        c.researcher, c.code, exp=int(time.time()) + 3600))), 400, "invalid_grant"),
+    "wrong aud": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
+        c.researcher, c.code, aud="https://evil.example"))), 400, "invalid_grant"),
+    "missing aud": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
+        c.researcher, c.code, aud=None))), 400, "invalid_grant"),
+    "missing jti": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
+        c.researcher, c.code, jti=None))), 400, "invalid_grant"),
+    "reused jti": (lambda f, c, m: hop(f, c, signed(c.researcher, {**c.claims, "iat": c.claims["iat"] - 1})),
+                   400, "invalid_grant", lambda f, c, m: use_jti_once(f, c)),
+    "wrong c_hash": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
+        c.researcher, c.code, c_hash=chains.proofs.code_hash("another-code")))), 400, "invalid_grant"),
+    "missing c_hash": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
+        c.researcher, c.code, c_hash=None))), 400, "invalid_grant"),
+    "sub is not the signer": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
+        c.researcher, c.code, sub="planner")), ), 400, "invalid_grant"),
+    "oversized proof": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
+        c.researcher, c.code, pad="x" * 9000))), 400, "invalid_request"),
+    "not base64": (lambda f, c, m: hop(f, c, proof="not!base64.at@all.sig"), 400, "invalid_request"),
+    "not JSON": (lambda f, c, m: hop(f, c, proof=f"{b64(b'{nope')}.{b64(b'[]')}.c2ln"), 400, "invalid_request"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_refused(case, flow, ctx, make_app):
+    request, status, error, *prepare = CASES[case]
+    for step in prepare:
+        step(flow, ctx, make_app)
+    before = snapshot()
+    response = request(flow, ctx, make_app)
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["error"] == error, body
+    assert response["Content-Type"].startswith("application/json")
+    assert snapshot() == before, "a refused request wrote rows"
+
+
+def test_fan_out_limit(flow, ctx, settings, make_agent):
+    settings.CHAIN_GRANT = {**settings.CHAIN_GRANT, "MAX_CHILDREN": 2}
+    writer = make_agent("writer", scopes="read")
+    assert hop(flow, ctx).status_code == 200
+    assert hop(flow, ctx, agent=writer, proof=writer.proof(ctx.code)).status_code == 200
+    before = snapshot()
+    response = hop(flow, ctx)
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+    assert "fan-out" in response.json()["error_description"]
+    assert snapshot() == before
+
+
+def test_depth_limit(flow, ctx, settings):
+    settings.CHAIN_GRANT = {**settings.CHAIN_GRANT, "MAX_DEPTH": 2}
+    code, _, body = flow.advance(ctx.code, ctx.researcher)
+    assert body["depth"] == 2
+    before = snapshot()
+    response = flow.hop(code, ctx.researcher.proof(code))
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+    assert "depth" in response.json()["error_description"]
+    assert snapshot() == before
+
+
+def test_expired_dot_code_never_starts_a_chain(flow, alice, make_agent):
+    planner = make_agent("planner")
+    root_code, _ = flow.authorize(alice)
+    Grant.objects.filter(code=root_code).update(expires=timezone.now() - timedelta(seconds=1))
+    response = flow.hop(root_code, planner.proof(root_code))
+    assert response.json()["error"] == "invalid_grant"
+    assert not ChainedGrant.objects.exists()
+
+
+def test_proof_for_another_code_is_refused(flow, ctx, alice):
+    """c_hash binds the proof to the exact hand-off: a proof made for one code
+    cannot be replayed against a sibling code."""
+    other_code, _ = flow.authorize(alice)
+    response = flow.hop(ctx.code, ctx.researcher.proof(other_code))
+    assert response.json()["error"] == "invalid_grant"
+    assert "c_hash" in response.json()["error_description"]
+
+
+def test_message_digest_is_kept_as_evidence(flow, ctx):
+    proof = sign_proof(ctx.researcher.key, sub="researcher", aud=ISSUER, code=ctx.code, message="hi")
+    response = flow.hop(ctx.code, proof)
+    assert response.status_code == 200
+    step = chains.find_step(response.json()["authorization_code"])
+    assert step.message_digest == hashlib.sha256(b"hi").hexdigest()
+    assert step.proof_claims["sub"] == "researcher" and step.proof_jti == step.proof_claims["jti"]
+    assert step.proof_digest == hashlib.sha256(proof.encode()).hexdigest()
