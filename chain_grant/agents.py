@@ -36,6 +36,8 @@ def add_keys(agent: Agent, public_keys: list[dict]) -> list[AgentKey]:
     added = []
     for public in public_keys:
         key, created = AgentKey.objects.get_or_create(agent=agent, kid=public["kid"], defaults={"jwk": public})
+        if not created and key.jwk != public:
+            raise ValueError(f"kid {public['kid']!r} is already used by another key of this agent")
         if not created and not key.is_active:
             key.is_active, key.disabled_at = True, None
             key.save(update_fields=["is_active", "disabled_at"])

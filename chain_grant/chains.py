@@ -11,7 +11,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -35,6 +35,12 @@ def code_digest(code: str) -> str:
     return hashlib.sha256(code.encode("utf-8")).hexdigest()
 
 
+def plausible_code(code: str) -> bool:
+    """Could this be a code DOT stored? (Printable ASCII, ≤ 255 characters.) Checked
+    before querying DOT's table, where a NUL byte would be a database error."""
+    return 0 < len(code) <= 255 and code.isascii() and code.isprintable()
+
+
 def new_code() -> str:
     """A fresh authorization code: 256 random bits, URL-safe."""
     return secrets.token_urlsafe(32)
@@ -51,7 +57,7 @@ _LINKED_FIELDS = (
 
 def _canonical(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(dt_timezone.utc).isoformat(timespec="microseconds")
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
     if value is None or isinstance(value, (int, str, dict, list, bool)):
         return value
     return str(value)  # UUIDs
@@ -107,8 +113,8 @@ def root_from_grant(application, code: str) -> ChainedGrant:
     concurrency: a second creator finds the first one's row.
     """
     digest = code_digest(code)
-    grant = get_grant_model().objects.filter(code=code, application=application).first()
-    if grant is None or grant.is_expired():
+    grant = plausible_code(code) and get_grant_model().objects.filter(code=code, application=application).first()
+    if not grant or grant.is_expired():
         raise ChainError("The authorization code is unknown, expired or was issued to another client.")
     step = ChainedGrant(
         kind=ChainedGrant.Kind.USER,

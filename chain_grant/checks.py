@@ -53,9 +53,14 @@ def check_settings(app_configs=None, **kwargs):
             hint="Only asymmetric JWS algorithms; never 'none' or HS*.",
             id="chain_grant.E003",
         ))
+    if not algorithms:
+        found.append(checks.Error(
+            "CHAIN_GRANT['ALLOWED_ALGORITHMS'] is empty: no agent proof can ever verify.",
+            id="chain_grant.E003",
+        ))
     for name in ("MAX_CHILDREN", "MAX_DEPTH", "CODE_EXPIRE_SECONDS", "MAX_PROOF_LIFETIME", "PROOF_MAX_BYTES"):
         value = getattr(chain_grant_settings, name)
-        if not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             found.append(checks.Error(
                 f"CHAIN_GRANT['{name}'] must be a positive integer.", id="chain_grant.E004"
             ))

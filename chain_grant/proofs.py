@@ -26,7 +26,7 @@ from .settings import FORBIDDEN_ALGORITHMS, chain_grant_settings
 
 log = logging.getLogger("chain_grant")
 
-_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")  # empty signature: alg none
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")  # empty signature: alg none
 DID_JWK_PREFIX = "did:jwk:"
 
 
@@ -57,7 +57,7 @@ def _b64url_decode(text: str) -> bytes:
 
 def code_hash(code: str) -> str:
     """OIDC-style ``c_hash``: base64url of the left half of SHA-256(code)."""
-    digest = hashlib.sha256(code.encode("ascii", "strict")).digest()
+    digest = hashlib.sha256(code.encode("utf-8")).digest()  # codes are ASCII; never raise on others
     return b64url(digest[: len(digest) // 2])
 
 
@@ -117,13 +117,13 @@ def parse_compact(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ProofError("Missing proof.", "invalid_request")
     if len(token) > chain_grant_settings.PROOF_MAX_BYTES:
         raise ProofError("Proof is too large.", "invalid_request")
-    if not _COMPACT_JWS.match(token):
+    if not _COMPACT_JWS.fullmatch(token):
         raise ProofError("Proof is not a compact JWS.", "invalid_request")
     header_b64, payload_b64, _ = token.split(".")
     try:
         header = json.loads(_b64url_decode(header_b64))
         payload = json.loads(_b64url_decode(payload_b64))
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError) as exc:
         raise ProofError("Proof is not valid base64url JSON.", "invalid_request") from exc
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise ProofError("Proof header and payload must be JSON objects.", "invalid_request")

@@ -54,7 +54,11 @@ class ChainValidatorMixin:
 
     def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs):
         if grant_type == GRANT_TYPE:
-            return client_may_chain(request.client)
+            # A hop is an authorization-code client's act: the IdP's own policy for
+            # authorization_code (super()) must allow it too, then chain_grant's switch.
+            return super().validate_grant_type(
+                client_id, "authorization_code", client, request, *args, **kwargs
+            ) and client_may_chain(request.client)
         return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
 
     def get_chain_audiences(self, request) -> list[str]:
@@ -86,7 +90,16 @@ class ChainValidatorMixin:
 
     # -- exchanging a chained code (grant_type=authorization_code) -------------------
 
+    def get_authorization_code_scopes(self, client_id, code, redirect_uri, request):
+        # oauthlib's OIDC dispatcher asks this before validate_code; DOT would query
+        # (and on PostgreSQL crash on) an implausible code such as one with a NUL byte.
+        if not chains.plausible_code(code or ""):
+            return []
+        return super().get_authorization_code_scopes(client_id, code, redirect_uri, request)
+
     def validate_code(self, client_id, code, client, request, *args, **kwargs):
+        if not chains.plausible_code(code):
+            return False
         step = chains.find_step(code)
         if step is not None:
             if step.exchanged_at and step.application_id == client.pk:

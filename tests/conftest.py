@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 from django.contrib.auth import get_user_model
-from oauth2_provider.models import get_application_model
 from jwcrypto import jwk
+from oauth2_provider.models import get_application_model
 
 from chain_grant import agents
 from chain_grant.client import generate_key, pkce_pair, sign_proof

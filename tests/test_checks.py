@@ -90,7 +90,9 @@ def test_e001_server_class_not_chain_server(oauth2, server_class):
 
 def test_e001_default_server_when_unset(settings):
     # No OAUTH2_SERVER_CLASS: DOT falls back to its OIDC server, which is not ChainServer.
-    settings.OAUTH2_PROVIDER = {k: v for k, v in settings.OAUTH2_PROVIDER.items() if k != "OAUTH2_SERVER_CLASS"}
+    provider = dict(settings.OAUTH2_PROVIDER)
+    del provider["OAUTH2_SERVER_CLASS"]
+    settings.OAUTH2_PROVIDER = provider
     assert "chain_grant.E001" in ids(checks.check_plugged_in())
 
 
@@ -168,7 +170,9 @@ def test_e004_max_children_not_a_positive_integer(chain, value):
     assert messages[0].level == django_checks.ERROR
 
 
-@pytest.mark.parametrize("name", ["MAX_DEPTH", "CODE_EXPIRE_SECONDS", "MAX_PROOF_LIFETIME", "PROOF_MAX_BYTES"])
+@pytest.mark.parametrize(
+    "name", ["MAX_DEPTH", "CODE_EXPIRE_SECONDS", "MAX_PROOF_LIFETIME", "PROOF_MAX_BYTES"]
+)
 def test_e004_other_limits(chain, name):
     chain(**{name: 0})
     messages = checks.check_settings()

@@ -147,6 +147,26 @@ def test_bootstrap_demo_tightens_the_credentials_file(var_dir):
     assert mode(creds_path) == 0o600
 
 
+def test_bootstrap_demo_keeps_printed_credentials_true_after_losing_var_files(var_dir):
+    """var/ lost but the database kept: the new credentials it prints must work, and
+    only the agent key now on disk stays active."""
+    from django.contrib.auth import authenticate
+    from oauth2_provider.models import get_application_model
+
+    bootstrap()
+    (var_dir / "demo_credentials.json").unlink()
+    (var_dir / "agents" / "planner.json").unlink()
+    bootstrap()
+    creds = json.loads((var_dir / "demo_credentials.json").read_text())
+    assert authenticate(username="alice", password=creds["alice_password"]) is not None
+    assert authenticate(username="admin", password=creds["admin_password"]) is not None
+    app = get_application_model().objects.get(client_id="chain-demo")
+    assert check_password(creds["client_secret"], app.client_secret)
+    planner = Agent.objects.get(identifier="planner")
+    on_disk = json.loads((var_dir / "agents" / "planner.json").read_text())["kid"]
+    assert list(planner.keys.filter(is_active=True).values_list("kid", flat=True)) == [on_disk]
+
+
 def test_bootstrap_demo_data_runs_a_chain(var_dir, client):
     """The demo client and an agent key from var/ work at the real endpoints."""
     bootstrap()
@@ -212,7 +232,8 @@ def test_add_from_public_jwk(app, write):
 def test_add_from_jwks_with_two_keys(app, write):
     first, second = ec_key(), ec_key(kid="second")
     jwks = {"keys": [first.export_public(as_dict=True), second.export_public(as_dict=True)]}
-    output = add("researcher", write("researcher.jwks", json.dumps(jwks)), app, "--algorithms", "ES256, ES384")
+    jwks_file = write("researcher.jwks", json.dumps(jwks))
+    output = add("researcher", jwks_file, app, "--algorithms", "ES256, ES384")
     agent = Agent.objects.get(identifier="researcher")
     assert sorted(agent.keys.values_list("kid", flat=True)) == sorted([first.thumbprint(), "second"])
     assert agent.keys.filter(is_active=True).count() == 2
@@ -301,12 +322,13 @@ def test_disable_one_key_then_the_agent_then_enable(app, write):
     add("planner", write("p.jwks", json.dumps(jwks)), app)
     agent = Agent.objects.get(identifier="planner")
 
-    assert run("disable", "planner", "--kid", first.thumbprint()).strip() == "disabled 1 key"
+    assert run("disable", "planner", f"--kid={first.thumbprint()}").strip() == "disabled 1 key"
     disabled = agent.keys.get(kid=first.thumbprint())
     assert not disabled.is_active and disabled.disabled_at is not None
     assert agent.keys.get(kid=second.thumbprint()).is_active
     assert f"{first.thumbprint()}\tEC\tdisabled" in run("list")
-    assert run("disable", "planner", "--kid", first.thumbprint()).strip() == "disabled 0 key"
+    with pytest.raises(CommandError, match="no active key"):  # already disabled: say so
+        run("disable", "planner", f"--kid={first.thumbprint()}")
 
     assert run("disable", "planner").strip() == "disabled 1 agent"
     agent.refresh_from_db()
@@ -320,12 +342,25 @@ def test_disable_one_key_then_the_agent_then_enable(app, write):
     assert not agent.keys.get(kid=first.thumbprint()).is_active  # enable does not revive keys
 
 
+def test_disable_a_kid_starting_with_a_dash(app, write):
+    # Thumbprints are base64url: 1 in 64 starts with "-", which argparse reads as an
+    # option after a separate "--kid"; the "--kid=VALUE" spelling always works.
+    dashed, other = ec_key(kid="-old-key"), ec_key()
+    jwks = {"keys": [dashed.export_public(as_dict=True), other.export_public(as_dict=True)]}
+    add("planner", write("p.jwks", json.dumps(jwks)), app)
+    assert run("disable", "planner", "--kid=-old-key").strip() == "disabled 1 key"
+    agent = Agent.objects.get(identifier="planner")
+    assert not agent.keys.get(kid="-old-key").is_active
+    assert agent.keys.get(kid=other.thumbprint()).is_active
+
+
 def test_rotate_adds_new_key_and_disables_old_ones(app, write):
     old1, old2, new = ec_key(), ec_key(), ec_key()
     jwks = {"keys": [old1.export_public(as_dict=True), old2.export_public(as_dict=True)]}
     add("planner", write("old.jwks", json.dumps(jwks)), app)
 
-    output = run("rotate", "planner", "--key", write("new.pem", new.export_to_pem(private_key=False, password=None)))
+    new_file = write("new.pem", new.export_to_pem(private_key=False, password=None))
+    output = run("rotate", "planner", "--key", new_file)
     assert output.strip() == f"agent planner: added {new.thumbprint()}; disabled 2 key(s)"
     agent = Agent.objects.get(identifier="planner")
     assert list(agent.keys.filter(is_active=True).values_list("kid", flat=True)) == [new.thumbprint()]
@@ -348,24 +383,33 @@ def test_rotate_back_to_an_old_key_reactivates_it(app, write):
 def test_rotate_refuses_private_keys_and_keeps_the_old_one(app, write):
     old = ec_key()
     add("planner", write("old.jwk", old.export_public()), app)
+    private_file = write("new.pem", ec_key().export_to_pem(private_key=True, password=None))
     with pytest.raises(CommandError, match="private"):
-        run("rotate", "planner", "--key", write("new.pem", ec_key().export_to_pem(private_key=True, password=None)))
+        run("rotate", "planner", "--key", private_file)
     agent = Agent.objects.get(identifier="planner")
     assert list(agent.keys.values_list("kid", "is_active")) == [(old.thumbprint(), True)]
 
 
-@pytest.mark.parametrize("action", [["rotate", "ghost", "--key", "x"], ["disable", "ghost"], ["enable", "ghost"]])
+@pytest.mark.parametrize(
+    "action", [["rotate", "ghost", "--key", "x"], ["disable", "ghost"], ["enable", "ghost"]]
+)
 def test_unknown_agent(action):
     with pytest.raises(CommandError, match="No agent 'ghost'"):
         run(*action)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a new key reusing an old kid is silently ignored (old key stays active)")
-def test_rotate_refuses_a_different_key_under_an_existing_kid(app, write):
+def test_a_different_key_under_an_existing_kid_is_refused(app, write):
+    """Regression: a new key reusing an old kid used to be silently ignored, so a
+    "rotation" left the old (perhaps compromised) key active and the new one unknown."""
     old, new = ec_key(kid="primary"), ec_key(kid="primary")
     add("planner", write("old.jwk", old.export_public()), app)
+    new_file = write("new.jwk", new.export_public())
     with pytest.raises(CommandError, match="primary"):
-        run("rotate", "planner", "--key", write("new.jwk", new.export_public()))
+        run("rotate", "planner", "--key", new_file)
+    with pytest.raises(CommandError, match="primary"):
+        add("planner", new_file, app)
+    [stored] = Agent.objects.get(identifier="planner").keys.all()  # unchanged, nothing disabled
+    assert stored.is_active and stored.jwk == old.export_public(as_dict=True)
 
 
 # --- what rotation and disabling mean at the token endpoint -----------------------------
@@ -422,7 +466,7 @@ def test_disabled_key_and_disabled_agent_are_refused(flow, alice, app, write):
     add("planner", write("p.jwks", json.dumps(jwks)), app)
     code, _ = flow.authorize(alice)
 
-    run("disable", "planner", "--kid", first.thumbprint())
+    run("disable", "planner", f"--kid={first.thumbprint()}")
     assert_refused(flow.hop(code, proof(first, code)))
     assert flow.hop(code, proof(second, code)).status_code == 200
 

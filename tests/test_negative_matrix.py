@@ -257,3 +257,11 @@ def test_message_digest_is_kept_as_evidence(flow, ctx):
     assert step.message_digest == hashlib.sha256(b"hi").hexdigest()
     assert step.proof_claims["sub"] == "researcher" and step.proof_jti == step.proof_claims["jti"]
     assert step.proof_digest == hashlib.sha256(proof.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("code", ["nul\x00byte", "é" * 10, "x" * 300])
+def test_implausible_codes_are_invalid_grant_not_500(flow, ctx, code):
+    hop_response = flow.hop(code, ctx.researcher.proof(code))
+    assert (hop_response.status_code, hop_response.json()["error"]) == (400, "invalid_grant")
+    exchange = flow.exchange(code, "v" * 43)
+    assert (exchange.status_code, exchange.json()["error"]) == (400, "invalid_grant")

@@ -56,7 +56,8 @@ def ec_key():
 def test_code_hash_is_the_oidc_c_hash(code):
     # OIDC Core 3.3.2.11: base64url of the left-most half of the hash of the ASCII code
     # (SHA-256 for RS256/ES256/PS256): 16 bytes, 22 characters, no padding.
-    expected = base64.urlsafe_b64encode(hashlib.sha256(code.encode("ascii")).digest()[:16]).decode().rstrip("=")
+    left_half = hashlib.sha256(code.encode("ascii")).digest()[:16]
+    expected = base64.urlsafe_b64encode(left_half).decode().rstrip("=")
     assert proofs.code_hash(code) == expected
     assert len(expected) == 22 and "=" not in expected
 
@@ -81,12 +82,14 @@ def test_check_code_hash_accepts_the_matching_code_only():
         proofs.check_code_hash({"c_hash": 12}, "the-code", required=False)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a non-ASCII code raises UnicodeEncodeError (HTTP 500), not ProofError")
 def test_check_code_hash_with_a_non_ascii_code_is_a_proof_error():
-    # The code comes from the request (authorization_code); codes are ASCII, so a
-    # non-ASCII one can never match and must be an invalid_grant, not a crash.
-    with pytest.raises(ProofError):
+    # Regression: the code comes from the request (authorization_code); codes are ASCII,
+    # so a non-ASCII one can never match: an invalid_grant, not a UnicodeEncodeError (500).
+    with pytest.raises(ProofError) as exc:
         proofs.check_code_hash({"c_hash": "x"}, "caf\u00e9")
+    assert exc.value.error == "invalid_grant"
+    with pytest.raises(ProofError):
+        proofs.check_code_hash({"c_hash": proofs.code_hash("cafe")}, "caf\u00e9")
 
 
 # --- load_public_keys -------------------------------------------------------------------
@@ -196,7 +199,8 @@ def test_did_jwk_does_not_depend_on_member_order(ec_key):
     reordered = dict(reversed(list(public.items())))
     assert list(reordered) != list(public)
     assert proofs.did_jwk(reordered) == proofs.did_jwk(public)
-    assert proofs.did_jwk(public) != proofs.did_jwk(jwk.JWK.generate(kty="EC", crv="P-256").export_public(as_dict=True))
+    other = jwk.JWK.generate(kty="EC", crv="P-256").export_public(as_dict=True)
+    assert proofs.did_jwk(public) != proofs.did_jwk(other)
 
 
 # --- parse_compact ----------------------------------------------------------------------
@@ -232,10 +236,9 @@ def test_parse_compact_rejects_non_compact(token):
     assert "compact" in exc.value.description
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `$` in _COMPACT_JWS also matches before a trailing newline")
 def test_parse_compact_rejects_a_trailing_newline():
-    # re.match(r"...$") accepts "a.b.c\n" as compact. (The token endpoint still refuses
-    # such a proof, later, at signature verification: invalid_grant, not invalid_request.)
+    # Regression: re.match(r"^...$") accepted "a.b.c\n" as compact ($ matches before a
+    # final newline); the proof was then refused later, as invalid_grant.
     with pytest.raises(ProofError) as exc:
         proofs.parse_compact("e30.e30.c2ln\n")
     assert exc.value.error == "invalid_request"
@@ -298,8 +301,9 @@ def test_parse_compact_size_limit(chain_settings):
         proofs.parse_compact(small)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: deeply nested JSON raises RecursionError (HTTP 500)")
 def test_parse_compact_rejects_deeply_nested_json():
+    # Regression: json.loads raised RecursionError (HTTP 500) on ~5000 nested arrays,
+    # which fit in PROOF_MAX_BYTES and need no valid signature.
     token = b64url(b'{"alg":"ES256"}') + "." + b64url(b"[" * 5000) + ".c2ln"
     assert len(token) <= DEFAULTS["PROOF_MAX_BYTES"]
     with pytest.raises(ProofError) as exc:
@@ -468,7 +472,8 @@ def test_verify_signature(ec_key):
     public = ec_key.export_public(as_dict=True)
     proofs.verify_signature(token, public, "ES256")
     with pytest.raises(ProofError, match="signature"):
-        proofs.verify_signature(token, jwk.JWK.generate(kty="EC", crv="P-256").export_public(as_dict=True), "ES256")
+        other = jwk.JWK.generate(kty="EC", crv="P-256").export_public(as_dict=True)
+        proofs.verify_signature(token, other, "ES256")
     with pytest.raises(ProofError, match="signature"):
         proofs.verify_signature(token, public, "ES384")  # not the header's alg
     header, payload, signature = token.split(".")

@@ -1,5 +1,6 @@
 """The README's curl sequence (scripts/curl_chain.sh) advances a chain on a live server."""
 
+import io
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.django_db(transaction=True)
 def test_readme_curl_sequence(live_server, settings, tmp_path):
     settings.VAR_DIR = tmp_path
-    call_command("bootstrap_demo", stdout=open(os.devnull, "w"))
+    call_command("bootstrap_demo", stdout=io.StringIO())
     env = {**os.environ, "IDP": live_server.url, "IDP_VAR_DIR": str(tmp_path), "PY": sys.executable}
     result = subprocess.run(["bash", str(REPO / "scripts/curl_chain.sh")], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=120)
@@ -27,4 +28,4 @@ def test_readme_curl_sequence(live_server, settings, tmp_path):
     assert introspection["username"] == "alice" and introspection["chain_depth"] == 1
     step = ChainedGrant.objects.get(subject="planner")
     assert step.message_digest and step.exchanged_at and step.parent.kind == "user"
-    assert "authorization_code\": \"…\"" in result.stdout  # the script never prints a code
+    assert 'authorization_code": "…"' in result.stdout  # the script never prints a code

@@ -144,11 +144,6 @@ def test_the_idps_client_policy_applies_to_exchanges(acme, alice, make_app, make
     assert response.status_code == 400 and response.json()["error"] == "unauthorized_client"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ChainValidatorMixin.validate_grant_type answers for code_chain without calling the "
-    "IdP's validate_grant_type, so an IdP client policy is skipped on hops (see report)",
-)
 def test_the_idps_client_policy_applies_to_hops(acme, alice, make_app, make_agent):
     suspended = make_app("suspended-client")
     agent = make_agent("planner-s", applications=[suspended])

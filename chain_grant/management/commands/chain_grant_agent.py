@@ -3,7 +3,7 @@
     manage.py chain_grant_agent add planner --key planner.pub.jwk --application CLIENT_ID --scopes "openid read"
     manage.py chain_grant_agent list
     manage.py chain_grant_agent rotate planner --key planner-2026.pub.pem
-    manage.py chain_grant_agent disable planner [--kid KID]
+    manage.py chain_grant_agent disable planner [--kid=KID]   (write --kid=…: thumbprints may start with "-")
     manage.py chain_grant_agent enable planner
 """
 
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         rot.add_argument("--key", required=True)
         dis = sub.add_parser("disable", help="Disable an agent, or one key with --kid.")
         dis.add_argument("identifier")
-        dis.add_argument("--kid")
+        dis.add_argument("--kid", help="Key id; write --kid=KID (thumbprints may start with '-').")
         ena = sub.add_parser("enable", help="Re-activate an agent.")
         ena.add_argument("identifier")
 
@@ -90,6 +90,8 @@ class Command(BaseCommand):
 
     def do_disable(self, identifier, kid=None, **_):
         count = agents.disable(self._agent(identifier), kid)
+        if kid and not count:
+            raise CommandError(f"Agent {identifier!r} has no active key {kid!r}.")
         self.stdout.write(f"disabled {count} {'key' if kid else 'agent'}")
 
     def do_enable(self, identifier, **_):

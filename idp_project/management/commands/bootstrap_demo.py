@@ -12,6 +12,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import check_password
 from django.core.management.base import BaseCommand
 from oauth2_provider.models import get_application_model
 
@@ -36,9 +37,9 @@ AGENTS = {
 def _write_private(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # before writing: the file may have existed with wider permissions
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
-    os.chmod(path, 0o600)
 
 
 class Command(BaseCommand):
@@ -53,21 +54,9 @@ class Command(BaseCommand):
         creds.update(client_id=CLIENT_ID, redirect_uri=REDIRECT_URIS.split()[0], scope=ROOT_SCOPES)
         _write_private(creds_path, creds)
 
-        User = get_user_model()
-        admin, created = User.objects.get_or_create(
-            username="admin", defaults={"is_staff": True, "is_superuser": True, "email": "admin@example.com"}
-        )
-        if created:
-            admin.set_password(creds["admin_password"])
-            admin.save()
-        self._say("admin user", "admin", created)
-        alice, created = User.objects.get_or_create(
-            username="alice", defaults={"email": "alice@example.com", "first_name": "Alice"}
-        )
-        if created:
-            alice.set_password(creds["alice_password"])
-            alice.save()
-        self._say("demo user", "alice", created)
+        admin = self._user("admin user", "admin", creds["admin_password"],
+                           is_staff=True, is_superuser=True, email="admin@example.com")
+        self._user("demo user", "alice", creds["alice_password"], email="alice@example.com", first_name="Alice")
 
         Application = get_application_model()
         app = Application.objects.filter(client_id=CLIENT_ID).first()
@@ -83,6 +72,9 @@ class Command(BaseCommand):
                 algorithm=Application.RS256_ALGORITHM,
                 user=admin,
             )
+        elif not check_password(creds["client_secret"], app.client_secret):
+            app.client_secret = creds["client_secret"]  # keep the printed secret true (hashed on save)
+            app.save(update_fields=["client_secret"])
         ChainClient.objects.update_or_create(application=app, defaults={"code_chain_enabled": True})
         self._say("confidential client (code_chain enabled)", CLIENT_ID, created)
 
@@ -92,14 +84,24 @@ class Command(BaseCommand):
             if created:
                 _write_private(key_path, generate_key("RSA").export(as_dict=True, private_key=True))
             private = json.loads(key_path.read_text())
-            public = {k: v for k, v in private.items() if k in ("kty", "n", "e", "kid")}
-            agents.register_agent(name, json.dumps(public), [app], scopes, name=name)
+            public = json.dumps({k: v for k, v in private.items() if k in ("kty", "n", "e", "kid")})
+            agent = agents.register_agent(name, public, [app], scopes, name=name)
+            agents.rotate_keys(agent, public)  # only the key on disk stays active
             self._say(f"agent (scopes: {scopes}; private key {key_path})", name, created)
 
         self.stdout.write("")
         self.stdout.write(f"Credentials (mode 0600): {creds_path}")
         self.stdout.write(f"  admin / {creds['admin_password']}   alice / {creds['alice_password']}")
         self.stdout.write(f"  client_id {CLIENT_ID}  client_secret {creds['client_secret']}")
+
+    def _user(self, what, username, password, **fields):
+        """Create the demo user, or reset its password to the saved one."""
+        user, created = get_user_model().objects.get_or_create(username=username, defaults=fields)
+        if created or not user.check_password(password):
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        self._say(what, username, created)
+        return user
 
     def _say(self, what, name, created):
         self.stdout.write(f"{'created' if created else 'exists '}  {what}: {name}")

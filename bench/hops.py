@@ -1,0 +1,254 @@
+"""What a chain_grant hop costs at the token endpoint, next to DOT's own grants.
+
+    .venv/bin/python bench/hops.py [--n 200] [--hasher pbkdf2|md5] [--database-url URL]
+
+One run, one throw-away database (a temp SQLite file, or a PostgreSQL database
+``chain_bench`` created next to the one in --database-url, which is never touched;
+both are deleted at the end), settings ``tests.settings`` with the chosen client-secret
+hasher. Requests go through Django's test Client: in-process WSGI, full middleware,
+no network, one thread. Each round runs every operation once, in this fixed order
+(no random choices), so drift affects all alike:
+
+  (a0) authorization_code exchange on a stock DOT token view (oauthlib Server +
+       OAuth2Validator, mounted at /dot/token/ by this script): DOT without chain_grant
+  (a)  authorization_code exchange of a plain DOT code on the IdP's /oauth/token
+  (b)  client_credentials (a second confidential client)
+  (c)  code_chain hop: c1 from a DOT code (also creates the chain's root step),
+       c2 from a chained code (depth 1 -> 2); the agent's ES256 proof signing is
+       timed separately (client side), outside the request
+  (d)  authorization_code exchange of the depth-2 chained code
+  (e)  introspection (RFC 7662) of the plain token from (a) and of the chained token
+       from (d) (chain_id, chain_depth, act with two actors); (e0) = stock DOT view
+Timed region: the client.post() call only. Untimed, in the same round: codes from the
+authorize endpoint (consent POST), PKCE pairs, proof signing. SQL/req is counted with
+CaptureQueriesContext over the untimed warm-up rounds.
+
+Reading the ratios: a chain_grant median over the comparable DOT median. With
+--hasher pbkdf2 every request pays Django's PBKDF2 client-secret check (DESIGN §5,
+~190 ms), which swamps everything else: what an agent workflow pays per hop. With
+--hasher md5 that cost is gone and the ratios show chain_grant's own work (proof
+verification, chain rows, the act lookup). Timings are informative: nothing asserts.
+"""
+# ruff: noqa: E402  (Django is configured before the imports that need it)
+
+import argparse
+import base64
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlparse, urlsplit
+
+STARTED = time.perf_counter()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HASHERS = {"pbkdf2": "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+           "md5": "django.contrib.auth.hashers.MD5PasswordHasher"}
+REDIRECT_URI, SECRET, ISSUER = "http://127.0.0.1:8765/oauth-callback", "s3cret-for-bench", "http://testserver/oauth"
+BENCH_DB, WARMUP = "chain_bench", 5
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser.add_argument("--n", type=int, default=200, help="timed rounds (each runs every operation once)")
+parser.add_argument("--hasher", choices=sorted(HASHERS), default="pbkdf2")
+parser.add_argument("--database-url", help="postgres://... (a database chain_bench is created); default SQLite")
+ARGS = parser.parse_args()
+
+
+def throwaway_database(url):
+    """(DATABASE_URL to use, cleanup function)."""
+    if not url or url.startswith("sqlite"):
+        fd, path = tempfile.mkstemp(prefix="chain_bench_", suffix=".sqlite3")
+        os.close(fd)
+        return f"sqlite:///{path}", lambda: [Path(path + s).unlink(missing_ok=True) for s in ("", "-wal", "-shm")]
+    import psycopg
+
+    parts = urlsplit(url)
+
+    def admin(sql):  # on the "postgres" maintenance database, never on the one given
+        with psycopg.connect(parts._replace(scheme="postgresql", path="/postgres").geturl(), autocommit=True) as c:
+            c.execute(sql)
+
+    drop = f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"
+    admin(drop)
+    admin(f"CREATE DATABASE {BENCH_DB}")
+    return parts._replace(path="/" + BENCH_DB).geturl(), lambda: admin(drop)
+
+
+os.environ["DATABASE_URL"], cleanup = throwaway_database(ARGS.database_url)  # idp_project.settings reads it
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+import django
+from django.conf import settings
+
+settings.PASSWORD_HASHERS = [HASHERS[ARGS.hasher]]  # DOT hashes client secrets with the first one
+settings.DEBUG = False
+settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+django.setup()
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import include, path
+from oauth2_provider import views as dot_views
+from oauth2_provider.models import get_application_model
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauthlib.openid import Server
+
+from chain_grant import agents, proofs
+from chain_grant.client import generate_key, pkce_pair, sign_proof
+from chain_grant.models import ChainClient
+
+STOCK = {"server_class": Server, "validator_class": OAuth2Validator}
+URLS = types.ModuleType("bench_urls")  # the IdP's URLs plus stock DOT views for the baselines
+URLS.urlpatterns = [
+    path("dot/token/", type("StockToken", (dot_views.TokenView,), STOCK).as_view()),
+    path("dot/introspect/", type("StockIntrospect", (dot_views.IntrospectTokenView,), STOCK).as_view()),
+    path("", include("idp_project.urls")),
+]
+settings.ROOT_URLCONF = URLS
+
+
+class Bench:
+    def __init__(self):
+        App = get_application_model()
+        alice = get_user_model().objects.create_user("alice", "alice@example.com", "alice-pw")
+        common = {"client_secret": SECRET, "client_type": App.CLIENT_CONFIDENTIAL, "user": alice,
+                  "redirect_uris": REDIRECT_URI, "algorithm": App.RS256_ALGORITHM}
+        self.app = App.objects.create(client_id="chain-client", authorization_grant_type="authorization-code", **common)
+        self.cc_app = App.objects.create(client_id="cc-client", authorization_grant_type="client-credentials", **common)
+        ChainClient.objects.create(application=self.app)
+        self.keys = {name: generate_key("EC") for name in ("planner", "coder")}
+        for name, key in self.keys.items():
+            agents.register_agent(name, json.dumps(key.export_public(as_dict=True)), [self.app], "openid read write")
+        self.client = Client()
+        self.client.force_login(alice)  # a session for the authorize endpoint; basic auth elsewhere
+        self.ms, self.queries = {}, {}
+
+    def post(self, label, capture, url, data, app):
+        auth = {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(f"{app.client_id}:{SECRET}".encode()).decode()}
+        if capture:
+            with CaptureQueriesContext(connection) as ctx:
+                response = self.client.post(url, data, **auth)
+            self.queries.setdefault(label, []).append(len(ctx))
+        else:
+            start = time.perf_counter()
+            response = self.client.post(url, data, **auth)
+            self.ms.setdefault(label, []).append((time.perf_counter() - start) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"{label}: HTTP {response.status_code} {response.content[:300]!r}")
+        return response.json()
+
+    def authorize(self):
+        """A fresh DOT code from the authorize endpoint (consent POST), with its PKCE verifier."""
+        verifier, challenge = pkce_pair()
+        params = {"client_id": self.app.client_id, "response_type": "code", "redirect_uri": REDIRECT_URI,
+                  "scope": "openid read write", "state": "st", "code_challenge": challenge,
+                  "code_challenge_method": "S256"}
+        response = self.client.post("/oauth/authorize/?" + urlencode(params), {**params, "allow": "Authorize"})
+        if response.status_code != 302:
+            raise RuntimeError(f"authorize: HTTP {response.status_code}")
+        return parse_qs(urlparse(response["Location"]).query)["code"][0], verifier
+
+    def hop(self, label, code, agent, capture):
+        start = time.perf_counter()
+        proof = sign_proof(self.keys[agent], sub=agent, aud=ISSUER, code=code, lifetime=300)
+        if not capture:
+            self.ms.setdefault("sign", []).append((time.perf_counter() - start) * 1000)
+        verifier, challenge = pkce_pair()
+        data = {"grant_type": "code_chain", "authorization_code": code, "id_token": proof,
+                "code_challenge": challenge, "code_challenge_method": "S256"}
+        return self.post(label, capture, "/oauth/token", data, self.app)["authorization_code"], verifier
+
+    def exchange(self, label, url, code, verifier, capture):
+        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+                "code_verifier": verifier}
+        return self.post(label, capture, url, data, self.app)["access_token"]
+
+    def round(self, capture=False):
+        self.exchange("a0", "/dot/token/", *self.authorize(), capture)
+        plain = self.exchange("a", "/oauth/token", *self.authorize(), capture)
+        self.post("b", capture, "/oauth/token", {"grant_type": "client_credentials", "scope": "read"}, self.cc_app)
+        code1, _ = self.hop("c1", self.authorize()[0], "planner", capture)
+        chained = self.exchange("d", "/oauth/token", *self.hop("c2", code1, "coder", capture), capture)
+        self.post("e0", capture, "/dot/introspect/", {"token": plain}, self.app)
+        self.post("e-plain", capture, "/oauth/introspect/", {"token": plain}, self.app)
+        body = self.post("e-chained", capture, "/oauth/introspect/", {"token": chained}, self.app)
+        if body.get("act") != {"sub": "coder", "act": {"sub": "planner"}}:
+            raise RuntimeError(f"unexpected introspection: {body}")
+
+
+def proof_crypto(n):
+    """Median sign / verify ms (jwcrypto only, no DB, no HTTP) for ES256 and RS512 proofs."""
+    out = {}
+    for kty, alg in (("EC", "ES256"), ("RSA", "RS512")):
+        key, signing, verifying = generate_key(kty), [], []
+        public = key.export_public(as_dict=True)
+        for _ in range(n):
+            start = time.perf_counter()
+            token = sign_proof(key, sub="agent", aud=ISSUER, code="code", alg=alg)
+            signing.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            proofs.verify_signature(token, public, alg)
+            verifying.append(time.perf_counter() - start)
+        out[alg] = (statistics.median(signing) * 1000, statistics.median(verifying) * 1000)
+    return out
+
+
+ROWS = [("a0", "stock DOT: authorization_code"), ("a", "(a) authorization_code, plain DOT code"),
+        ("b", "(b) client_credentials"), ("c1", "(c) code_chain hop, DOT code -> depth 1"),
+        ("c2", "(c) code_chain hop, depth 1 -> depth 2"), ("sign", "(c) client side: sign ES256 proof"),
+        ("d", "(d) authorization_code, chained code (depth 2)"), ("e0", "stock DOT: introspect plain token"),
+        ("e-plain", "(e) introspect plain token"), ("e-chained", "(e) introspect chained token (act x2)")]
+RATIOS = [("c1", "a", "(c) first hop / (a)"), ("c2", "a", "(c) later hop / (a)"), ("d", "a", "(d) / (a)"),
+          ("e-chained", "e-plain", "(e) chained / plain"), ("a", "a0", "(a) IdP / stock DOT"),
+          ("e-plain", "e0", "(e) plain, IdP / stock DOT")]
+
+
+def report(bench, version):
+    print(f"chain_grant hop benchmark: n={ARGS.n} timed rounds (+{WARMUP} warm-up rounds counting SQL), "
+          f"client-secret hasher={ARGS.hasher}, database={connection.vendor} {version}")
+    print("Django test Client (in-process WSGI, full middleware, no network); single thread; times in ms;")
+    print("timed region = the client.post() call; req/s = 1000 / mean ms; SQL/req from the warm-up rounds")
+    print(f"{'operation':<50}{'median':>9}{'p95':>9}{'req/s':>9}{'SQL/req':>9}")
+    medians = {}
+    for key, title in ROWS:
+        ordered = sorted(bench.ms[key])
+        medians[key] = statistics.median(ordered)
+        p95 = ordered[-(-len(ordered) * 95 // 100) - 1]  # nearest rank
+        counts = bench.queries.get(key, [])[1:]  # the first warm-up round also fills caches
+        sql = "-" if not counts else f"{min(counts)}" + (f"-{max(counts)}" if max(counts) > min(counts) else "")
+        print(f"{title:<50}{medians[key]:>9.2f}{p95:>9.2f}{1000 * len(ordered) / sum(ordered):>9.1f}{sql:>9}")
+    print("ratios of medians (chain_grant / comparable DOT figure), and SQL per request:")
+    for num, den, title in RATIOS:
+        print(f"  {title:<30} latency x{medians[num] / medians[den]:.2f}   "
+              f"SQL {bench.queries[num][-1]}/{bench.queries[den][-1]}")
+    crypto = proof_crypto(max(ARGS.n, 50))
+    print("proof crypto alone (jwcrypto, no DB), median ms: "
+          + "; ".join(f"{alg} sign {s:.3f} verify {v:.3f}" for alg, (s, v) in crypto.items())
+          + "  (RS512: the PoC's and bootstrap_demo's algorithm)")
+
+
+def main():
+    call_command("migrate", verbosity=0)
+    bench = Bench()
+    for _ in range(WARMUP):
+        bench.round(capture=True)
+    for _ in range(ARGS.n):
+        bench.round()
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version" if connection.vendor == "postgresql" else "SELECT sqlite_version()")
+        version = cursor.fetchone()[0]
+    report(bench, version)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        connection.close()
+        cleanup()
+    print(f"total runtime {time.perf_counter() - STARTED:.1f} s (set-up, migrate, warm-up, timed rounds, crypto)")
