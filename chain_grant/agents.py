@@ -15,18 +15,22 @@ def register_agent(
     identifier: str,
     key_text: str,
     applications=(),
-    scopes: str = "",
+    scopes: str | None = None,
     algorithms: list[str] | None = None,
-    name: str = "",
+    name: str | None = None,
 ) -> Agent:
-    """Create or update an agent and add its public key(s). Idempotent per kid.
-    Raises ValueError for private, symmetric or unparsable keys."""
+    """Create an agent, or add keys/applications to one, and add its public key(s).
+    Idempotent per kid. ``scopes``/``algorithms``/``name`` change an existing agent
+    only when given. Raises ValueError for private, symmetric or unparsable keys."""
     public_keys = load_public_keys(key_text)
-    agent, _ = Agent.objects.update_or_create(
-        identifier=identifier,
-        defaults={"name": name or identifier, "allowed_scopes": " ".join(scopes.split()),
-                  "allowed_algorithms": algorithms or []},
-    )
+    policy = {"allowed_scopes": None if scopes is None else " ".join(scopes.split()),
+              "allowed_algorithms": algorithms, "name": name}
+    policy = {field: value for field, value in policy.items() if value is not None}
+    agent, created = Agent.objects.get_or_create(identifier=identifier, defaults={"name": identifier, **policy})
+    if not created and policy:
+        for field, value in policy.items():
+            setattr(agent, field, value)
+        agent.save(update_fields=[*policy, "updated"])
     agent.applications.add(*applications)
     add_keys(agent, public_keys)
     return agent

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from jwcrypto import jwk
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
@@ -28,6 +30,7 @@ from .models import Agent, AgentKey, ChainedGrant
 from .settings import chain_grant_settings
 
 PKCE_METHODS = ("S256", "plain")
+_PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
 
 def code_digest(code: str) -> str:
@@ -113,7 +116,11 @@ def root_from_grant(application, code: str) -> ChainedGrant:
     concurrency: a second creator finds the first one's row.
     """
     digest = code_digest(code)
-    grant = plausible_code(code) and get_grant_model().objects.filter(code=code, application=application).first()
+    # Locked: an exchange of this code (ChainValidatorMixin.save_bearer_token) locks it
+    # too, so a code is either chained first (and its root marked at exchange) or gone.
+    grant = plausible_code(code) and (
+        get_grant_model().objects.select_for_update().filter(code=code, application=application).first()
+    )
     if not grant or grant.is_expired():
         raise ChainError("The authorization code is unknown, expired or was issued to another client.")
     step = ChainedGrant(
@@ -135,6 +142,14 @@ def root_from_grant(application, code: str) -> ChainedGrant:
         return ChainedGrant.objects.get(code_digest=digest)
 
 
+class CodeReused(ChainError):
+    """An exchanged code was presented as a parent: a replay (handled after rollback)."""
+
+    def __init__(self, step: ChainedGrant):
+        super().__init__("The authorization code was already exchanged.")
+        self.step = step
+
+
 def check_can_extend(parent: ChainedGrant, application) -> None:
     """The parent rules of DESIGN §5.2 (ownership, state, fan-out, depth)."""
     if parent.application_id != application.pk:
@@ -142,8 +157,8 @@ def check_can_extend(parent: ChainedGrant, application) -> None:
     if parent.revoked_at:
         raise ChainError("The authorization code was revoked.")
     if parent.exchanged_at:
-        raise ChainError("The authorization code was already exchanged.")
-    if parent.expires <= timezone.now():
+        raise CodeReused(parent)
+    if parent.expires <= timezone.now() or not getattr(parent, "code_live", True):
         raise ChainError("The authorization code is unknown, expired or was issued to another client.")
     if parent.children_count >= chain_grant_settings.MAX_CHILDREN:
         raise ChainError("The authorization code reached its fan-out limit (MAX_CHILDREN).")
@@ -153,12 +168,26 @@ def check_can_extend(parent: ChainedGrant, application) -> None:
         raise ChainError("The person this chain acts for no longer exists.")
 
 
+def lock_chain(root_id) -> None:
+    """Lock a chain's root row. Hops and revocations take it first, so a revocation
+    never misses a child committed while it runs (READ COMMITTED snapshots)."""
+    list(ChainedGrant.objects.select_for_update().filter(pk=root_id).values_list("pk", flat=True))
+
+
 def lock_parent(application, code: str) -> ChainedGrant:
-    """Find (or create, for an ordinary DOT code) the parent step and lock its row."""
-    qs = ChainedGrant.objects.select_for_update()
-    parent = qs.filter(code_digest=code_digest(code)).first()
-    if parent is None:
-        parent = qs.get(pk=root_from_grant(application, code).pk)
+    """Find (or create, for an ordinary DOT code) the parent step; lock the chain, then
+    the parent row; check it may be extended. ``code_live``: its DOT grant still exists."""
+    found = ChainedGrant.objects.filter(code_digest=code_digest(code)).values_list("pk", "root_id").first()
+    if found is None:
+        root = root_from_grant(application, code)
+        found = (root.pk, root.root_id)
+    pk, root_id = found
+    lock_chain(root_id)
+    parent = (
+        ChainedGrant.objects.select_for_update()
+        .annotate(code_live=Exists(get_grant_model().objects.filter(pk=OuterRef("grant_id"))))
+        .get(pk=pk)
+    )
     check_can_extend(parent, application)
     return parent
 
@@ -192,8 +221,8 @@ def check_pkce(code_challenge: str | None, method: str | None, required: bool) -
         raise ChainError("Unsupported code_challenge_method.", "invalid_request")
     if method == "plain" and oauth2_settings.COMPLIANT_BCP_RFC9700_PKCE_METHOD:
         raise ChainError('Unsupported "plain" code_challenge_method; use "S256".', "invalid_request")
-    if not 43 <= len(code_challenge) <= 128:
-        raise ChainError("code_challenge must be 43 to 128 characters.", "invalid_request")
+    if not _PKCE_CHALLENGE.fullmatch(code_challenge):
+        raise ChainError("code_challenge must be 43 to 128 unreserved characters (RFC 7636).", "invalid_request")
     return code_challenge, method
 
 
@@ -213,7 +242,15 @@ def agent_keys_for(application):
 
 
 def self_asserted_agent(verified: proofs.VerifiedProof, application) -> Agent:
-    """Relaxed (PoC) mode: the did:jwk machine account for a self-asserted key."""
+    """Relaxed (PoC) mode: the did:jwk machine account for a self-asserted key.
+
+    Never for public clients (a stolen code plus a fresh key would bypass the code's
+    PKCE), never a registered agent, and never a key the account no longer has active.
+    """
+    if application.client_type == application.CLIENT_PUBLIC:
+        raise ChainError("Self-asserted agent keys are not accepted from public clients.")
+    public = verified.self_asserted_jwk
+    thumbprint = jwk.JWK(**public).thumbprint()
     agent, created = Agent.objects.get_or_create(
         identifier=verified.subject,
         defaults={
@@ -222,11 +259,10 @@ def self_asserted_agent(verified: proofs.VerifiedProof, application) -> Agent:
             "allowed_scopes": " ".join(get_scopes_backend().get_available_scopes(application=application)),
         },
     )
-    if not agent.is_active:
-        raise ChainError("Proof sub is not an active agent registered for this client.")
     if created:
-        public = verified.self_asserted_jwk
-        agent.keys.create(kid=jwk.JWK(**public).thumbprint(), jwk=public)
+        agent.keys.create(kid=thumbprint, jwk=public)
+    elif not (agent.self_asserted and agent.is_active and agent.keys.filter(kid=thumbprint, is_active=True).exists()):
+        raise ChainError("Proof sub is not an active agent registered for this client.")
     agent.applications.add(application)
     return agent
 
@@ -252,6 +288,16 @@ def advance_by_agent(
     verified = proofs.verify_agent_proof(
         proof, code=parent_code, audiences=audiences, find_keys=agent_keys_for(application), relaxed=relaxed
     )
+    try:
+        step, code = _add_agent_step(application, parent_code, verified, scope, challenge, method)
+    except CodeReused as exc:
+        handle_replay(exc.step)
+        raise
+    signals.step_created.send(sender=ChainedGrant, step=step)
+    return step, code
+
+
+def _add_agent_step(application, parent_code, verified, scope, challenge, method) -> tuple[ChainedGrant, str]:
     with transaction.atomic():
         agent = verified.key.agent if verified.key else self_asserted_agent(verified, application)
         parent = lock_parent(application, parent_code)
@@ -294,7 +340,6 @@ def advance_by_agent(
                 raise ChainError("Proof jti was already used.") from None
             raise
         ChainedGrant.objects.filter(pk=parent.pk).update(children_count=F("children_count") + 1)
-    signals.step_created.send(sender=ChainedGrant, step=step)
     return step, code
 
 
@@ -319,7 +364,7 @@ def record_exchange(step: ChainedGrant, access_token_id, token_family) -> bool:
     return bool(
         ChainedGrant.objects.filter(
             pk=step.pk, exchanged_at__isnull=True, revoked_at__isnull=True, expires__gt=now
-        ).update(exchanged_at=now, access_token_id=access_token_id, token_family=token_family)
+        ).update(exchanged_at=now, ended_at=now, access_token_id=access_token_id, token_family=token_family)
     )
 
 
@@ -340,7 +385,10 @@ def revoke_subtree(step: ChainedGrant, reason: str = "revoked") -> int:
     subtree = ChainedGrant.objects.subtree_of(step)
     now = timezone.now()
     with transaction.atomic():
-        count = subtree.filter(revoked_at__isnull=True).update(revoked_at=now, revoked_reason=reason[:255])
+        lock_chain(step.root_id)
+        count = subtree.filter(revoked_at__isnull=True).update(
+            revoked_at=now, revoked_reason=reason[:255], ended_at=Coalesce("ended_at", Value(now))
+        )
         get_grant_model().objects.filter(pk__in=subtree.filter(grant_id__isnull=False).values("grant_id")).delete()
         families = subtree.filter(token_family__isnull=False).values("token_family")
         RefreshToken.objects.filter(token_family__in=families, revoked__isnull=True).update(

@@ -33,6 +33,16 @@ def check_plugged_in(app_configs=None, **kwargs):
                  "class MyValidator(ChainValidatorMixin, YourValidator).",
             id="chain_grant.E002",
         ))
+    from .backends import ChainOAuthLibCore
+
+    backend = oauth2_settings.OAUTH2_BACKEND_CLASS
+    if not (isinstance(backend, type) and issubclass(backend, ChainOAuthLibCore)):
+        found.append(checks.Warning(
+            "OAUTH2_PROVIDER['OAUTH2_BACKEND_CLASS'] drops repeated form parameters, so duplicated "
+            "parameters are not refused (RFC 6749 §3.1).",
+            hint="Set it to 'chain_grant.backends.ChainOAuthLibCore'.",
+            id="chain_grant.W003",
+        ))
     if GRANT_TYPE not in oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED:
         found.append(checks.Warning(
             "code_chain is not listed in OAUTH2_PROVIDER['OAUTH2_GRANT_TYPES_SUPPORTED'].",
@@ -76,10 +86,18 @@ def check_settings(app_configs=None, **kwargs):
 
 @checks.register(checks.Tags.security, deploy=True)
 def check_deploy(app_configs=None, **kwargs):
+    found = []
+    if not chain_grant_settings.PROOF_AUDIENCES and not oauth2_settings.OIDC_ISS_ENDPOINT:
+        found.append(checks.Warning(
+            "Proof audiences come from the request's Host header: neither CHAIN_GRANT['PROOF_AUDIENCES'] "
+            "nor OAUTH2_PROVIDER['OIDC_ISS_ENDPOINT'] is set.",
+            hint="Set OIDC_ISS_ENDPOINT (the issuer URL) in production.",
+            id="chain_grant.W004",
+        ))
     if chain_grant_settings.RELAXED_PROOFS and not settings.DEBUG:
-        return [checks.Error(
+        found.append(checks.Error(
             "CHAIN_GRANT['RELAXED_PROOFS'] is on in a deployment.",
             hint="Turn it off: it accepts self-asserted keys and replayable proofs.",
             id="chain_grant.E005",
-        )]
-    return []
+        ))
+    return found

@@ -28,8 +28,9 @@ class Agent(models.Model):
     * ``self_asserted`` marks a did:jwk machine account created in relaxed (PoC) mode.
     """
 
-    identifier = models.CharField(
-        _("identifier"), max_length=255, unique=True, help_text=_("The `sub` this agent signs proofs with.")
+    # TextField: a did:jwk of an RSA key (relaxed mode) is over 500 characters.
+    identifier = models.TextField(
+        _("identifier"), unique=True, help_text=_("The `sub` this agent signs proofs with.")
     )
     name = models.CharField(_("name"), max_length=255, blank=True)
     applications = models.ManyToManyField(
@@ -113,7 +114,8 @@ class ChainedGrantQuerySet(models.QuerySet):
         )
 
     def expired(self) -> ChainedGrantQuerySet:
-        return self.filter(expires__lte=timezone.now())
+        """Past ``expires`` and not otherwise ended: what the expiry job marks."""
+        return self.filter(ended_at__isnull=True, expires__lte=timezone.now())
 
     def chain(self, root_id) -> ChainedGrantQuerySet:
         return self.filter(root_id=root_id)
@@ -137,7 +139,9 @@ class ChainedGrant(models.Model):
     * proof evidence: ``proof_jti``, verified ``proof_claims``, ``proof_digest`` (SHA-256
       of the raw JWS) and ``message_digest`` (the agent's ``msg_sha256`` claim).
     * state: ``exchanged_at`` + ``access_token``/``token_family`` (what was issued from
-      it), ``revoked_at``/``revoked_reason``, ``children_count`` (fan-out limit).
+      it), ``revoked_at``/``revoked_reason``, ``expired_at`` (marked by the expiry job),
+      ``ended_at`` (the first of those: what retention counts from), ``children_count``
+      (fan-out limit).
     * ``grant_id``: pk of the DOT ``Grant`` holding the live code; a plain integer, not a
       foreign key, so DOT deleting its grant never touches this row.
     * ``link_hash``: SHA-256 over the parent's link_hash and this step's immutable fields.
@@ -183,8 +187,8 @@ class ChainedGrant(models.Model):
     agent = models.ForeignKey(
         Agent, on_delete=models.PROTECT, null=True, blank=True, related_name="steps", verbose_name=_("agent")
     )
-    subject = models.CharField(
-        _("actor subject"), max_length=512, help_text=_("`sub` of the actor: user pk, wallet DID or agent id.")
+    subject = models.TextField(
+        _("actor subject"), help_text=_("`sub` of the actor: user pk, wallet DID or agent id.")
     )
 
     scope = models.TextField(_("scope"), blank=True)
@@ -209,6 +213,14 @@ class ChainedGrant(models.Model):
     token_family = models.UUIDField(_("refresh token family"), null=True, blank=True)
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
     revoked_reason = models.CharField(_("revoked reason"), max_length=255, blank=True)
+    expired_at = models.DateTimeField(
+        _("marked expired at"), null=True, blank=True, help_text=_("Set by the expiry job; expiry itself is "
+                                                                    "enforced at use time from `expires`.")
+    )
+    ended_at = models.DateTimeField(
+        _("ended at"), null=True, blank=True,
+        help_text=_("When the step first stopped being live (exchanged, revoked or marked expired)."),
+    )
     children_count = models.PositiveIntegerField(_("children"), default=0)
 
     link_hash = models.CharField(_("link hash"), max_length=64)
@@ -222,6 +234,8 @@ class ChainedGrant(models.Model):
         indexes = [
             models.Index(fields=("root", "depth"), name="chain_grant_root_depth"),
             models.Index(fields=("expires",), name="chain_grant_expires"),
+            models.Index(fields=("ended_at", "expires"), name="chain_grant_ended_expires"),
+            models.Index(fields=("ended_at",), condition=Q(depth=0), name="chain_grant_root_ended"),
             models.Index(fields=("access_token",), name="chain_grant_access_token"),
             models.Index(fields=("token_family",), name="chain_grant_token_family"),
         ]

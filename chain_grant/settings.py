@@ -34,6 +34,11 @@ DEFAULTS: dict[str, Any] = {
     # PoC compatibility: accept a self-asserted `jwk` header (did:jwk machine account)
     # and proofs without aud/jti/c_hash. Off by default; logged when used.
     "RELAXED_PROOFS": False,
+    # Housekeeping (chain_grant.housekeeping, the Celery tasks and commands).
+    # Whole chains whose every step ended more than RETENTION_DAYS ago are purged.
+    "RETENTION_DAYS": 90,
+    "EXPIRE_BATCH_SIZE": 1000,
+    "PURGE_BATCH_SIZE": 200,
     # Whether applications may use code_chain without a ChainClient row saying so.
     # False: an operator enables each client explicitly (safe default).
     "ENABLE_FOR_ALL_CLIENTS": False,

@@ -11,3 +11,10 @@ chain_revoked = Signal()
 
 # An exchanged code was presented again; its subtree was revoked. Arguments: step.
 replay_detected = Signal()
+
+# The expiry job marked a batch of steps expired. Arguments: count (int). Sent once
+# per batch.
+steps_expired = Signal()
+
+# The purge job deleted a whole chain. Arguments: chain_id (UUID of the root).
+chain_purged = Signal()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from django.db import router, transaction
-from oauth2_provider.models import AbstractApplication, get_access_token_model
+from oauth2_provider.models import AbstractApplication, get_access_token_model, get_grant_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749 import errors
@@ -42,8 +42,8 @@ def client_may_chain(application) -> bool:
     return ChainClient.objects.filter(application=application, code_chain_enabled=True).exists()
 
 
-class _Replayed(Exception):
-    pass
+class _Lost(Exception):
+    """This exchange lost the code: consumed, revoked or exchanged by another request."""
 
 
 class ChainValidatorMixin:
@@ -113,31 +113,65 @@ class ChainValidatorMixin:
         return super().validate_code(client_id, code, client, request, *args, **kwargs)
 
     def save_bearer_token(self, token, request, *args, **kwargs):
-        step = getattr(request, "chain_step", None)
-        if step is None or request.grant_type != "authorization_code":
+        if request.grant_type != "authorization_code":
             return super().save_bearer_token(token, request, *args, **kwargs)
-        AccessToken = get_access_token_model()
         try:
             with transaction.atomic(using=router.db_for_write(ChainedGrant)):
-                result = super().save_bearer_token(token, request, *args, **kwargs)
-                checksum = hashlib.sha256(token["access_token"].encode("utf-8")).hexdigest()
-                issued = (
-                    AccessToken.objects.filter(token_checksum=checksum)
-                    .values_list("pk", "refresh_token__token_family")
-                    .first()
+                # Consume the code under a row lock, in the token's own transaction: one
+                # token per code, and no hop can chain the code in between (the hop's
+                # root_from_grant locks the same row).
+                grant = (
+                    get_grant_model().objects.select_for_update()
+                    .filter(code=request.code, application=request.client).first()
                 )
-                if not chains.record_exchange(step, *issued):
-                    raise _Replayed
-        except _Replayed:
-            # Lost a race for this code. The id_token (saved before us) is orphaned.
-            id_token = self._load_id_token(token["id_token"]) if token.get("id_token") else None
-            if id_token is not None:
-                id_token.delete()
-            step.refresh_from_db()
-            if step.exchanged_at:
+                if grant is None:
+                    raise _Lost
+                step = chains.find_step(request.code)
+                result = super().save_bearer_token(token, request, *args, **kwargs)
+                if step is not None and not chains.record_exchange(step, *self._issued(token)):
+                    raise _Lost
+                get_grant_model().objects.filter(pk=grant.pk).delete()
+        except _Lost:
+            self._discard_id_token(token)  # saved before us, now an orphan
+            step = chains.find_step(request.code)
+            if step is not None and step.exchanged_at:
                 chains.handle_replay(step)
             raise errors.InvalidGrantError(request=request) from None
+        request.chain_code_consumed = True
         return result
+
+    def invalidate_authorization_code(self, client_id, code, request, *args, **kwargs):
+        if getattr(request, "chain_code_consumed", False):
+            return  # already consumed with the token, in save_bearer_token
+        return super().invalidate_authorization_code(client_id, code, request, *args, **kwargs)
+
+    def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs):
+        """DOT's check, plus: a refresh token issued from a revoked step is dead, even if
+        a rotation raced the revocation."""
+        if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+            return False
+        family = request.refresh_token_instance.token_family
+        return not ChainedGrant.objects.filter(token_family=family, revoked_at__isnull=False).exists()
+
+    def _load_application(self, client_id, request):
+        # psycopg 3 raises DataError (not the ValueError DOT expects) for a NUL byte.
+        if client_id and "\x00" in client_id:
+            return None
+        return super()._load_application(client_id, request)
+
+    @staticmethod
+    def _issued(token) -> tuple:
+        """(access token pk, refresh token family) of the token just saved."""
+        checksum = hashlib.sha256(token["access_token"].encode("utf-8")).hexdigest()
+        return (
+            get_access_token_model().objects.filter(token_checksum=checksum)
+            .values_list("pk", "refresh_token__token_family").first()
+        )
+
+    def _discard_id_token(self, token) -> None:
+        id_token = self._load_id_token(token["id_token"]) if token.get("id_token") else None
+        if id_token is not None:
+            id_token.delete()
 
 
 class ChainOAuth2Validator(ChainValidatorMixin, OAuth2Validator):

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 
 from .keys import rsa_private_key_pem, secret_key
 
@@ -110,6 +111,7 @@ OAUTH2_PROVIDER = {
     "OIDC_ISS_ENDPOINT": os.environ.get("OIDC_ISSUER", ""),
     "OAUTH2_SERVER_CLASS": "chain_grant.server.ChainServer",
     "OAUTH2_VALIDATOR_CLASS": "chain_grant.validators.ChainOAuth2Validator",
+    "OAUTH2_BACKEND_CLASS": "chain_grant.backends.ChainOAuthLibCore",
     "SCOPES": {
         "openid": "OpenID Connect sign-in",
         "profile": "Your name and username",
@@ -139,10 +141,38 @@ OAUTH2_PROVIDER = {
 }
 
 CHAIN_GRANT = {
+    "RETENTION_DAYS": int(os.environ.get("CHAIN_RETENTION_DAYS", "90")),
     "CODE_EXPIRE_SECONDS": int(os.environ.get("CHAIN_CODE_EXPIRE_SECONDS", "600")),
     "MAX_CHILDREN": int(os.environ.get("CHAIN_MAX_CHILDREN", "3")),
     "MAX_DEPTH": int(os.environ.get("CHAIN_MAX_DEPTH", "16")),
     "RELAXED_PROOFS": env_bool("CHAIN_RELAXED_PROOFS", False),
+}
+
+# Celery: housekeeping (chain_grant.tasks) and DOT's clear_expired. Redis when
+# CELERY_BROKER_URL/REDIS_URL is set; otherwise kombu's filesystem transport under
+# var/, so `make run` needs no service. Nothing on the request path enqueues: the
+# IdP serves and refuses stale codes with the broker down.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "filesystem://"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _queue = VAR_DIR / "celery" / "queue"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue),
+        "data_folder_out": str(_queue),
+        "control_folder": str(VAR_DIR / "celery" / "control"),
+        "store_processed": False,
+    }
+else:
+    # Unacknowledged tasks (a killed worker) come back after this many seconds.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "600"))}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "chain-grant-expire-steps": {"task": "chain_grant.expire_steps", "schedule": 60.0},
+    "chain-grant-purge-chains": {"task": "chain_grant.purge_chains", "schedule": crontab(hour=3, minute=17)},
+    "dot-clear-expired-tokens": {"task": "chain_grant.clear_dot_tokens", "schedule": crontab(hour=3, minute=47)},
 }
 
 LOGGING = {

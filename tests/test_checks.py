@@ -62,7 +62,23 @@ def test_each_check_function_is_clean_with_the_project_settings(settings, chain)
     chain(RELAXED_PROOFS=False)
     assert checks.check_plugged_in() == []
     assert checks.check_settings() == []
+    assert [c.id for c in checks.check_deploy()] == ["chain_grant.W004"]  # issuer from Host: warn
+
+
+def test_deploy_is_clean_with_a_fixed_issuer(settings):
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_ISS_ENDPOINT": "https://idp.example/oauth"}
     assert checks.check_deploy() == []
+
+
+def test_proof_audiences_also_silence_w004(settings, chain):
+    chain(PROOF_AUDIENCES=["https://idp.example/oauth"])
+    assert checks.check_deploy() == []
+
+
+def test_w003_backend_that_drops_duplicates(settings):
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER,
+                                "OAUTH2_BACKEND_CLASS": "oauth2_provider.oauth2_backends.OAuthLibCore"}
+    assert [c.id for c in checks.check_plugged_in()] == ["chain_grant.W003"]
 
 
 def test_checks_are_registered():
@@ -204,7 +220,13 @@ def test_w001_relaxed_proofs(chain):
 # --- E005: deploy -------------------------------------------------------------------
 
 
-def test_e005_relaxed_proofs_in_a_deployment(settings, chain):
+@pytest.fixture
+def fixed_issuer(settings):
+    """Silence W004 so a test sees only the check it is about."""
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_ISS_ENDPOINT": "https://idp.example/oauth"}
+
+
+def test_e005_relaxed_proofs_in_a_deployment(settings, chain, fixed_issuer):
     chain(RELAXED_PROOFS=True)
     settings.DEBUG = False
     messages = checks.check_deploy()
@@ -212,7 +234,7 @@ def test_e005_relaxed_proofs_in_a_deployment(settings, chain):
     assert messages[0].level == django_checks.ERROR
 
 
-def test_e005_not_raised_in_debug_or_when_strict(settings, chain):
+def test_e005_not_raised_in_debug_or_when_strict(settings, chain, fixed_issuer):
     chain(RELAXED_PROOFS=True)
     settings.DEBUG = True
     assert checks.check_deploy() == []
@@ -221,7 +243,7 @@ def test_e005_not_raised_in_debug_or_when_strict(settings, chain):
     assert checks.check_deploy() == []
 
 
-def test_e005_only_with_deployment_checks(settings, chain):
+def test_e005_only_with_deployment_checks(settings, chain, fixed_issuer):
     chain(RELAXED_PROOFS=True)
     settings.DEBUG = False
     assert chain_ids(django_checks.run_checks(include_deployment_checks=True)) == [

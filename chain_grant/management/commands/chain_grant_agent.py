@@ -25,9 +25,9 @@ class Command(BaseCommand):
         add.add_argument("identifier", help="The `sub` the agent signs proofs with.")
         add.add_argument("--key", required=True, help="Public JWK, JWKS or PEM file.")
         add.add_argument("--application", action="append", default=[], metavar="CLIENT_ID", required=True)
-        add.add_argument("--scopes", default="", help="Space-separated allowed scopes.")
-        add.add_argument("--algorithms", default="", help="Comma-separated JWS algorithms (default: all allowed).")
-        add.add_argument("--name", default="")
+        add.add_argument("--scopes", help="Space-separated allowed scopes (kept if omitted for an existing agent).")
+        add.add_argument("--algorithms", help="Comma-separated JWS algorithms (default: the global allow-list).")
+        add.add_argument("--name")
         lst = sub.add_parser("list", help="List agents and their keys.")
         lst.add_argument("--application", metavar="CLIENT_ID")
         rot = sub.add_parser("rotate", help="Add new key(s), disable the others.")
@@ -61,10 +61,8 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(f"Unknown application(s): {', '.join(sorted(missing))}")
         try:
-            agent = agents.register_agent(
-                identifier, self._read_key(key), apps, scopes,
-                [a.strip() for a in algorithms.split(",") if a.strip()], name,
-            )
+            algorithm_list = None if algorithms is None else [a.strip() for a in algorithms.split(",") if a.strip()]
+            agent = agents.register_agent(identifier, self._read_key(key), apps, scopes, algorithm_list, name)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"agent {agent.identifier}: keys {', '.join(agent.keys.values_list('kid', flat=True))}")

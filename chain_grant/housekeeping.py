@@ -1,0 +1,134 @@
+"""Housekeeping as plain functions: mark expired steps and purge old chains.
+
+Both are batched (memory bounded whatever the table size), idempotent, safe to run
+concurrently with live traffic and with each other, and return counts. The Celery
+tasks (``chain_grant.tasks``) and the commands ``chain_grant_expire`` /
+``chain_grant_purge`` only call these.
+
+Expiry is *enforced* at use time from ``expires``; marking is for state (the admin,
+retention) and storage (DOT's grant rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+from oauth2_provider.models import get_grant_model
+
+from . import signals
+from .models import ChainedGrant
+from .settings import chain_grant_settings
+
+
+@dataclass
+class ExpireResult:
+    steps: int = 0  # steps newly marked expired
+    grants: int = 0  # DOT grant rows deleted
+    batches: int = 0
+
+
+@dataclass
+class PurgeResult:
+    chains: int = 0
+    steps: int = 0
+    batches: int = 0
+
+
+def _lock_batch(qs):
+    """Lock the selected rows where the database can, skipping ones another worker holds."""
+    if connection.features.has_select_for_update_skip_locked:
+        return qs.select_for_update(skip_locked=True)
+    return qs
+
+
+def expire_steps(*, batch_size: int | None = None, dry_run: bool = False, now: datetime | None = None) -> ExpireResult:
+    """Mark steps whose code passed ``expires`` (and that did not end otherwise) as
+    expired, and delete their DOT ``Grant`` rows. One transaction per batch, so a
+    worker killed mid-batch leaves that batch for the next run."""
+    batch_size = batch_size or chain_grant_settings.EXPIRE_BATCH_SIZE
+    now = now or timezone.now()
+    due = ChainedGrant.objects.filter(ended_at__isnull=True, expires__lte=now)
+    if dry_run:
+        return ExpireResult(
+            steps=due.count(),
+            grants=get_grant_model().objects.filter(pk__in=due.values("grant_id")).count(),
+        )
+    result = ExpireResult()
+    while True:
+        with transaction.atomic():
+            batch = list(_lock_batch(due.order_by("expires")).values_list("pk", "grant_id")[:batch_size])
+            if not batch:
+                break
+            marked = ChainedGrant.objects.filter(pk__in=[pk for pk, _ in batch], ended_at__isnull=True).update(
+                expired_at=now, ended_at=now
+            )
+            grant_ids = [grant_id for _, grant_id in batch if grant_id]
+            deleted = get_grant_model().objects.filter(pk__in=grant_ids).delete()[0] if grant_ids else 0
+        result.steps += marked
+        result.grants += deleted
+        result.batches += 1
+        if marked:
+            signals.steps_expired.send(sender=ChainedGrant, count=marked)
+        if len(batch) < batch_size:
+            break
+    return result
+
+
+def _blocking_roots(root_ids, cutoff):
+    """Roots (among ``root_ids``) with a step still live or ended after ``cutoff``."""
+    return (
+        ChainedGrant.objects.filter(root_id__in=root_ids)
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=cutoff))
+        .values("root_id")
+    )
+
+
+def purge_chains(
+    *,
+    retention_days: int | None = None,
+    batch_size: int | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> PurgeResult:
+    """Delete whole chains in which every step ended more than ``retention_days`` ago.
+
+    A chain with a live step is never touched. A chain is deleted in one statement
+    (no orphans) that re-checks the condition, so a step that is still live at that
+    moment keeps its chain.
+    """
+    retention_days = chain_grant_settings.RETENTION_DAYS if retention_days is None else retention_days
+    batch_size = batch_size or chain_grant_settings.PURGE_BATCH_SIZE
+    cutoff = (now or timezone.now()) - timedelta(days=retention_days)
+    candidates = ChainedGrant.objects.filter(depth=0, ended_at__lt=cutoff).order_by("pk")
+    result = PurgeResult()
+    last = None
+    while True:
+        page = candidates.filter(pk__gt=last) if last else candidates
+        root_ids = list(page.values_list("pk", flat=True)[:batch_size])
+        if not root_ids:
+            break
+        last = root_ids[-1]
+        purgeable = ChainedGrant.objects.filter(root_id__in=root_ids).exclude(
+            root_id__in=_blocking_roots(root_ids, cutoff)
+        )
+        if dry_run:
+            result.chains += purgeable.filter(depth=0).count()
+            result.steps += purgeable.count()
+        else:
+            with transaction.atomic():
+                chain_ids = list(purgeable.filter(depth=0).values_list("pk", flat=True))
+                # A raw delete: the rows of a chain reference each other (PROTECT), and the
+                # ORM's collector would load them all; one SQL DELETE removes a whole chain.
+                steps = purgeable._raw_delete(purgeable.db) if chain_ids else 0
+            result.chains += len(chain_ids)
+            result.steps += steps
+            for chain_id in chain_ids:
+                signals.chain_purged.send(sender=ChainedGrant, chain_id=chain_id)
+        result.batches += 1
+        if len(root_ids) < batch_size:
+            break
+    return result
