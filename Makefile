@@ -1,5 +1,6 @@
 # Two commands on a fresh clone:
-#   make run    venv + install + migrate + demo data + serve http://127.0.0.1:8000 (SQLite, no service)
+#   make run    venv + install + migrate + demo data + serve http://127.0.0.1:8000 with a Celery
+#               worker and beat (SQLite and a filesystem broker under var/: no service needed)
 #   make test   the whole suite (SQLite; PostgreSQL too when DATABASE_URL is set)
 
 PYTHON ?= python3
@@ -30,8 +31,7 @@ demo-data: migrate
 	@$(PY) manage.py bootstrap_demo
 
 run: demo-data
-	@echo "==> serving the IdP at http://$(HOST):$(PORT)/  (Ctrl-C to stop)"
-	@DEBUG=$${DEBUG:-1} $(PY) manage.py runserver $(HOST):$(PORT)
+	@PY=$(PY) HOST=$(HOST) PORT=$(PORT) scripts/run_dev.sh
 
 test: $(STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS)

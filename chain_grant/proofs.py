@@ -126,12 +126,35 @@ def _no_floats(value: str):
     raise ValueError(f"floating-point number {value!r}")
 
 
+MAX_JSON_DEPTH = 32
+
+
+def _check_storable(value: Any, depth: int = 0) -> None:
+    """Refuse what json.loads accepts but the chain cannot store or hash: lone UTF-16
+    surrogates ("\\ud800" is not UTF-8) and nesting deeper than MAX_JSON_DEPTH (the
+    encoders would hit the recursion limit)."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError("JSON nested too deeply")
+    if isinstance(value, str):
+        value.encode("utf-8")  # UnicodeEncodeError (a ValueError) for a lone surrogate
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            key.encode("utf-8")
+            _check_storable(item, depth + 1)
+
+
 def _strict_json(text: str) -> Any:
-    """JSON as proofs may carry it: no NUL (databases refuse it) and no floats or
-    NaN/Infinity (jsonb rewrites floats, which would break the chain's link_hash)."""
+    """JSON as proofs may carry it: no NUL (databases refuse it), no floats or
+    NaN/Infinity (jsonb rewrites floats, which would break the chain's link_hash), no
+    lone surrogates and no deep nesting (not storable)."""
     if "\x00" in text or "\\u0000" in text:
         raise ValueError("NUL character")
-    return json.loads(text, parse_float=_no_floats, parse_constant=_no_floats)
+    value = json.loads(text, parse_float=_no_floats, parse_constant=_no_floats)
+    _check_storable(value)
+    return value
 
 
 def parse_compact(token: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -6,11 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import views as dot_views
 from oauth2_provider.models import get_access_token_model
 from oauth2_provider.settings import oauth2_settings
 
 from . import chains
+
+# Never in error reports (DEBUG pages, mail_admins, Sentry): codes, proofs, secrets.
+SECRET_PARAMS = ("client_secret", "code", "authorization_code", "id_token", "code_verifier", "refresh_token")
 
 
 def chain_claims(access_token) -> dict:
@@ -25,6 +30,7 @@ def chain_claims(access_token) -> dict:
     return claims
 
 
+@method_decorator(sensitive_post_parameters("token"), name="dispatch")
 class IntrospectTokenView(dot_views.IntrospectTokenView):
     """RFC 7662 introspection (DOT's) plus ``chain_id``, ``chain_depth`` and ``act``."""
 
@@ -60,3 +66,19 @@ class ConnectDiscoveryInfoView(dot_views.ConnectDiscoveryInfoView):
                 data[key] = url
         response.content = json.dumps(data)
         return response
+
+
+class TokenView(dot_views.TokenView):
+    """DOT's token endpoint with codes, proofs, verifiers and refresh tokens hidden from
+    error reports. DOT marks only ``password`` and ``client_secret``, on an inner method,
+    which overwrites any ``sensitive_post_parameters`` wrapped around the view; so the
+    full list is set here, after DOT's decorator ran."""
+
+    def create_token_response(self, request):
+        request.sensitive_post_parameters = ("password", *SECRET_PARAMS)
+        return super().create_token_response(request)
+
+
+@method_decorator(sensitive_post_parameters("token"), name="dispatch")
+class RevokeTokenView(dot_views.RevokeTokenView):
+    """RFC 7009 revocation (DOT's), with the token hidden from error reports."""

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
@@ -10,17 +11,22 @@ from chain_grant.models import ChainedGrant
 
 
 def build_chain(app, user, size: int, fanout: int = 3, code_prefix: str = "c") -> ChainedGrant:
-    """A root from a real DOT grant plus ``size - 1`` agent steps, ``fanout`` per parent."""
-    grant = get_grant_model().objects.create(
-        application=app, user=user, code=f"{code_prefix}-root", redirect_uri="http://127.0.0.1/cb",
-        expires=timezone.now() + timedelta(minutes=5), scope="read",
+    """A root from a real DOT grant plus ``size - 1`` agent steps, ``fanout`` per parent;
+    every step has its DOT grant row, as after real hops."""
+    Grant = get_grant_model()
+    expires = timezone.now() + timedelta(minutes=5)
+    codes = [f"{code_prefix}-root"] + [f"{code_prefix}{i}" for i in range(size - 1)]
+    grants = Grant.objects.bulk_create(
+        Grant(application=app, user=user, code=code, redirect_uri="http://127.0.0.1/cb", expires=expires,
+              scope="read") for code in codes
     )
-    root = chains.root_from_grant(app, grant.code)
+    grant_ids = {g.code: g.pk for g in grants}  # bulk_create returns pks on PostgreSQL and SQLite ≥ 3.35
+    with transaction.atomic():
+        root = chains.root_from_grant(app, codes[0])
     nodes = [root]
-    for i in range(size - 1):
+    for i, code in enumerate(codes[1:]):
         parent = nodes[i // fanout]
-        step = ChainedGrant(kind="agent", code_digest=chains.code_digest(f"{code_prefix}{i}"),
-                            expires=parent.expires, application=app, user=user, subject=f"agent{i}",
-                            scope="read")
+        step = ChainedGrant(kind="agent", code_digest=chains.code_digest(code), expires=expires, application=app,
+                            user=user, subject=f"agent{i}", scope="read", grant_id=grant_ids[code])
         nodes.append(chains._insert_step(step, parent))
     return root

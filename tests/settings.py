@@ -1,6 +1,9 @@
 """Test settings: idp_project's, with fast password hashing. PostgreSQL when
 DATABASE_URL is set (idp_project reads it), SQLite otherwise."""
 
+import os
+import tempfile
+
 from idp_project.settings import *  # noqa: F403
 
 # Client secrets are hashed with the first hasher; PBKDF2 would make every token
@@ -9,4 +12,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 OAUTH2_PROVIDER = {**OAUTH2_PROVIDER, "ALWAYS_RELOAD_OAUTHLIB_CORE": True}  # noqa: F405
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
-    DATABASES["default"]["TEST"] = {"NAME": ""}  # noqa: F405  (in memory)
+    # A file, not shared-cache memory: threads (live server, Celery worker) then get
+    # SQLite's busy timeout instead of "database table is locked" errors.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"chain_grant_test_{os.getpid()}.sqlite3")
+    }
