@@ -1,16 +1,231 @@
-"""Admin screens (basic; review screens and revoke actions build on these)."""
+"""Admin screens: chains and steps to review (a tree, integrity, evidence export),
+revoking a subtree behind a permission and a confirmation page, and agents with
+their keys. Codes are never shown, only a digest prefix; nothing can be added or
+edited by hand."""
 
-from django.contrib import admin
+from __future__ import annotations
 
-from .models import Agent, AgentKey, ChainClient, ChainedGrant
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from oauth2_provider.settings import oauth2_settings
+
+from . import agents, chains, review
+from .models import Agent, AgentKey, Chain, ChainClient, ChainedGrant
+from .settings import FORBIDDEN_ALGORITHMS, chain_grant_settings
+
+REVOKE_PERMISSION = "chain_grant.revoke_chainedgrant"
+KIND_COLOURS = {"wallet": "#6f42c1", "user": "#1864ab", "agent": "#2b8a3e"}
+STATE_COLOURS = {"live": "#2b8a3e", "exchanged": "#495057", "expired": "#868e96", "revoked": "#c92a2a"}
+
+
+def badge(text: str, colour: str):
+    return format_html(
+        '<span style="background:{};color:#fff;border-radius:3px;padding:1px 6px;font-size:11px">{}</span>',
+        colour, text,
+    )
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [(s, _(s)) for s in ("live", "exchanged", "expired", "revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        match self.value():
+            case "live":
+                return queryset.live()
+            case "exchanged":
+                return queryset.filter(exchanged_at__isnull=False, revoked_at__isnull=True)
+            case "expired":
+                return queryset.filter(exchanged_at__isnull=True, revoked_at__isnull=True, expires__lte=now)
+            case "revoked":
+                return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+class ReviewMixin:
+    """Read-only lists of steps, with the chain page, revoke and evidence views."""
+
+    list_display = ("digest", "kind_badge", "actor", "application", "scope", "state_badge", "created",
+                    "expires", "chain_link")
+    list_filter = ("kind", StateFilter, "application", "agent", "created")
+    list_select_related = ("application", "agent", "user")
+    search_fields = ("subject", "agent__identifier", "=root__id", "user__username")
+    search_help_text = _("Subject (user pk, DID, agent), agent, exact chain id, or username.")
+    date_hierarchy = "created"
+    exclude = ("code_digest",)
+
+    @admin.display(description=_("code"))
+    def digest(self, obj):
+        return obj.code_digest[:8] + "…"
+
+    @admin.display(description=_("kind"), ordering="kind")
+    def kind_badge(self, obj):
+        return badge(obj.kind, KIND_COLOURS.get(obj.kind, "#495057"))
+
+    @admin.display(description=_("actor"))
+    def actor(self, obj):
+        return review.actor_label(obj)
+
+    @admin.display(description=_("state"))
+    def state_badge(self, obj):
+        return badge(obj.state, STATE_COLOURS[obj.state])
+
+    @admin.display(description=_("chain"))
+    def chain_link(self, obj):
+        url = reverse("admin:chain_grant_chain_tree", args=[obj.root_id])
+        return format_html('<a href="{}">{}…</a>', url, str(obj.root_id)[:8])
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in ChainedGrant._meta.fields if f.name != "code_digest"]
+
+
+@admin.register(Chain)
+class ChainAdmin(ReviewMixin, admin.ModelAdmin):
+    """Chains (their roots). The chain page shows the whole tree."""
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<uuid:chain_id>/tree/", view(self.tree_view), name="chain_grant_chain_tree"),
+            path("<uuid:chain_id>/evidence/", view(self.evidence_view), name="chain_grant_chain_evidence"),
+            path("revoke/<uuid:step_id>/", view(self.revoke_view), name="chain_grant_step_revoke"),
+        ] + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return HttpResponseRedirect(reverse("admin:chain_grant_chain_tree", args=[object_id]))
+
+    def tree_view(self, request, chain_id):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        view = review.chain_view(chain_id)
+        if view is None:
+            raise Http404(_("No such chain."))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("Chain %(id)s") % {"id": chain_id},
+            "chain": view,
+            "can_revoke": request.user.has_perm(REVOKE_PERMISSION),
+            "kind_colours": KIND_COLOURS,
+            "state_colours": STATE_COLOURS,
+        }
+        return render(request, "chain_grant/admin/chain.html", context)
+
+    def evidence_view(self, request, chain_id):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        bundle = review.evidence_bundle(chain_id, oauth2_settings.oidc_issuer(request))
+        if bundle is None:
+            raise Http404(_("No such chain."))
+        response = HttpResponse(json.dumps(bundle, indent=2), content_type="application/json")
+        response["Content-Disposition"] = f'attachment; filename="chain-{chain_id}-evidence.json"'
+        return response
+
+    def revoke_view(self, request, step_id):
+        """Confirmation page listing what will be revoked; POST revokes."""
+        if not request.user.has_perm(REVOKE_PERMISSION):
+            raise PermissionDenied
+        step = ChainedGrant.objects.filter(pk=step_id).first()
+        if step is None:
+            raise Http404(_("No such step."))
+        subtree = list(ChainedGrant.objects.subtree_of(step).select_related("agent", "user")
+                       .order_by("depth", "created"))
+        if request.method == "POST":
+            reason = (request.POST.get("reason") or "revoked by an administrator")[:200]
+            count = chains.revoke_subtree(step, f"{reason} ({request.user.get_username()})")
+            self.message_user(request, ngettext("Revoked %d step.", "Revoked %d steps.", count) % count,
+                              messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:chain_grant_chain_tree", args=[step.root_id]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("Revoke a step and its subtree"),
+            "step": step,
+            "subtree": [(s, review.actor_label(s)) for s in subtree],
+            "live": sum(1 for s in subtree if s.state == "live"),
+            "tokens": sum(1 for s in subtree if s.access_token_id),
+        }
+        return render(request, "chain_grant/admin/revoke_confirm.html", context)
+
+
+@admin.register(ChainedGrant)
+class ChainedGrantAdmin(ReviewMixin, admin.ModelAdmin):
+    """Every step of every chain."""
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        step = ChainedGrant.objects.filter(pk=object_id).only("root_id").first()
+        if step is None:
+            raise Http404
+        return HttpResponseRedirect(reverse("admin:chain_grant_chain_tree", args=[step.root_id]) + f"#step-{step.pk}")
+
+
+# --- agents ----------------------------------------------------------------------------
+
+
+def algorithm_choices():
+    return [(a, a) for a in chain_grant_settings.ALLOWED_ALGORITHMS if a not in FORBIDDEN_ALGORITHMS]
+
+
+class AgentForm(forms.ModelForm):
+    new_keys = forms.CharField(
+        label=_("Public key(s)"), required=False, widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
+        help_text=_("Paste a public JWK, JWKS or PEM. Private keys are refused. On an existing agent this "
+                    "rotates: the pasted key(s) become the only active ones."),
+    )
+    allowed_algorithms = forms.MultipleChoiceField(
+        required=False, choices=algorithm_choices, widget=forms.CheckboxSelectMultiple,
+        help_text=_("None selected = the global allow-list."),
+    )
+
+    class Meta:
+        model = Agent
+        fields = ("identifier", "name", "applications", "allowed_scopes", "allowed_algorithms", "is_active")
+
+    def clean_new_keys(self):
+        text = self.cleaned_data["new_keys"].strip()
+        if not text:
+            if not self.instance.pk:
+                raise forms.ValidationError(_("A new agent needs a public key."))
+            return None
+        try:
+            return agents.load_public_keys(text)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
 
 class AgentKeyInline(admin.TabularInline):
     model = AgentKey
     extra = 0
-    fields = ("kid", "is_active", "created", "disabled_at")
-    readonly_fields = ("kid", "created", "disabled_at")
+    fields = ("kid", "key_type", "is_active", "created", "disabled_at")
+    readonly_fields = ("kid", "key_type", "created", "disabled_at")
     can_delete = False
+
+    @admin.display(description=_("key type"))
+    def key_type(self, obj):
+        return f"{obj.jwk.get('kty')} {obj.jwk.get('crv', '')}".strip()
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -18,34 +233,47 @@ class AgentKeyInline(admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ("identifier", "name", "is_active", "self_asserted", "allowed_scopes", "created")
-    list_filter = ("is_active", "self_asserted")
+    form = AgentForm
+    list_display = ("identifier", "name", "is_active", "self_asserted", "allowed_scopes", "active_keys", "created")
+    list_filter = ("is_active", "self_asserted", "applications")
     search_fields = ("identifier", "name")
     filter_horizontal = ("applications",)
     inlines = (AgentKeyInline,)
+    actions = ("activate", "deactivate")
+
+    @admin.display(description=_("active keys"))
+    def active_keys(self, obj):
+        return sum(1 for k in obj.keys.all() if k.is_active)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("keys")
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        keys = form.cleaned_data.get("new_keys")
+        if keys:
+            text = json.dumps({"keys": keys})
+            if change:
+                new, disabled = agents.rotate_keys(form.instance, text)
+                self.message_user(request, _("Keys rotated: %(new)d active, %(old)d disabled.")
+                                  % {"new": len(new), "old": disabled})
+            else:
+                agents.add_keys(form.instance, keys)
+
+    @admin.action(description=_("Activate selected agents"))
+    def activate(self, request, queryset):
+        count = queryset.update(is_active=True)
+        self.message_user(request, ngettext("%d agent activated.", "%d agents activated.", count) % count)
+
+    @admin.action(description=_("Deactivate selected agents"))
+    def deactivate(self, request, queryset):
+        count = queryset.update(is_active=False)
+        self.message_user(request, ngettext("%d agent deactivated.", "%d agents deactivated.", count) % count)
 
 
 @admin.register(ChainClient)
 class ChainClientAdmin(admin.ModelAdmin):
     list_display = ("application", "code_chain_enabled")
+    list_select_related = ("application",)
     raw_id_fields = ("application",)
 
-
-@admin.register(ChainedGrant)
-class ChainedGrantAdmin(admin.ModelAdmin):
-    list_display = ("short_digest", "kind", "subject", "depth", "application", "scope", "created", "expires")
-    list_filter = ("kind", "application")
-    list_select_related = ("application",)
-    search_fields = ("subject", "=root__id")
-    readonly_fields = [f.name for f in ChainedGrant._meta.fields if f.name != "code_digest"]
-    exclude = ("code_digest",)
-
-    @admin.display(description="code digest")
-    def short_digest(self, obj):
-        return obj.code_digest[:8] + "…"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -82,9 +82,14 @@ class Verification:
 
 def verify_chain(chain_id) -> Verification:
     """Recompute every link_hash of a chain (root first) against the stored values."""
+    return verify_steps(ChainedGrant.objects.chain(chain_id).order_by("depth", "created").iterator(chunk_size=2000))
+
+
+def verify_steps(steps) -> Verification:
+    """verify_chain over steps already loaded, ordered parents first (depth, created)."""
     stored: dict[Any, str] = {}
     checked = 0
-    for step in ChainedGrant.objects.chain(chain_id).order_by("depth", "created").iterator(chunk_size=2000):
+    for step in steps:
         parent_hash = stored.get(step.parent_id, "") if step.parent_id else ""
         if step.parent_id and step.parent_id not in stored:
             return Verification(False, checked, step.id)

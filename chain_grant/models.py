@@ -239,6 +239,7 @@ class ChainedGrant(models.Model):
             models.Index(fields=("access_token",), name="chain_grant_access_token"),
             models.Index(fields=("token_family",), name="chain_grant_token_family"),
         ]
+        permissions = [("revoke_chainedgrant", _("Can revoke a step and its subtree"))]
         constraints = [
             models.UniqueConstraint(
                 fields=("agent", "proof_jti"),
@@ -264,3 +265,20 @@ class ChainedGrant(models.Model):
         if self.expires <= timezone.now():
             return "expired"
         return "live"
+
+
+class ChainManager(models.Manager.from_queryset(ChainedGrantQuerySet)):
+    def get_queryset(self):
+        return super().get_queryset().filter(depth=0)
+
+
+class Chain(ChainedGrant):
+    """A whole chain, seen through its root step (the admin's "Chains" list)."""
+
+    objects = ChainManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = _("chain")
+        verbose_name_plural = _("chains")
+        ordering = ("-created",)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 
 from django.db import router, transaction
 from oauth2_provider.models import AbstractApplication, get_access_token_model, get_grant_model
@@ -111,6 +112,30 @@ class ChainValidatorMixin:
                 return False
             request.chain_step = step
         return super().validate_code(client_id, code, client, request, *args, **kwargs)
+
+    # DOT re-reads the Grant in these; a parallel exchange may have consumed it since
+    # validate_code (DoesNotExist, an HTTP 500). That request lost the race: a replay.
+    def get_code_challenge(self, code, request):
+        with self._consumed_is_replay(code, request):
+            return super().get_code_challenge(code, request)
+
+    def get_code_challenge_method(self, code, request):
+        with self._consumed_is_replay(code, request):
+            return super().get_code_challenge_method(code, request)
+
+    def confirm_redirect_uri(self, client_id, code, redirect_uri, client, request, *args, **kwargs):
+        with self._consumed_is_replay(code, request):
+            return super().confirm_redirect_uri(client_id, code, redirect_uri, client, request, *args, **kwargs)
+
+    @contextmanager
+    def _consumed_is_replay(self, code, request):
+        try:
+            yield
+        except get_grant_model().DoesNotExist:
+            step = chains.find_step(code)
+            if step is not None and step.exchanged_at:
+                chains.handle_replay(step)
+            raise errors.InvalidGrantError(request=request) from None
 
     def save_bearer_token(self, token, request, *args, **kwargs):
         if request.grant_type != "authorization_code":

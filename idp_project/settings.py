@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "oauth2_provider",
+    "rest_framework",
+    "drf_spectacular",
     "chain_grant",
     "idp_project",
 ]
@@ -119,6 +121,8 @@ OAUTH2_PROVIDER = {
         "read": "Read your resources",
         "write": "Change your resources",
         "introspection": "Introspect tokens (resource servers)",
+        "chains:read": "Review authorization code chains (staff)",
+        "chains:revoke": "Revoke steps of authorization code chains (staff)",
     },
     "DEFAULT_SCOPES": ["openid"],
     "PKCE_REQUIRED": True,
@@ -138,6 +142,18 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
     "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
     "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+}
+
+REST_FRAMEWORK = {
+    "EXCEPTION_HANDLER": "chain_grant.api.error_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "chain_grant review API",
+    "DESCRIPTION": "Find, read, verify, export and revoke authorization code chains.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 CHAIN_GRANT = {

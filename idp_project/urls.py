@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
+from drf_spectacular.views import SpectacularAPIView
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
@@ -8,4 +9,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     # DOT's endpoints with chain_grant's introspection and discovery (drop-in for oauth2_provider.urls).
     path("oauth/", include("chain_grant.urls")),
+    # The auditors' REST API and its OpenAPI schema.
+    path("api/", include("chain_grant.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
 ]

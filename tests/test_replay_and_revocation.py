@@ -91,3 +91,27 @@ def test_revoke_subtree_query_count_does_not_grow(size, app, alice, django_asser
     root = build_chain(app, alice, size)
     with django_assert_max_num_queries(12):
         assert chains.revoke_subtree(root, "bulk") == size
+
+
+def test_code_consumed_between_validation_and_pkce_check_is_a_replay(flow, alice, planner, monkeypatch):
+    """A parallel exchange may consume the code after validate_code passed; DOT's later
+    Grant lookups then find nothing. That loser gets invalid_grant (not a 500), and as a
+    replay it revokes the winner's token."""
+    from chain_grant.validators import ChainOAuth2Validator
+
+    root_code, _ = flow.authorize(alice)
+    code, verifier, _ = flow.advance(root_code, planner)
+    winner = flow.exchange(code, verifier).json()  # the other request, already done
+    real = ChainOAuth2Validator.validate_code
+
+    def validated_before_the_winner(self, client_id, code_, client, request, *args, **kwargs):
+        # As if this request read the Grant just before the winner consumed it.
+        step = chains.find_step(code_)
+        request.chain_step, request.scopes, request.user = step, step.scope.split(), step.user
+        return True
+
+    monkeypatch.setattr(ChainOAuth2Validator, "validate_code", validated_before_the_winner)
+    loser = flow.exchange(code, verifier)
+    monkeypatch.setattr(ChainOAuth2Validator, "validate_code", real)
+    assert (loser.status_code, loser.json()["error"]) == (400, "invalid_grant")
+    assert flow.introspect(winner["access_token"])["active"] is False
