@@ -102,9 +102,28 @@ class ReviewMixin:
         return [f.name for f in ChainedGrant._meta.fields if f.name != "code_digest"]
 
 
+class ChainAgentFilter(admin.SimpleListFilter):
+    """Chains in which an agent acted (roots are never agent steps)."""
+
+    title = _("agent")
+    parameter_name = "agent"
+
+    def lookups(self, request, model_admin):
+        return list(Agent.objects.values_list("pk", "identifier"))
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(pk__in=ChainedGrant.objects.filter(agent_id=self.value()).values("root_id"))
+        return queryset
+
+
 @admin.register(Chain)
 class ChainAdmin(ReviewMixin, admin.ModelAdmin):
     """Chains (their roots). The chain page shows the whole tree."""
+
+    list_display = ("chain_link", "kind_badge", "actor", "application", "scope", "state_badge", "created")
+    list_filter = ("kind", StateFilter, "application", ChainAgentFilter, "created")
+    search_fields = ("subject", "=id", "user__username")
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -166,7 +185,7 @@ class ChainAdmin(ReviewMixin, admin.ModelAdmin):
             "step": step,
             "subtree": [(s, review.actor_label(s)) for s in subtree],
             "live": sum(1 for s in subtree if s.state == "live"),
-            "tokens": sum(1 for s in subtree if s.access_token_id),
+            "tokens": sum(1 for s in subtree if s.access_token_id and not s.revoked_at),
         }
         return render(request, "chain_grant/admin/revoke_confirm.html", context)
 

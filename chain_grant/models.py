@@ -202,9 +202,12 @@ class ChainedGrant(models.Model):
     created = models.DateTimeField(_("created"), default=timezone.now)
     grant_id = models.BigIntegerField(_("DOT grant id"), null=True, blank=True)
     exchanged_at = models.DateTimeField(_("exchanged at"), null=True, blank=True)
+    # No database constraint and DO_NOTHING: revoking deletes the token, and the
+    # audit record keeps which token this step issued.
     access_token = models.ForeignKey(
         oauth2_settings.ACCESS_TOKEN_MODEL,
-        on_delete=models.SET_NULL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
         null=True,
         blank=True,
         related_name="+",

@@ -104,6 +104,11 @@ class Flow:
     client: object
     app: object
     secret: str = SECRET
+    prefix: str = "/oauth"  # where the IdP mounts chain_grant.urls
+
+    @property
+    def issuer(self) -> str:
+        return "http://testserver" + self.prefix
 
     def auth(self, app=None):
         app = app or self.app
@@ -118,10 +123,10 @@ class Flow:
             "client_id": app.client_id, "response_type": "code", "redirect_uri": REDIRECT_URI,
             "scope": scope, "state": "st", "code_challenge": challenge, "code_challenge_method": "S256",
         }
-        page = self.client.get("/oauth/authorize/?" + urlencode(params))
+        url = f"{self.prefix}/authorize/?" + urlencode(params)
+        page = self.client.get(url)
         assert page.status_code == 200, page.content
-        form = {**params, "allow": "Authorize"}
-        response = self.client.post("/oauth/authorize/?" + urlencode(params), form)
+        response = self.client.post(url, {**params, "allow": "Authorize"})
         assert response.status_code == 302, response.content
         self.client.logout()
         query = parse_qs(urlparse(response["Location"]).query)
@@ -133,12 +138,12 @@ class Flow:
         if pkce and "code_challenge" not in extra:
             verifier, challenge = pkce_pair()
             data.update(code_challenge=challenge, code_challenge_method="S256")
-        response = self.client.post("/oauth/token", data, **self.auth(app))
+        response = self.client.post(f"{self.prefix}/token", data, **self.auth(app))
         response.verifier = verifier
         return response
 
     def advance(self, code, agent, **kwargs):
-        response = self.hop(code, agent.proof(code), **kwargs)
+        response = self.hop(code, agent.proof(code, aud=self.issuer), **kwargs)
         assert response.status_code == 200, response.content
         body = response.json()
         return body["authorization_code"], response.verifier, body
@@ -146,10 +151,10 @@ class Flow:
     def exchange(self, code, verifier, app=None):
         data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
                 "code_verifier": verifier}
-        return self.client.post("/oauth/token", data, **self.auth(app))
+        return self.client.post(f"{self.prefix}/token", data, **self.auth(app))
 
     def introspect(self, token, app=None):
-        return self.client.post("/oauth/introspect/", {"token": token}, **self.auth(app)).json()
+        return self.client.post(f"{self.prefix}/introspect/", {"token": token}, **self.auth(app)).json()
 
 
 @pytest.fixture

@@ -9,14 +9,11 @@ in a subprocess with those settings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import parse_qs, urlencode, urlparse
-
 import pytest
 from django.conf import settings
 
 from chain_grant.client import pkce_pair
-from tests.conftest import REDIRECT_URI, SECRET, basic_auth
+from tests.conftest import REDIRECT_URI, Flow
 
 from . import validators
 
@@ -38,17 +35,11 @@ def calls():
     validators.CALLS.clear()
 
 
-@dataclass
-class AcmeFlow:
-    """Drives this IdP's endpoints under ``/o/`` with Django's test client."""
+class AcmeFlow(Flow):
+    """The shared Flow, for this IdP's endpoints under ``/o/``."""
 
-    client: object
-    app: object
-    secret: str = SECRET
-
-    def auth(self, app=None):
-        app = app or self.app
-        return {"HTTP_AUTHORIZATION": basic_auth(app.client_id, self.secret)}
+    def __init__(self, client, app):
+        super().__init__(client, app, prefix=PREFIX)
 
     def authorize_params(self, scope, app=None):
         verifier, challenge = pkce_pair()
@@ -57,38 +48,6 @@ class AcmeFlow:
             "scope": scope, "state": "st", "code_challenge": challenge, "code_challenge_method": "S256",
         }
         return params, verifier
-
-    def authorize(self, user, scope="openid read write", app=None):
-        """Log in, consent at /o/authorize/, return (code, verifier)."""
-        params, verifier = self.authorize_params(scope, app)
-        self.client.force_login(user)
-        url = f"{PREFIX}/authorize/?" + urlencode(params)
-        page = self.client.get(url)
-        assert page.status_code == 200, page.content
-        response = self.client.post(url, {**params, "allow": "Authorize"})
-        assert response.status_code == 302, response.content
-        self.client.logout()
-        query = parse_qs(urlparse(response["Location"]).query)
-        assert "code" in query, response["Location"]
-        return query["code"][0], verifier
-
-    def hop(self, code, proof, app=None, **extra):
-        verifier, challenge = pkce_pair()
-        data = {"grant_type": "code_chain", "authorization_code": code, "id_token": proof,
-                "code_challenge": challenge, "code_challenge_method": "S256", **extra}
-        response = self.client.post(f"{PREFIX}/token/", data, **self.auth(app))
-        response.verifier = verifier
-        return response
-
-    def advance(self, code, agent, **kwargs):
-        response = self.hop(code, agent.proof(code, aud=ISSUER), **kwargs)
-        assert response.status_code == 200, response.content
-        return response.json()["authorization_code"], response.verifier, response.json()
-
-    def exchange(self, code, verifier, app=None):
-        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-                "code_verifier": verifier}
-        return self.client.post(f"{PREFIX}/token/", data, **self.auth(app))
 
     def introspect(self, token, app=None):
         response = self.client.post(f"{PREFIX}/introspect/", {"token": token}, **self.auth(app))
