@@ -10,7 +10,8 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.db.models import Exists, OuterRef
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils import timezone
@@ -89,6 +90,13 @@ class ReviewMixin:
         url = reverse("admin:chain_grant_chain_tree", args=[obj.root_id])
         return format_html('<a href="{}">{}…</a>', url, str(obj.root_id)[:8])
 
+    def changelist_view(self, request, extra_context=None):
+        # A NUL in a filter reaches the database through Django's own filters, and
+        # PostgreSQL refuses it (an HTTP 500): answer 400 instead.
+        if any("\x00" in key + "".join(values) for key, values in request.GET.lists()):
+            return HttpResponseBadRequest(_("NUL characters are not allowed in filters."))
+        return super().changelist_view(request, extra_context)
+
     def has_add_permission(self, request):
         return False
 
@@ -112,8 +120,9 @@ class ChainAgentFilter(admin.SimpleListFilter):
         return list(Agent.objects.values_list("pk", "identifier"))
 
     def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(pk__in=ChainedGrant.objects.filter(agent_id=self.value()).values("root_id"))
+        value = self.value()
+        if value and value.isdigit():
+            return queryset.filter(pk__in=ChainedGrant.objects.filter(agent_id=value).values("root_id"))
         return queryset
 
 
@@ -124,6 +133,15 @@ class ChainAdmin(ReviewMixin, admin.ModelAdmin):
     list_display = ("chain_link", "kind_badge", "actor", "application", "scope", "state_badge", "created")
     list_filter = ("kind", StateFilter, "application", ChainAgentFilter, "created")
     search_fields = ("subject", "=id", "user__username")
+
+    def get_search_results(self, request, queryset, search_term):
+        """Also chains in which an agent with that identifier acted."""
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term:
+            found |= queryset.filter(Exists(ChainedGrant.objects.filter(root_id=OuterRef("pk"),
+                                                                        agent__identifier=term)))
+        return found, duplicates
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -266,6 +284,13 @@ class AgentAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("keys")
+
+    def save_formset(self, request, form, formset, change):
+        """Unticking a key in the inline records when it was disabled, as rotation does."""
+        for key_form in formset.forms:
+            if "is_active" in key_form.changed_data:
+                key_form.instance.disabled_at = None if key_form.instance.is_active else timezone.now()
+        super().save_formset(request, form, formset, change)
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)

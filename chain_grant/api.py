@@ -36,6 +36,8 @@ except ImportError:  # pragma: no cover
 READ_SCOPE = "chains:read"
 REVOKE_SCOPE = "chains:revoke"
 REVOKE_PERMISSION = "chain_grant.revoke_chainedgrant"
+READ_AUTH = [{"oauth2": [READ_SCOPE]}, {"cookieAuth": []}]
+REVOKE_AUTH = [{"oauth2": [REVOKE_SCOPE]}, {"cookieAuth": []}]
 
 
 class ChainsPermission(BasePermission):
@@ -44,7 +46,7 @@ class ChainsPermission(BasePermission):
 
     def has_permission(self, request, view):
         user = request.user
-        if not (user and user.is_authenticated and user.is_staff):
+        if not (user and user.is_authenticated and user.is_active and user.is_staff):
             return False
         scope = getattr(view, "required_scope", READ_SCOPE)
         if scope == REVOKE_SCOPE and not user.has_perm(REVOKE_PERMISSION):
@@ -175,14 +177,16 @@ class ChainListView(BaseView):
     ``agent`` (identifier), ``user`` (username), ``state`` (live | ended | revoked),
     ``created_after`` / ``created_before`` (ISO 8601)."""
 
-    @extend_schema(operation_id="chains_list", responses=ChainSummarySerializer(many=True), parameters=[
+    pagination_class = ChainPagination
+
+    @extend_schema(operation_id="chains_list", auth=READ_AUTH, responses=ChainSummarySerializer(many=True), parameters=[
         OpenApiParameter(name, str, description=text) for name, text in (
             ("application", "client_id"), ("agent", "agent identifier"), ("user", "username"),
             ("state", "live | ended | revoked"), ("created_after", "ISO 8601"), ("created_before", "ISO 8601"))
     ] if OpenApiParameter else None)
     def get(self, request):
         qs = self._filter(self._queryset(), request.query_params)
-        page = ChainPagination()
+        page = self.pagination_class()
         rows = page.paginate_queryset(qs, request, view=self)
         return page.get_paginated_response(ChainSummarySerializer(rows, many=True).data)
 
@@ -198,6 +202,8 @@ class ChainListView(BaseView):
 
     @staticmethod
     def _filter(qs, params):
+        if any("\x00" in v for _, values in params.lists() for v in values):
+            raise exceptions.ValidationError({"filters": "NUL characters are not allowed"})
         members = ChainedGrant.objects.filter(root_id=OuterRef("pk"))
         if params.get("application"):
             qs = qs.filter(application__client_id=params["application"])
@@ -216,7 +222,10 @@ class ChainListView(BaseView):
             raise exceptions.ValidationError({"state": "one of live, ended, revoked"})
         for name, lookup in (("created_after", "created__gte"), ("created_before", "created__lt")):
             if params.get(name):
-                when = parse_datetime(params[name])
+                try:
+                    when = parse_datetime(params[name])
+                except ValueError:  # well-formed but impossible (month 13, 25:00)
+                    when = None
                 if when is None:
                     raise exceptions.ValidationError({name: "an ISO 8601 date-time"})
                 qs = qs.filter(**{lookup: when})
@@ -235,7 +244,7 @@ class ChainTreeView(BaseView):
     difference from the parent, verified proof claims, state and tokens issued;
     and the integrity check."""
 
-    @extend_schema(operation_id="chains_tree", responses=ChainTreeSerializer)
+    @extend_schema(operation_id="chains_tree", auth=READ_AUTH, responses=ChainTreeSerializer)
     def get(self, request, chain_id):
         return Response(review.chain_data(_chain_or_404(chain_id)))
 
@@ -243,7 +252,7 @@ class ChainTreeView(BaseView):
 class ChainVerifyView(BaseView):
     """Recompute every link_hash: ``ok``, steps checked, and the first step that fails."""
 
-    @extend_schema(operation_id="chains_verify", responses=VerificationSerializer)
+    @extend_schema(operation_id="chains_verify", auth=READ_AUTH, responses=VerificationSerializer)
     def get(self, request, chain_id):
         return Response(review.verification_data(_chain_or_404(chain_id).verification))
 
@@ -252,7 +261,7 @@ class ChainEvidenceView(BaseView):
     """The chain as JSON and a JWS over it signed with the IdP's OIDC key (check it
     offline against the published JWKS)."""
 
-    @extend_schema(operation_id="chains_evidence", responses=EvidenceSerializer)
+    @extend_schema(operation_id="chains_evidence", auth=READ_AUTH, responses=EvidenceSerializer)
     def get(self, request, chain_id):
         _chain_or_404(chain_id)
         return Response(review.evidence_bundle(chain_id, oauth2_settings.oidc_issuer(request._request)))
@@ -267,7 +276,8 @@ class StepRevokeView(BaseView):
 
     required_scope = REVOKE_SCOPE
 
-    @extend_schema(operation_id="steps_revoke", request=RevokeSerializer, responses=RevokeResultSerializer)
+    @extend_schema(operation_id="steps_revoke", auth=REVOKE_AUTH, request=RevokeSerializer,
+                   responses=RevokeResultSerializer)
     def post(self, request, step_id):
         body = RevokeSerializer(data=request.data)
         body.is_valid(raise_exception=True)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Coalesce
@@ -89,15 +91,39 @@ def verify_steps(steps) -> Verification:
     """verify_chain over steps already loaded, ordered parents first (depth, created)."""
     stored: dict[Any, str] = {}
     checked = 0
+    principal = None  # the person a user-rooted chain acts for, as its root recorded it
     for step in steps:
+        if step.parent_id is None and step.kind == ChainedGrant.Kind.USER:
+            principal = _user_pk(step.subject)
         parent_hash = stored.get(step.parent_id, "") if step.parent_id else ""
         if step.parent_id and step.parent_id not in stored:
             return Verification(False, checked, step.id)
-        if compute_link_hash(step, parent_hash) != step.link_hash:
+        if not _link_matches(step, parent_hash, principal):
             return Verification(False, checked, step.id)
         stored[step.id] = step.link_hash
         checked += 1
     return Verification(checked > 0, checked, None)
+
+
+def _link_matches(step: ChainedGrant, parent_hash: str, principal) -> bool:
+    if compute_link_hash(step, parent_hash) == step.link_hash:
+        return True
+    if step.user_id is None and principal is not None:
+        # Deleting the person nulls user_id (SET_NULL): not an edit. Check the hash
+        # against the person the root recorded.
+        step.user_id = principal
+        try:
+            return compute_link_hash(step, parent_hash) == step.link_hash
+        finally:
+            step.user_id = None
+    return False
+
+
+def _user_pk(subject: str):
+    try:
+        return get_user_model()._meta.pk.to_python(subject)
+    except ValidationError:
+        return None
 
 
 # --- creating steps ---------------------------------------------------------------------
@@ -399,10 +425,15 @@ def revoke_subtree(step: ChainedGrant, reason: str = "revoked") -> int:
         RefreshToken.objects.filter(token_family__in=families, revoked__isnull=True).update(
             revoked=now, updated=now
         )
-        AccessToken.objects.filter(
+        # One DELETE, not the ORM collector (which loads every token and deletes in
+        # batches of 100): DOT's revoke is a delete, and the only reference to these
+        # tokens, RefreshToken.access_token, is cleared next (constraints are deferred).
+        doomed = AccessToken.objects.filter(
             Q(pk__in=subtree.filter(access_token__isnull=False).values("access_token_id"))
             | Q(pk__in=RefreshToken.objects.filter(token_family__in=families).values("access_token_id"))
-        ).delete()
+        )
+        doomed._raw_delete(doomed.db)
+        RefreshToken.objects.filter(token_family__in=families, access_token__isnull=False).update(access_token=None)
     if count:
         signals.chain_revoked.send(sender=ChainedGrant, step=step, count=count, reason=reason)
     return count

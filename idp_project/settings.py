@@ -154,6 +154,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Find, read, verify, export and revoke authorization code chains.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "OAUTH2_FLOWS": ["authorizationCode"],
+    "OAUTH2_AUTHORIZATION_URL": "/oauth/authorize/",
+    "OAUTH2_TOKEN_URL": "/oauth/token/",
+    "OAUTH2_REFRESH_URL": "/oauth/token/",
+    "OAUTH2_SCOPES": {"chains:read": "Review chains (staff)", "chains:revoke": "Revoke steps (staff)"},
 }
 
 CHAIN_GRANT = {

@@ -285,9 +285,10 @@ def test_odd_introspection_requests(flow, client):
 
 
 def test_admin_search_with_a_non_uuid_is_no_crash(admin_client):
-    """Rule: the chained-grant admin's search (UUID fields among them) takes any text."""
-    response = admin_client.get("/admin/chain_grant/chainedgrant/", {"q": "not-a-uuid\x00é"})
-    assert response.status_code == 200
+    """Rule: the chained-grant admin's search (UUID fields among them) takes any text;
+    a NUL (which PostgreSQL refuses) is a 400, never a 500."""
+    assert admin_client.get("/admin/chain_grant/chainedgrant/", {"q": "not-a-uuid é"}).status_code == 200
+    assert admin_client.get("/admin/chain_grant/chainedgrant/", {"q": "not-a-uuid\x00é"}).status_code == 400
 
 
 # --- error reports never carry codes, proofs or secrets ---------------------------------
