@@ -60,7 +60,12 @@ def expire_steps(*, batch_size: int | None = None, dry_run: bool = False, now: d
     result = ExpireResult()
     while True:
         with transaction.atomic():
-            batch = list(_lock_batch(due.order_by("expires")).values_list("pk", "grant_id")[:batch_size])
+            # (ended_at, expires) is index chain_grant_ended_expires's order, so the scan
+            # starts at the due steps; by expires alone PostgreSQL walks chain_grant_expires
+            # past every step already marked (quadratic over a run).
+            batch = list(
+                _lock_batch(due.order_by("ended_at", "expires")).values_list("pk", "grant_id")[:batch_size]
+            )
             if not batch:
                 break
             marked = ChainedGrant.objects.filter(pk__in=[pk for pk, _ in batch], ended_at__isnull=True).update(
@@ -120,7 +125,7 @@ def purge_chains(
             result.steps += purgeable.count()
         else:
             with transaction.atomic():
-                chain_ids = list(purgeable.filter(depth=0).values_list("pk", flat=True))
+                chain_ids = list(purgeable.filter(depth=0).order_by().values_list("pk", flat=True))
                 # A raw delete: the rows of a chain reference each other (PROTECT), and the
                 # ORM's collector would load them all; one SQL DELETE removes a whole chain.
                 steps = purgeable._raw_delete(purgeable.db) if chain_ids else 0
