@@ -37,14 +37,15 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import types
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlparse, urlsplit
+from urllib.parse import parse_qs, urlencode, urlparse
 
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _setup import throwaway_database  # noqa: E402  (bench/, the script's own folder)
+
 HASHERS = {"pbkdf2": "django.contrib.auth.hashers.PBKDF2PasswordHasher",
            "md5": "django.contrib.auth.hashers.MD5PasswordHasher"}
 REDIRECT_URI, SECRET, ISSUER = "http://127.0.0.1:8765/oauth-callback", "s3cret-for-bench", "http://testserver/oauth"
@@ -57,27 +58,7 @@ parser.add_argument("--database-url", help="postgres://... (a database chain_ben
 ARGS = parser.parse_args()
 
 
-def throwaway_database(url):
-    """(DATABASE_URL to use, cleanup function)."""
-    if not url or url.startswith("sqlite"):
-        fd, path = tempfile.mkstemp(prefix="chain_bench_", suffix=".sqlite3")
-        os.close(fd)
-        return f"sqlite:///{path}", lambda: [Path(path + s).unlink(missing_ok=True) for s in ("", "-wal", "-shm")]
-    import psycopg
-
-    parts = urlsplit(url)
-
-    def admin(sql):  # on the "postgres" maintenance database, never on the one given
-        with psycopg.connect(parts._replace(scheme="postgresql", path="/postgres").geturl(), autocommit=True) as c:
-            c.execute(sql)
-
-    drop = f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"
-    admin(drop)
-    admin(f"CREATE DATABASE {BENCH_DB}")
-    return parts._replace(path="/" + BENCH_DB).geturl(), lambda: admin(drop)
-
-
-os.environ["DATABASE_URL"], cleanup = throwaway_database(ARGS.database_url)  # idp_project.settings reads it
+os.environ["DATABASE_URL"], cleanup = throwaway_database(ARGS.database_url, BENCH_DB)  # idp_project.settings reads it
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 import django
 from django.conf import settings

@@ -35,15 +35,15 @@ import hashlib
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _setup import throwaway_database  # noqa: E402  (bench/, the script's own folder)
+
 BENCH_DB = "chain_review_bench"
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -55,27 +55,7 @@ if any(n < 1 for n in ARGS.sizes) or ARGS.repeat < 1:
     parser.error("sizes and --repeat must be positive")
 
 
-def throwaway_database(url):
-    """(DATABASE_URL to use, cleanup function)."""
-    if not url or url.startswith("sqlite"):
-        fd, path = tempfile.mkstemp(prefix="chain_review_bench_", suffix=".sqlite3")
-        os.close(fd)
-        return f"sqlite:///{path}", lambda: [Path(path + s).unlink(missing_ok=True) for s in ("", "-wal", "-shm")]
-    import psycopg
-
-    parts = urlsplit(url)
-
-    def admin(sql):  # on the "postgres" maintenance database, never on the one given
-        with psycopg.connect(parts._replace(scheme="postgresql", path="/postgres").geturl(), autocommit=True) as c:
-            c.execute(sql)
-
-    drop = f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"
-    admin(drop)
-    admin(f"CREATE DATABASE {BENCH_DB}")
-    return parts._replace(path="/" + BENCH_DB).geturl(), lambda: admin(drop)
-
-
-os.environ["DATABASE_URL"], cleanup = throwaway_database(ARGS.database_url)  # idp_project.settings reads it
+os.environ["DATABASE_URL"], cleanup = throwaway_database(ARGS.database_url, BENCH_DB)  # idp_project.settings reads it
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 import django
 from django.conf import settings

@@ -254,7 +254,10 @@ class ChainVerifyView(BaseView):
 
     @extend_schema(operation_id="chains_verify", auth=READ_AUTH, responses=VerificationSerializer)
     def get(self, request, chain_id):
-        return Response(review.verification_data(_chain_or_404(chain_id).verification))
+        verification = chains.verify_chain(chain_id) if _is_uuid(chain_id) else None
+        if verification is None or not verification.checked and verification.first_bad_step is None:
+            raise Http404("No such chain.")
+        return Response(review.verification_data(verification))
 
 
 class ChainEvidenceView(BaseView):
@@ -263,8 +266,11 @@ class ChainEvidenceView(BaseView):
 
     @extend_schema(operation_id="chains_evidence", auth=READ_AUTH, responses=EvidenceSerializer)
     def get(self, request, chain_id):
-        _chain_or_404(chain_id)
-        return Response(review.evidence_bundle(chain_id, oauth2_settings.oidc_issuer(request._request)))
+        bundle = review.evidence_bundle(chain_id, oauth2_settings.oidc_issuer(request._request)) \
+            if _is_uuid(chain_id) else None
+        if bundle is None:
+            raise Http404("No such chain.")
+        return Response(bundle)
 
 
 class RevokeSerializer(serializers.Serializer):

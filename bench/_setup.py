@@ -1,0 +1,28 @@
+"""Shared by the bench scripts: a throw-away database, so a benchmark never touches
+the one it is pointed at (nor the test databases)."""
+
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+def throwaway_database(url: str | None, name: str):
+    """(DATABASE_URL to use, cleanup function): a temp SQLite file, or a PostgreSQL
+    database ``name`` created (and later dropped) on the server ``url`` points at."""
+    if not url or url.startswith("sqlite"):
+        fd, path = tempfile.mkstemp(prefix=name + "_", suffix=".sqlite3")
+        os.close(fd)
+        return f"sqlite:///{path}", lambda: [Path(path + s).unlink(missing_ok=True) for s in ("", "-wal", "-shm")]
+    import psycopg
+
+    parts = urlsplit(url)
+
+    def admin(sql):  # on the "postgres" maintenance database, never on the one given
+        with psycopg.connect(parts._replace(scheme="postgresql", path="/postgres").geturl(), autocommit=True) as c:
+            c.execute(sql)
+
+    drop = f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    admin(drop)
+    admin(f"CREATE DATABASE {name}")
+    return parts._replace(path="/" + name).geturl(), lambda: admin(drop)
