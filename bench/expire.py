@@ -39,7 +39,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 import uuid
@@ -50,6 +49,8 @@ from urllib.parse import urlsplit
 
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _setup import throwaway_database  # noqa: E402  (bench/, the script's own folder)
+
 BENCH_DB, CHAIN, CHUNK_CHAINS, MiB = "chain_bench", 10, 5000, 2**20
 PARENT = [None, 0, 0, 0, 1, 1, 1, 2, 2, 2]  # each step's parent, by index within its chain
 DEPTH = [0, 1, 1, 1, 2, 2, 2, 2, 2, 2]
@@ -70,32 +71,13 @@ if any(n <= 0 or n % CHAIN for n in ARGS.sizes):
     parser.error(f"--sizes must be positive multiples of {CHAIN}")
 
 
-def throwaway_database(url):
-    """(DATABASE_URL to use, cleanup function)."""
-    if url.startswith("sqlite"):
-        fd, path = tempfile.mkstemp(prefix="chain_bench_", suffix=".sqlite3")
-        os.close(fd)
-        return f"sqlite:///{path}", lambda: [Path(path + s).unlink(missing_ok=True) for s in ("", "-wal", "-shm")]
-    import psycopg
-
-    parts = urlsplit(url)
-
-    def admin(sql):  # on the "postgres" maintenance database, never on the one given
-        with psycopg.connect(parts._replace(scheme="postgresql", path="/postgres").geturl(), autocommit=True) as c:
-            c.execute(sql)
-
-    drop = f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"
-    admin(drop)
-    admin(f"CREATE DATABASE {BENCH_DB}")
-    return parts._replace(path="/" + BENCH_DB).geturl(), lambda: admin(drop)
-
-
 if ARGS.phase:  # a child: the parent's throw-away database, nothing else
     if not (urlsplit(ARGS.bench_url).path == "/" + BENCH_DB or "/chain_bench_" in ARGS.bench_url):
         sys.exit(f"refusing to run a phase on {ARGS.bench_url}")
     os.environ["DATABASE_URL"], cleanup = ARGS.bench_url, (lambda: None)
 else:
-    os.environ["DATABASE_URL"], cleanup = throwaway_database(ARGS.database_url)  # idp_project.settings reads it
+    # idp_project.settings reads DATABASE_URL
+    os.environ["DATABASE_URL"], cleanup = throwaway_database(ARGS.database_url, BENCH_DB)
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 import django
 from django.conf import settings
