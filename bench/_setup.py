@@ -26,3 +26,17 @@ def throwaway_database(url: str | None, name: str):
     admin(drop)
     admin(f"CREATE DATABASE {name}")
     return parts._replace(path="/" + name).geturl(), lambda: admin(drop)
+
+
+def run(main, cleanup, started: float, what: str) -> None:
+    """Run a benchmark's main(), always closing the connection and dropping the database."""
+    import time
+
+    from django.db import connection
+
+    try:
+        main()
+    finally:
+        connection.close()
+        cleanup()
+    print(f"total runtime {time.perf_counter() - started:.1f} s ({what})")

@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _setup import throwaway_database  # noqa: E402  (bench/, the script's own folder)
+from _setup import run, throwaway_database  # noqa: E402  (bench/, the script's own folder)
 
 HASHERS = {"pbkdf2": "django.contrib.auth.hashers.PBKDF2PasswordHasher",
            "md5": "django.contrib.auth.hashers.MD5PasswordHasher"}
@@ -227,9 +227,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        connection.close()
-        cleanup()
-    print(f"total runtime {time.perf_counter() - STARTED:.1f} s (set-up, migrate, warm-up, timed rounds, crypto)")
+    run(main, cleanup, STARTED, "set-up, migrate, warm-up, timed rounds, crypto")

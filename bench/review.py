@@ -42,7 +42,7 @@ from pathlib import Path
 
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _setup import throwaway_database  # noqa: E402  (bench/, the script's own folder)
+from _setup import run, throwaway_database  # noqa: E402  (bench/, the script's own folder)
 
 BENCH_DB = "chain_review_bench"
 
@@ -231,9 +231,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        connection.close()
-        cleanup()
-    print(f"total runtime {time.perf_counter() - STARTED:.1f} s (create db, migrate, build, measure, drop db)")
+    run(main, cleanup, STARTED, "create db, migrate, build, measure, drop db")

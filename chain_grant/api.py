@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from oauth2_provider.settings import oauth2_settings
@@ -167,11 +166,6 @@ class BaseView(APIView):
     required_scope = READ_SCOPE
 
 
-def _live_q(prefix=""):
-    return Q(**{f"{prefix}exchanged_at__isnull": True, f"{prefix}revoked_at__isnull": True,
-                f"{prefix}expires__gt": timezone.now()})
-
-
 class ChainListView(BaseView):
     """List chains (roots), newest first. Filters: ``application`` (client_id),
     ``agent`` (identifier), ``user`` (username), ``state`` (live | ended | revoked),
@@ -194,7 +188,7 @@ class ChainListView(BaseView):
     def _queryset():
         members = ChainedGrant.objects.filter(root_id=OuterRef("pk"))
         step_count = members.order_by().values("root_id").annotate(n=Count("pk")).values("n")
-        live_count = members.filter(_live_q()).order_by().values("root_id").annotate(n=Count("pk")).values("n")
+        live_count = members.live().order_by().values("root_id").annotate(n=Count("pk")).values("n")
         return Chain.objects.select_related("application", "user", "agent").annotate(
             steps=Coalesce(Subquery(step_count, output_field=IntegerField()), 0),
             live_steps=Coalesce(Subquery(live_count, output_field=IntegerField()), 0),
@@ -213,11 +207,11 @@ class ChainListView(BaseView):
             qs = qs.filter(Exists(members.filter(agent__identifier=params["agent"])))
         state = params.get("state")
         if state == "live":
-            qs = qs.filter(Exists(members.filter(_live_q())))
+            qs = qs.filter(Exists(members.live()))
         elif state == "revoked":
             qs = qs.filter(revoked_at__isnull=False)
         elif state == "ended":
-            qs = qs.exclude(Exists(members.filter(_live_q()))).filter(revoked_at__isnull=True)
+            qs = qs.exclude(Exists(members.live())).filter(revoked_at__isnull=True)
         elif state:
             raise exceptions.ValidationError({"state": "one of live, ended, revoked"})
         for name, lookup in (("created_after", "created__gte"), ("created_before", "created__lt")):

@@ -151,7 +151,9 @@ class ChainValidatorMixin:
                 )
                 if grant is None:
                     raise _Lost
-                step = chains.find_step(request.code)
+                # A chained code's step was found by validate_code; a plain code may have
+                # become a chain root since (a hop before our lock), so look again.
+                step = getattr(request, "chain_step", None) or chains.find_step(request.code)
                 result = super().save_bearer_token(token, request, *args, **kwargs)
                 if step is not None and not chains.record_exchange(step, *self._issued(token)):
                     raise _Lost
