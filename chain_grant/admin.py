@@ -21,7 +21,7 @@ from django.utils.translation import ngettext
 from oauth2_provider.settings import oauth2_settings
 
 from . import agents, chains, review
-from .models import Agent, AgentKey, Chain, ChainClient, ChainedGrant
+from .models import Agent, AgentKey, Chain, ChainClient, ChainedGrant, Wallet, WalletRequest
 from .settings import FORBIDDEN_ALGORITHMS, chain_grant_settings
 
 REVOKE_PERMISSION = "chain_grant.revoke_chainedgrant"
@@ -321,3 +321,30 @@ class ChainClientAdmin(admin.ModelAdmin):
     list_select_related = ("application",)
     raw_id_fields = ("application",)
 
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the protocol only: viewable, never edited here."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Wallet)
+class WalletAdmin(ReadOnlyAdmin):
+    list_display = ("thumbprint", "user", "created", "last_presented")
+    search_fields = ("thumbprint", "subject", "user__username")
+    readonly_fields = ("thumbprint", "subject", "public_jwk", "user", "created", "last_presented")
+
+
+@admin.register(WalletRequest)
+class WalletRequestAdmin(ReadOnlyAdmin):
+    list_display = ("id", "application", "status", "created", "expires", "step")
+    list_filter = ("status",)
+    # Never the digests of the poll token or response code: nothing to gain from showing them.
+    fields = ("id", "application", "redirect_uri", "scope", "status", "last_error", "parent", "wallet",
+              "presentation_claims", "step", "created", "expires", "completed_at")
+    readonly_fields = fields

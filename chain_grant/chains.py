@@ -140,6 +140,22 @@ def _insert_step(step: ChainedGrant, parent: ChainedGrant | None) -> ChainedGran
     return step
 
 
+def _root_step(grant, application, digest: str) -> ChainedGrant:
+    """The (unsaved) root step describing an ordinary DOT code's grant."""
+    return ChainedGrant(
+        kind=ChainedGrant.Kind.USER,
+        code_digest=digest,
+        expires=grant.expires,
+        redirect_uri=grant.redirect_uri,
+        application=application,
+        user_id=grant.user_id,
+        subject=str(grant.user_id),
+        scope=grant.scope,
+        requested_scope=grant.scope,
+        grant_id=grant.pk,
+    )
+
+
 def root_from_grant(application, code: str) -> ChainedGrant:
     """The root step for an ordinary DOT code, created from its ``Grant`` on first use.
 
@@ -154,18 +170,7 @@ def root_from_grant(application, code: str) -> ChainedGrant:
     )
     if not grant or grant.is_expired():
         raise ChainError("The authorization code is unknown, expired or was issued to another client.")
-    step = ChainedGrant(
-        kind=ChainedGrant.Kind.USER,
-        code_digest=digest,
-        expires=grant.expires,
-        redirect_uri=grant.redirect_uri,
-        application=application,
-        user_id=grant.user_id,
-        subject=str(grant.user_id),
-        scope=grant.scope,
-        requested_scope=grant.scope,
-        grant_id=grant.pk,
-    )
+    step = _root_step(grant, application, digest)
     try:
         with transaction.atomic():
             return _insert_step(step, None)
@@ -212,7 +217,11 @@ def lock_parent(application, code: str) -> ChainedGrant:
     if found is None:
         root = root_from_grant(application, code)
         found = (root.pk, root.root_id)
-    pk, root_id = found
+    return lock_step(application, *found)
+
+
+def lock_step(application, pk, root_id) -> ChainedGrant:
+    """Lock a chain, then one of its steps, and check the step may be extended."""
     lock_chain(root_id)
     parent = (
         ChainedGrant.objects.select_for_update()
@@ -372,6 +381,101 @@ def _add_agent_step(application, parent_code, verified, scope, challenge, method
             raise
         ChainedGrant.objects.filter(pk=parent.pk).update(children_count=F("children_count") + 1)
     return step, code
+
+
+# --- browser steps (DESIGN §6) ---------------------------------------------------------
+
+
+def preview_parent(application, code: str) -> ChainedGrant:
+    """The step ``code`` names, if this client may extend it now: what the consent and
+    wallet pages show before anything is written. Reads only: an ordinary DOT code
+    gives an unsaved root. Raises ChainError(invalid_request) otherwise; an exchanged
+    code is refused here and treated as a replay only when a step is really added."""
+    digest = code_digest(code)
+    step = (
+        ChainedGrant.objects.annotate(code_live=Exists(get_grant_model().objects.filter(pk=OuterRef("grant_id"))))
+        .filter(code_digest=digest)
+        .first()
+    )
+    if step is None:
+        grant = plausible_code(code) and get_grant_model().objects.filter(code=code, application=application).first()
+        if not grant or grant.is_expired():
+            raise ChainError(PREVIOUS_CODE_REFUSED, "invalid_request")
+        step = _root_step(grant, application, digest)
+    try:
+        check_can_extend(step, application)
+    except ChainError as exc:
+        raise ChainError(PREVIOUS_CODE_REFUSED + " " + str(exc), "invalid_request") from None
+    return step
+
+
+PREVIOUS_CODE_REFUSED = "The previous authorization code (code) cannot be continued."
+
+
+def chain_so_far(step: ChainedGrant) -> list[ChainedGrant]:
+    """The steps from the root down to ``step`` with their actors loaded (one query),
+    for a consent or wallet page. An unsaved root (ordinary DOT code) is alone."""
+    if step._state.adding:
+        return [step]
+    ids = [seg for seg in step.path.split("/") if seg]
+    rows = ChainedGrant.objects.filter(pk__in=ids).select_related("agent", "user")
+    return sorted(rows, key=lambda s: s.depth)
+
+
+def add_browser_step(
+    *,
+    kind: str,
+    application,
+    parent: ChainedGrant | None,
+    grant,
+    user,
+    subject: str,
+    requested_scope: str,
+    presentation: proofs.VerifiedPresentation | None = None,
+) -> ChainedGrant:
+    """Record a user (consent) or wallet step for ``grant``, the DOT grant just created
+    for its code. Call inside the caller's transaction, with ``parent`` locked by
+    :func:`lock_parent` (or None for a wallet root). The person who acted becomes the
+    person the chain acts for from this step on; the scope is what they granted."""
+    step = ChainedGrant(
+        kind=kind,
+        code_digest=code_digest(grant.code),
+        expires=grant.expires,
+        redirect_uri=grant.redirect_uri,
+        application=application,
+        user=user,
+        subject=subject,
+        scope=grant.scope,
+        requested_scope=" ".join(dict.fromkeys(requested_scope.split())),
+        grant_id=grant.pk,
+    )
+    if presentation is not None:
+        step.proof_jti = presentation.jti[:255]
+        step.proof_claims = presentation.claims
+        step.proof_digest = presentation.digest
+    _insert_step(step, parent)
+    if parent is not None:
+        ChainedGrant.objects.filter(pk=parent.pk).update(children_count=F("children_count") + 1)
+    return step
+
+
+def add_user_step(application, parent_code: str, user, save_grant, requested_scope: str) -> ChainedGrant:
+    """A person's consent step (authorize with ``code=<previous>``): lock the parent,
+    let ``save_grant()`` create DOT's grant for the new code in the same transaction,
+    and add a ``user`` child. A replayed (exchanged) parent revokes its subtree."""
+    try:
+        with transaction.atomic():
+            parent = lock_parent(application, parent_code)
+            grant = save_grant()
+            step = add_browser_step(
+                kind=ChainedGrant.Kind.USER, application=application, parent=parent, grant=grant,
+                user=user, subject=str(user.pk), requested_scope=requested_scope,
+            )
+    except CodeReused as exc:
+        handle_replay(exc.step)
+        raise
+    signals.step_created.send(sender=ChainedGrant, step=step)
+    return step
 
 
 # --- exchange, replay, revocation ---------------------------------------------------

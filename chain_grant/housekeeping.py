@@ -20,7 +20,7 @@ from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
 from . import signals
-from .models import ChainedGrant
+from .models import ChainedGrant, WalletRequest
 from .settings import chain_grant_settings
 
 
@@ -29,6 +29,18 @@ class ExpireResult:
     steps: int = 0  # steps newly marked expired
     grants: int = 0  # DOT grant rows deleted
     batches: int = 0
+    wallet_requests: int = 0  # ended wallet requests deleted
+
+
+# Wallet requests are kept this long after they expire (for support questions), then deleted.
+WALLET_REQUEST_KEEP = timedelta(days=1)
+
+
+def purge_wallet_requests(*, now: datetime | None = None) -> int:
+    """Delete wallet requests (pending or ended) that expired over a day ago; their
+    outcome, if any, is the wallet step itself."""
+    cutoff = (now or timezone.now()) - WALLET_REQUEST_KEEP
+    return WalletRequest.objects.filter(expires__lt=cutoff).delete()[0]
 
 
 @dataclass
@@ -58,6 +70,7 @@ def expire_steps(*, batch_size: int | None = None, dry_run: bool = False, now: d
             grants=get_grant_model().objects.filter(pk__in=due.values("grant_id")).count(),
         )
     result = ExpireResult()
+    result.wallet_requests = purge_wallet_requests(now=now)
     while True:
         with transaction.atomic():
             # (ended_at, expires) is index chain_grant_ended_expires's order, so the scan
@@ -126,6 +139,8 @@ def purge_chains(
         else:
             with transaction.atomic():
                 chain_ids = list(purgeable.filter(depth=0).order_by().values_list("pk", flat=True))
+                # Wallet requests point at steps (foreign keys the raw delete would break).
+                WalletRequest.objects.filter(Q(parent__in=purgeable) | Q(step__in=purgeable)).delete()
                 # A raw delete: the rows of a chain reference each other (PROTECT), and the
                 # ORM's collector would load them all; one SQL DELETE removes a whole chain.
                 steps = purgeable._raw_delete(purgeable.db) if chain_ids else 0

@@ -285,3 +285,88 @@ class Chain(ChainedGrant):
         verbose_name = _("chain")
         verbose_name_plural = _("chains")
         ordering = ("-created",)
+
+
+class Wallet(models.Model):
+    """A wallet holder seen through a self-issued id_token (SIOPv2).
+
+    The holder's key is their identity: ``thumbprint`` (RFC 7638) is stable whatever
+    subject syntax the wallet uses (did:jwk or a JWK thumbprint URI). Each wallet gets
+    an account (``user``, no usable password) so codes from a wallet step are DOT
+    grants like any other, and the chain acts for that account until a person's
+    consent step.
+    """
+
+    thumbprint = models.CharField(_("key thumbprint"), max_length=64, unique=True)
+    subject = models.TextField(_("subject"), help_text=_("The `sub` the wallet last presented (did:jwk or URI)."))
+    public_jwk = models.JSONField(_("public JWK"))
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chain_wallet", verbose_name=_("account")
+    )
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    last_presented = models.DateTimeField(_("last presented"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("wallet")
+        verbose_name_plural = _("wallets")
+
+    def __str__(self) -> str:
+        return f"wallet {self.thumbprint[:12]}…"
+
+
+class WalletRequest(models.Model):
+    """A pending wallet step (``response_type=id_token``): what the authorize request
+    asked, the nonce the wallet must sign, and how far it got.
+
+    Kept in the database, never in a process, so any web replica can take the
+    wallet's answer or the browser's poll. The browser's poll token and the
+    wallet's response code are stored as SHA-256 digests; the new code is created
+    only when one of them is presented, so this table never holds a usable secret.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("waiting for the wallet")
+        VERIFIED = "verified", _("presented, waiting for the browser")
+        DONE = "done", _("code issued")
+        CANCELLED = "cancelled", _("cancelled")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    state = models.CharField(_("request state"), max_length=64, unique=True)
+    nonce = models.CharField(_("nonce"), max_length=64)
+    verifier_id = models.TextField(_("verifier client_id"), help_text=_("The `aud` the id_token must carry."))
+    poll_digest = models.CharField(_("browser poll token digest"), max_length=64)
+    response_code_digest = models.CharField(_("response code digest"), max_length=64, blank=True)
+
+    application = models.ForeignKey(
+        oauth2_settings.APPLICATION_MODEL, on_delete=models.CASCADE, related_name="+", verbose_name=_("application")
+    )
+    redirect_uri = models.TextField(_("redirect URI"))
+    client_state = models.TextField(_("client state"), blank=True)
+    scope = models.TextField(_("scope"), blank=True)
+    client_metadata = models.JSONField(_("client metadata"), default=dict, blank=True)
+    code_challenge = models.CharField(_("code challenge"), max_length=128, blank=True)
+    code_challenge_method = models.CharField(_("code challenge method"), max_length=10, blank=True)
+    oidc_nonce = models.CharField(_("OIDC nonce"), max_length=255, blank=True)
+    parent = models.ForeignKey(
+        ChainedGrant, on_delete=models.CASCADE, null=True, blank=True, related_name="+", verbose_name=_("previous step")
+    )
+
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
+    last_error = models.TextField(_("last refused answer"), blank=True)
+    wallet = models.ForeignKey(Wallet, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    presentation_claims = models.JSONField(_("verified id_token claims"), default=dict, blank=True)
+    presentation_digest = models.CharField(_("id_token digest"), max_length=64, blank=True)
+    step = models.ForeignKey(
+        ChainedGrant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("step issued")
+    )
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    expires = models.DateTimeField(_("expires"))
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("wallet request")
+        verbose_name_plural = _("wallet requests")
+        indexes = [models.Index(fields=("expires",), name="chain_grant_walletreq_expires")]
+
+    def __str__(self) -> str:
+        return f"wallet request {self.id} ({self.status})"

@@ -204,15 +204,16 @@ def _int_claim(claims: dict[str, Any], name: str) -> int:
     return value
 
 
-def check_times(claims: dict[str, Any], now: float | None = None) -> None:
+def check_times(claims: dict[str, Any], now: float | None = None, max_lifetime: int | None = None) -> None:
     now = time.time() if now is None else now
+    max_lifetime = chain_grant_settings.MAX_PROOF_LIFETIME if max_lifetime is None else max_lifetime
     skew = chain_grant_settings.PROOF_CLOCK_SKEW
     iat, exp = _int_claim(claims, "iat"), _int_claim(claims, "exp")
     if iat > now + skew:
         raise ProofError("Proof was issued in the future (iat).")
     if exp <= now - skew:
         raise ProofError("Proof has expired (exp).")
-    if exp - iat > chain_grant_settings.MAX_PROOF_LIFETIME:
+    if exp - iat > max_lifetime:
         raise ProofError("Proof lifetime (exp - iat) is too long.")
     if "nbf" in claims and _int_claim(claims, "nbf") > now + skew:
         raise ProofError("Proof is not valid yet (nbf).")
@@ -324,4 +325,80 @@ def verify_agent_proof(
         message_digest=message_digest(payload),
         key=key_row,
         self_asserted_jwk=self_asserted,
+    )
+
+
+# --- the wallet's self-issued id_token (SIOPv2) ------------------------------------
+
+JWK_THUMBPRINT_URI = "urn:ietf:params:oauth:jwk-thumbprint:sha-256:"
+
+
+@dataclass
+class VerifiedPresentation:
+    """A verified self-issued id_token: the holder's subject, public key and claims."""
+
+    subject: str
+    public_jwk: dict[str, Any]
+    thumbprint: str
+    claims: dict[str, Any]
+    digest: str
+    jti: str = ""
+
+
+def _one_public_key(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or "keys" in value:
+        raise ValueError("not a single JWK")
+    public = load_public_keys(json.dumps(value))[0]
+    public.pop("kid", None)
+    return public
+
+
+def _holder_key(sub: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The public key a self-issued ``sub`` names: a did:jwk, or an RFC 9278 JWK
+    thumbprint URI whose ``sub_jwk`` claim carries the key."""
+    if sub.startswith(DID_JWK_PREFIX):
+        try:
+            text = _b64url_decode(sub[len(DID_JWK_PREFIX):]).decode("utf-8")
+            return _one_public_key(_strict_json(text))
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError) as exc:
+            raise ProofError("id_token sub is not a did:jwk of a public key.") from exc
+    if sub.startswith(JWK_THUMBPRINT_URI):
+        try:
+            public = _one_public_key(payload.get("sub_jwk"))
+        except (ValueError, TypeError) as exc:
+            raise ProofError("id_token with a JWK thumbprint sub must carry its public key in sub_jwk.") from exc
+        if not hmac.compare_digest(sub[len(JWK_THUMBPRINT_URI):], jwk.JWK(**public).thumbprint()):
+            raise ProofError("id_token sub is not the thumbprint of sub_jwk.")
+        return public
+    raise ProofError("id_token sub must be a did:jwk or a JWK thumbprint URI (self-issued).")
+
+
+def verify_self_issued_id_token(token: str, *, audience: str, nonce: str) -> VerifiedPresentation:
+    """Verify a wallet's SIOPv2 self-issued id_token (DESIGN §6): ``iss`` = ``sub`` =
+    the holder's key identifier, signed by that key with an allowed asymmetric
+    ``alg``, ``aud`` = this IdP as verifier, the request's ``nonce``, ``iat``/``exp``."""
+    header, payload = parse_compact(token)
+    if "crit" in header:
+        raise ProofError("id_token uses unsupported critical header parameters.")
+    sub, iss = payload.get("sub"), payload.get("iss")
+    if not isinstance(sub, str) or not sub:
+        raise ProofError("id_token sub is missing.")
+    if iss != sub:
+        raise ProofError("id_token is not self-issued (iss must equal sub).")
+    public = _holder_key(sub, payload)
+    alg = check_algorithm(header.get("alg"))
+    verify_signature(token, public, alg)
+    check_times(payload, max_lifetime=chain_grant_settings.WALLET_ID_TOKEN_LIFETIME)
+    check_audience(payload, [audience])
+    got = payload.get("nonce")
+    if not isinstance(got, str) or not hmac.compare_digest(got.encode(), nonce.encode()):
+        raise ProofError("id_token nonce does not match the wallet request.")
+    jti = payload.get("jti", "")
+    return VerifiedPresentation(
+        subject=sub,
+        public_jwk=public,
+        thumbprint=jwk.JWK(**public).thumbprint(),
+        claims=payload,
+        digest=sha256_hex(token),
+        jti=jti if isinstance(jti, str) else "",
     )

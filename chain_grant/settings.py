@@ -42,6 +42,12 @@ DEFAULTS: dict[str, Any] = {
     # Whether applications may use code_chain without a ChainClient row saying so.
     # False: an operator enables each client explicitly (safe default).
     "ENABLE_FOR_ALL_CLIENTS": False,
+    # Browser steps (DESIGN §6). A wallet request (response_type=id_token) waits this
+    # long for the wallet's answer and then for the browser to collect the code.
+    "WALLET_REQUEST_SECONDS": 300,
+    # Longest exp - iat accepted in a wallet's self-issued id_token (wallets commonly
+    # sign for several minutes; agent proofs keep MAX_PROOF_LIFETIME).
+    "WALLET_ID_TOKEN_LIFETIME": 600,
 }
 
 # Algorithms that can never be allowed: no signature, or a shared secret.

@@ -5,11 +5,11 @@ clients written for Boruta's PoC (``/oauth/authorize``, ``/oauth/token``) work t
     path("oauth/", include("chain_grant.urls")),
 """
 
-from django.urls import re_path
+from django.urls import path, re_path
 from oauth2_provider import urls as dot_urls
 from oauth2_provider import views as dot_views
 
-from . import views
+from . import views, wallet_views
 from .views import SECRET_PARAMS  # noqa: F401  (public: never in error reports)
 
 app_name = "oauth2_provider"
@@ -17,7 +17,13 @@ app_name = "oauth2_provider"
 _REPLACED = {"authorize", "token", "revoke-token", "introspect", "user-info", "oidc-connect-discovery-info"}
 
 urlpatterns = [
-    re_path(r"^authorize/?$", dot_views.AuthorizationView.as_view(), name="authorize"),
+    re_path(r"^authorize/?$", views.AuthorizationView.as_view(), name="authorize"),
+    # The wallet step (SIOPv2 / OpenID4VP direct_post); see chain_grant.siop.
+    re_path(r"^wallet/response/?$", wallet_views.DirectPostView.as_view(), name="chain-wallet-response"),
+    path("wallet/requests/<uuid:request_id>/status", wallet_views.StatusView.as_view(), name="chain-wallet-status"),
+    path("wallet/requests/<uuid:request_id>/complete", wallet_views.CompleteView.as_view(),
+         name="chain-wallet-complete"),
+    path("wallet/requests/<uuid:request_id>/cancel", wallet_views.CancelView.as_view(), name="chain-wallet-cancel"),
     re_path(r"^token/?$", views.TokenView.as_view(), name="token"),
     re_path(r"^revoke_token/?$", views.RevokeTokenView.as_view(), name="revoke-token"),
     re_path(r"^revoke/?$", views.RevokeTokenView.as_view()),

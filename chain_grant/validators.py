@@ -51,6 +51,33 @@ class ChainValidatorMixin:
     """Adds the code_chain grant, chained-code exchange and replay handling to a DOT
     validator. Put it first in the bases so its methods wrap the IdP's."""
 
+    # -- the user step: authorize with code=<previous> ------------------------------------
+
+    def save_authorization_code(self, client_id, code, request, *args, **kwargs):
+        """With ``code=<previous>`` on the authorize request (see views.AuthorizationView),
+        the new code is a ``user`` child of the previous step; otherwise DOT's."""
+        parent_code = getattr(request, "chain_parent_code", None)
+        if parent_code is None:
+            return super().save_authorization_code(client_id, code, request, *args, **kwargs)
+        if getattr(request, "chain_parent_code_count", 1) > 1:  # the GET refuses it; a crafted POST too
+            raise errors.InvalidRequestError(description="Duplicate code parameter.", request=request)
+        if not client_may_chain(request.client):
+            raise errors.UnauthorizedClientError(description="This client may not continue chains.", request=request)
+        save = super().save_authorization_code
+
+        def save_grant():
+            save(client_id, code, request, *args, **kwargs)
+            return get_grant_model().objects.get(code=code["code"], application=request.client)
+
+        try:
+            chains.add_user_step(
+                request.client, parent_code, request.user, save_grant, requested_scope=" ".join(request.scopes)
+            )
+        except ChainError as exc:
+            raise errors.InvalidRequestError(
+                description=f"{chains.PREVIOUS_CODE_REFUSED} {exc.description}", request=request
+            ) from None
+
     # -- code_chain ------------------------------------------------------------------
 
     def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs):

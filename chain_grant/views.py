@@ -9,10 +9,16 @@ import json
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import views as dot_views
-from oauth2_provider.models import get_access_token_model
+from oauth2_provider.exceptions import OAuthToolkitError
+from oauth2_provider.models import get_access_token_model, get_application_model
+from oauth2_provider.oauth2_backends import _add_iss_to_redirect
+from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
+from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
-from . import chains
+from . import chains, review, wallet_views
+from .errors import ChainError
+from .validators import client_may_chain
 
 # Never in error reports (DEBUG pages, mail_admins, Sentry): codes, proofs, secrets.
 SECRET_PARAMS = ("client_secret", "code", "authorization_code", "id_token", "code_verifier", "refresh_token")
@@ -82,3 +88,113 @@ class TokenView(dot_views.TokenView):
 @method_decorator(sensitive_post_parameters("token"), name="dispatch")
 class RevokeTokenView(dot_views.RevokeTokenView):
     """RFC 7009 revocation (DOT's), with the token hidden from error reports."""
+
+
+class AuthorizationView(dot_views.AuthorizationView):
+    """DOT's authorize endpoint with the two browser steps of DESIGN §6.
+
+    * ``response_type=id_token``: the wallet step (``wallet_views.start``); no login.
+    * ``response_type=code`` with ``code=<previous>``: the user step. The person logs
+      in (``prompt=login`` honoured), the consent page shows the chain so far, and the
+      new code is a ``user`` child of the previous step. Consent is never skipped.
+    * anything else: DOT's view, unchanged.
+    """
+
+    chain_template_name = "chain_grant/consent.html"
+
+    def dispatch(self, request, *args, **kwargs):
+        if request.method == "GET" and request.GET.get("response_type") == "id_token":
+            return wallet_views.start(request)
+        return super().dispatch(request, *args, **kwargs)
+
+    def previous_code(self) -> str | None:
+        codes = self.request.GET.getlist("code")
+        return codes[0] if codes else None
+
+    def get(self, request, *args, **kwargs):
+        code = self.previous_code()
+        if code is None:
+            return super().get(request, *args, **kwargs)
+        try:
+            scopes, credentials = self.validate_authorization_request(request)
+        except OAuthToolkitError as error:
+            return self.error_response(error, application=None)
+        prompt = set(request.GET.get("prompt", "").split())
+        if "login" in prompt:
+            return self.handle_prompt_login()
+        application = get_application_model().objects.get(client_id=credentials["client_id"])
+        try:
+            if len(request.GET.getlist("code")) > 1:
+                raise ChainError("Duplicate code parameter.", "invalid_request")
+            if "none" in prompt:
+                raise ChainError("A chain step always needs the person's consent.", "consent_required")
+            if not client_may_chain(application):
+                raise ChainError("This client may not continue chains.", "unauthorized_client")
+            parent = chains.preview_parent(application, code)
+        except ChainError as exc:
+            error = oauth_errors.CustomOAuth2Error(
+                error=exc.error, description=exc.description, state=credentials.get("state")
+            )
+            error.redirect_uri = credentials["redirect_uri"]
+            return self.error_response(OAuthToolkitError(error=error), application)
+
+        all_scopes = get_scopes_backend().get_all_scopes()
+        kwargs.update(
+            scopes=scopes,
+            scopes_descriptions=[all_scopes[scope] for scope in scopes],
+            application=application,
+            **{k: credentials[k] for k in ("client_id", "redirect_uri", "response_type", "state")},
+        )
+        for name in ("code_challenge", "code_challenge_method", "nonce"):
+            if name in credentials:
+                kwargs[name] = credentials[name]
+        if "claims" in credentials:
+            kwargs["claims"] = json.dumps(credentials["claims"])
+        self.oauth2_data = kwargs
+        kwargs["form"] = self.get_form(self.get_form_class())
+        kwargs.update(consent_context(parent, scopes, request.user))
+        kwargs["requested"] = list(zip(scopes, kwargs["scopes_descriptions"], strict=True))
+        return self.render_to_response(self.get_context_data(**kwargs))
+
+    def error_response(self, error, application, **kwargs):
+        response = super().error_response(error, application, **kwargs)
+        # RFC 9207 §2: error responses carry iss too (DOT 3.4.1 adds it to successes only).
+        if self.previous_code() is not None and response.status_code == 302 and (
+            oauth2_settings.COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS
+        ):
+            issuer = oauth2_settings.oauth2_authorization_server_issuer(self.request)
+            response["Location"] = _add_iss_to_redirect(response["Location"], issuer)
+        return response
+
+    def get_template_names(self):
+        if self.previous_code() is not None:
+            return [self.chain_template_name]
+        return super().get_template_names()
+
+    def create_authorization_response(self, request, scopes, credentials, allow):
+        code = self.previous_code()
+        if code is not None:
+            # Read by ChainValidatorMixin.save_authorization_code (oauthlib copies
+            # credentials onto its request).
+            credentials = {**credentials, "chain_parent_code": code,
+                           "chain_parent_code_count": len(request.GET.getlist("code"))}
+        return super().create_authorization_response(request, scopes, credentials, allow)
+
+
+def consent_context(parent, scopes: list[str], person) -> dict:
+    """What a person sees before joining a chain: each step so far (kind, actor,
+    scope, time), whom the chain acted for, and which requested scopes are new."""
+    steps = chains.chain_so_far(parent)
+    had = set(parent.scope.split())
+    return {
+        "chain_steps": [
+            {"kind": step.kind, "actor": review.actor_label(step), "scope": step.scope.split(), "created": step.created,
+             "depth": step.depth}
+            for step in steps
+        ],
+        "chain_id": None if parent._state.adding else parent.root_id,
+        "chain_person": parent.user,
+        "chain_person_is_you": parent.user_id == person.pk,
+        "new_scopes": [scope for scope in scopes if scope not in had],
+        "kept_scopes": [scope for scope in scopes if scope in had],
+    }

@@ -9,6 +9,8 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     # DOT's endpoints with chain_grant's introspection and discovery (drop-in for oauth2_provider.urls).
     path("oauth/", include("chain_grant.urls")),
+    # The demo web wallet (SIOPv2 self-issued id_tokens from a key kept in the browser).
+    path("wallet/", include("chain_grant.wallet_urls")),
     # The auditors' REST API and its OpenAPI schema.
     path("api/", include("chain_grant.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

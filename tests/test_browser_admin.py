@@ -21,69 +21,26 @@ never downloaded: without /usr/bin/chromium the test is skipped (.ci/run install
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connections
 from oauth2_provider.models import get_access_token_model
 
 from chain_grant import chains
 from chain_grant.models import ChainedGrant
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+from .conftest import screenshot
+
 ADMIN_PASSWORD = "admin-pw-for-browser-tests"
-TIMEOUT_MS = 15_000
 
 
 def error_of(response) -> tuple[int, str | None]:
     return response.status_code, response.json().get("error")
 
 
-@pytest.fixture
-def browser_page(monkeypatch):
-    """A fresh page in headless Debian Chromium; every failed HTTP response and
-    console error (but the favicon's 404) is recorded on ``page.problems``."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium not installed: .ci/run installs it")
-    from playwright.sync_api import sync_playwright  # in requirements.txt: a missing install fails
-    # Playwright's sync API drives an asyncio loop in this thread (greenlets); the ORM
-    # calls the test makes in between would otherwise raise SynchronousOnlyOperation.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.set_default_timeout(TIMEOUT_MS)
-            page = context.new_page()
-            page.problems = []
-            page.on("response", lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico")
-                    and page.problems.append(f"{r.status} {r.url}"))
-            page.on("console", lambda m: m.type == "error" and not m.location.get("url", "").endswith("/favicon.ico")
-                    and page.problems.append(f"console: {m.text} ({m.location.get('url')})"))
-            page.on("pageerror", lambda exc: page.problems.append(f"pageerror: {exc}"))
-            yield page
-        finally:
-            browser.close()
-            # Inside sync_playwright() the test runs in another contextvars context, so
-            # Django handed it its own database connections: close them here, or
-            # PostgreSQL refuses to drop the test database ("being accessed by other users").
-            connections.close_all()
-
-
-def shoot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"admin-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 10_000, f"{path} looks empty"
-    return path
+def shoot(page, name: str):
+    return screenshot(page, f"admin-{name}")
 
 
 def build_poc_chain(flow, alice, make_agent):

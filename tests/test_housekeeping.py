@@ -262,3 +262,44 @@ def test_purge_running_while_agents_advance_never_touches_a_live_chain(app, alic
     assert not errors and len(hops) == 10
     assert purged == 12 and not ChainedGrant.objects.filter(root_id__in=[r.pk for r in old]).exists()
     assert ChainedGrant.objects.chain(live_chain).count() == 12  # root, planner and 10 hops
+
+
+def _wallet_request(app, *, expires, parent=None, step=None):
+    from chain_grant.models import WalletRequest
+
+    return WalletRequest.objects.create(
+        state=f"s{WalletRequest.objects.count()}", nonce="n", verifier_id="http://testserver/oauth",
+        poll_digest="0" * 64,
+        application=app, redirect_uri="http://127.0.0.1/cb", expires=expires, parent=parent, step=step,
+    )
+
+
+def test_expire_deletes_wallet_requests_a_day_after_they_expire(app, alice):
+    from chain_grant.models import WalletRequest
+
+    now = timezone.now()
+    stale = _wallet_request(app, expires=now - timedelta(days=1, minutes=1))
+    recent = _wallet_request(app, expires=now - timedelta(hours=2))
+    pending = _wallet_request(app, expires=now + timedelta(minutes=5))
+    result = housekeeping.expire_steps()
+    assert result.wallet_requests == 1
+    assert set(WalletRequest.objects.values_list("pk", flat=True)) == {recent.pk, pending.pk}
+    assert not WalletRequest.objects.filter(pk=stale.pk).exists()
+
+
+def test_purge_removes_wallet_requests_pointing_into_a_purged_chain(app, alice):
+    """A raw delete of a chain must not trip over wallet requests referencing its steps
+    (PostgreSQL checks the foreign keys at commit)."""
+    from chain_grant.models import WalletRequest
+
+    old = build_chain(app, alice, 3, code_prefix="wr")
+    leaf = ChainedGrant.objects.chain(old.pk).order_by("-depth").first()
+    # Not yet a day past expiry, so only the purge can remove them.
+    soon = timezone.now() + timedelta(minutes=5)
+    _wallet_request(app, expires=soon, parent=old)
+    _wallet_request(app, expires=soon, step=leaf)
+    kept = _wallet_request(app, expires=soon)
+    age(old, ended_ago=timedelta(days=91))
+    result = housekeeping.purge_chains(retention_days=90)
+    assert (result.chains, result.steps) == (1, 3)
+    assert list(WalletRequest.objects.values_list("pk", flat=True)) == [kept.pk]

@@ -1,0 +1,236 @@
+"""HTTP for the wallet step (rules in ``siop.py``) and the demo web wallet page.
+
+* ``start``: authorize with ``response_type=id_token`` → the wallet request page
+  (``openid://`` link, QR code, a poll that waits for the wallet).
+* ``DirectPostView``: the wallet's ``direct_post`` (``id_token`` + ``state``) → JSON.
+* ``StatusView`` / ``CompleteView`` / ``CancelView``: the waiting page's poll, its
+  collection of the code (or the wallet's same-device redirect), and giving up.
+* ``DemoWalletView``: ``/wallet/``, a wallet whose key stays in the browser.
+"""
+
+from __future__ import annotations
+
+import re
+
+import segno
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.generic import TemplateView
+from oauth2_provider.http import OAuth2ResponseRedirect
+from oauth2_provider.models import get_application_model
+from oauth2_provider.scopes import get_scopes_backend
+from oauth2_provider.settings import oauth2_settings
+
+from . import chains, siop
+from .errors import ChainError
+from .models import WalletRequest
+from .review import actor_label
+from .validators import client_may_chain
+
+try:  # Django ≥ 5.1: exempt from LoginRequiredMiddleware
+    from django.contrib.auth.decorators import login_not_required
+except ImportError:  # pragma: no cover
+    def login_not_required(view):
+        return view
+
+_SINGLE = ("client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code", "client_metadata",
+           "code_challenge", "code_challenge_method")
+_STATE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _no_store(response):
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    return response
+
+
+def error_page(request, description: str, status: int = 400, error: str = "invalid_request"):
+    """Shown when the client cannot be told (unknown client or redirect_uri, or the
+    request already ended): never a redirect to an unregistered URI."""
+    return _no_store(render(request, "chain_grant/wallet_error.html",
+                            {"error": error, "description": description}, status=status))
+
+
+def _issuer(request) -> str:
+    return oauth2_settings.oidc_issuer(request)
+
+
+def _redirect(url: str, application):
+    return OAuth2ResponseRedirect(url, application.get_allowed_schemes())
+
+
+def _pkce_required(client_id: str) -> bool:
+    required = oauth2_settings.PKCE_REQUIRED
+    return required(client_id) if callable(required) else bool(required)
+
+
+def _scope(application, raw: str) -> str:
+    backend = get_scopes_backend()
+    wanted = list(dict.fromkeys(raw.split())) or list(backend.get_default_scopes(application=application))
+    unknown = set(wanted) - set(backend.get_available_scopes(application=application))
+    if unknown:
+        raise ChainError("Unknown or unavailable scope: " + " ".join(sorted(unknown)), "invalid_scope")
+    return " ".join(wanted)
+
+
+def start(request):
+    """The wallet step's authorize request: validate it like DOT would, store a
+    pending request, and show the wallet request page."""
+    params = request.GET
+    if any(len(params.getlist(name)) > 1 for name in _SINGLE):
+        return error_page(request, "A parameter was given more than once.")
+    client_id = params.get("client_id", "")
+    application = chains.plausible_code(client_id) and (
+        get_application_model().objects.filter(client_id=client_id).first()
+    )
+    if not application:
+        return error_page(request, "Unknown client_id.", error="invalid_client")
+    redirect_uri = params.get("redirect_uri") or (
+        application.redirect_uris.split()[0] if len(application.redirect_uris.split()) == 1 else ""
+    )
+    if not redirect_uri or "\x00" in redirect_uri or not application.redirect_uri_allowed(redirect_uri):
+        return error_page(request, "Missing or unregistered redirect_uri.")
+
+    fake = WalletRequest(redirect_uri=redirect_uri, client_state=params.get("state", ""))
+    try:
+        if not client_may_chain(application):
+            raise ChainError("This client may not use the wallet step.", "unauthorized_client")
+        scope = _scope(application, params.get("scope", ""))
+        metadata = siop.parse_client_metadata(params.get("client_metadata"))
+        challenge, method = chains.check_pkce(
+            params.get("code_challenge"), params.get("code_challenge_method"), _pkce_required(client_id)
+        )
+        wallet_request, poll_token = siop.start_request(
+            application,
+            redirect_uri=redirect_uri,
+            verifier_id=_issuer(request),
+            scope=scope,
+            client_state=params.get("state", ""),
+            client_metadata=metadata,
+            code_challenge=challenge,
+            code_challenge_method=method,
+            oidc_nonce=params.get("nonce", ""),
+            parent_code=params.get("code"),
+        )
+    except ChainError as exc:
+        params_out = {"error": exc.error, "error_description": exc.description}
+        return _redirect(siop.client_redirect(fake, params_out, _issuer(request)), application)
+
+    response_uri = request.build_absolute_uri(reverse("oauth2_provider:chain-wallet-response"))
+    openid_url = siop.request_url(wallet_request, response_uri)
+    all_scopes = get_scopes_backend().get_all_scopes()
+    context = {
+        "application": application,
+        "wallet_request": wallet_request,
+        "openid_url": openid_url,
+        "qr_svg": segno.make(openid_url, error="m").svg_inline(scale=3, dark="#1d232b"),
+        "poll_token": poll_token,
+        "scopes_descriptions": [all_scopes.get(s, s) for s in scope.split()],
+        "status_url": reverse("oauth2_provider:chain-wallet-status", args=[wallet_request.pk]),
+        "complete_url": reverse("oauth2_provider:chain-wallet-complete", args=[wallet_request.pk]),
+        "cancel_url": reverse("oauth2_provider:chain-wallet-cancel", args=[wallet_request.pk]),
+        "demo_wallet_url": _demo_wallet_url(),
+        "expires_in": int((wallet_request.expires - wallet_request.created).total_seconds()),
+    }
+    if wallet_request.parent_id:
+        context["chain_steps"] = [
+            {"kind": s.kind, "actor": actor_label(s), "scope": s.scope.split(), "created": s.created}
+            for s in chains.chain_so_far(wallet_request.parent)
+        ]
+    return _no_store(render(request, "chain_grant/wallet_request.html", context))
+
+
+def _demo_wallet_url() -> str | None:
+    try:
+        return reverse("chain_grant_wallet:demo")
+    except NoReverseMatch:
+        return None
+
+
+def _json_error(exc: ChainError, status: int = 400):
+    return _no_store(JsonResponse({"error": exc.error, "error_description": exc.description}, status=status))
+
+
+@method_decorator([csrf_exempt, login_not_required, never_cache], name="dispatch")
+class DirectPostView(View):
+    """OpenID4VP ``direct_post``: the wallet posts ``id_token`` and ``state``."""
+
+    http_method_names = ["post", "options"]
+
+    def post(self, request, *args, **kwargs):
+        data = request.POST
+        try:
+            if any(len(data.getlist(name)) > 1 for name in ("id_token", "state")):
+                raise ChainError("A parameter was given more than once.", "invalid_request")
+            state = data.get("state", "")
+            if not _STATE.fullmatch(state):
+                raise ChainError("Unknown or missing state.", "invalid_request")
+            wallet_request, response_code = siop.accept_presentation(state, data.get("id_token", ""))
+        except ChainError as exc:
+            return _json_error(exc)
+        url = request.build_absolute_uri(reverse("oauth2_provider:chain-wallet-complete", args=[wallet_request.pk]))
+        return _no_store(JsonResponse({"redirect_uri": f"{url}?response_code={response_code}"}))
+
+
+@method_decorator([csrf_exempt, login_not_required, never_cache], name="dispatch")
+class StatusView(View):
+    """The waiting page's poll (POST ``poll``, so the token stays out of URLs and logs)."""
+
+    http_method_names = ["post"]
+
+    def post(self, request, request_id):
+        try:
+            return _no_store(JsonResponse(siop.status(request_id, request.POST.get("poll", ""))))
+        except ChainError as exc:
+            return _json_error(exc, status=404)
+
+
+@method_decorator([csrf_exempt, login_not_required, never_cache], name="dispatch")
+class CompleteView(View):
+    """Collect the code: POST ``poll`` from the waiting page, or GET ``response_code``
+    when the wallet sends this browser here (same device). Redirects to the client."""
+
+    http_method_names = ["get", "post"]
+
+    def get(self, request, request_id):
+        return self._complete(request, request_id, response_code=request.GET.get("response_code", ""))
+
+    def post(self, request, request_id):
+        return self._complete(request, request_id, poll_token=request.POST.get("poll", ""))
+
+    def _complete(self, request, request_id, **secret):
+        try:
+            step, redirect = siop.complete(request_id, issuer=_issuer(request), **secret)
+        except siop.RequestEnded as exc:
+            if exc.redirect:
+                application = WalletRequest.objects.get(pk=request_id).application
+                return _redirect(exc.redirect, application)
+            return error_page(request, exc.description, status=400, error=exc.error)
+        except ChainError as exc:
+            return error_page(request, exc.description, status=400, error=exc.error)
+        return _redirect(redirect, step.application)
+
+
+@method_decorator([csrf_exempt, login_not_required, never_cache], name="dispatch")
+class CancelView(View):
+    http_method_names = ["post"]
+
+    def post(self, request, request_id):
+        try:
+            redirect = siop.cancel(request_id, request.POST.get("poll", ""), issuer=_issuer(request))
+        except ChainError as exc:
+            return error_page(request, exc.description, status=400, error=exc.error)
+        return _redirect(redirect, WalletRequest.objects.get(pk=request_id).application)
+
+
+@method_decorator(login_not_required, name="dispatch")
+class DemoWalletView(TemplateView):
+    """A demo wallet: an ES256 key made with WebCrypto and kept in localStorage; it
+    shows its did:jwk and answers an ``openid://`` request opened or pasted in."""
+
+    template_name = "chain_grant/wallet_demo.html"
