@@ -18,6 +18,7 @@ from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
 from . import chains, review, wallet_views
 from .errors import ChainError
+from .settings import chain_grant_settings
 from .validators import client_may_chain
 
 # Never in error reports (DEBUG pages, mail_admins, Sentry): codes, proofs, secrets.
@@ -103,7 +104,11 @@ class AuthorizationView(dot_views.AuthorizationView):
     chain_template_name = "chain_grant/consent.html"
 
     def dispatch(self, request, *args, **kwargs):
-        if request.method == "GET" and request.GET.get("response_type") == "id_token":
+        if (
+            request.method == "GET"
+            and request.GET.get("response_type") == "id_token"
+            and chain_grant_settings.WALLET_STEP
+        ):
             return wallet_views.start(request)
         return super().dispatch(request, *args, **kwargs)
 
