@@ -86,6 +86,8 @@ def load_public_keys(text: str) -> list[dict[str, Any]]:
         else:
             data = json.loads(text)
             items = data["keys"] if isinstance(data, dict) and "keys" in data else [data]
+            if not isinstance(items, list) or not all(isinstance(i, dict) and "kty" in i for i in items):
+                raise ValueError("every key must be a JSON object with a kty")  # jwcrypto accepts {}
             keys = [jwk.JWK(**item) for item in items]
     except (ValueError, TypeError, KeyError, JWException) as exc:
         raise ValueError(f"not a public JWK, JWKS or PEM: {exc}") from exc
@@ -346,7 +348,7 @@ class VerifiedPresentation:
 
 
 def _one_public_key(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict) or "keys" in value:
+    if not isinstance(value, dict) or "keys" in value or "kty" not in value:  # jwcrypto: KeyError for {}
         raise ValueError("not a single JWK")
     public = load_public_keys(json.dumps(value))[0]
     public.pop("kid", None)

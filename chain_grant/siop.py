@@ -34,6 +34,7 @@ from . import chains, proofs, signals
 from .errors import ChainError
 from .models import ChainedGrant, Wallet, WalletRequest
 from .settings import chain_grant_settings
+from .validators import client_may_chain
 
 MAX_CLIENT_METADATA = 4096
 SUBJECT_SYNTAX_TYPES = ["did:jwk", "urn:ietf:params:oauth:jwk-thumbprint"]
@@ -186,11 +187,27 @@ def wallet_for(presentation: proofs.VerifiedPresentation) -> Wallet:
                     thumbprint=presentation.thumbprint, subject=presentation.subject,
                     public_jwk=presentation.public_jwk, user=user,
                 )
-        except IntegrityError:  # a concurrent first presentation of the same key
-            wallet = Wallet.objects.select_related("user").get(thumbprint=presentation.thumbprint)
+        except IntegrityError:  # a concurrent first presentation of the same key, or an account
+            wallet = Wallet.objects.select_related("user").filter(thumbprint=presentation.thumbprint).first()
+            wallet = wallet or _relink(presentation, user.get_username())  # whose wallet record was deleted
     else:
         Wallet.objects.filter(pk=wallet.pk).update(subject=presentation.subject, last_presented=timezone.now())
     return wallet
+
+
+def _relink(presentation: proofs.VerifiedPresentation, username: str) -> Wallet:
+    """The account made for this key earlier (its name is the key's thumbprint), after an
+    admin deleted its wallet record; never an account someone can log in to."""
+    User = get_user_model()
+    user = User.objects.filter(**{User.USERNAME_FIELD: username}, chain_wallet__isnull=True).first()
+    if user is None or user.has_usable_password():
+        raise ChainError("The account name for this wallet is taken by another account.", "invalid_request")
+    try:
+        with transaction.atomic():
+            return Wallet.objects.create(thumbprint=presentation.thumbprint, subject=presentation.subject,
+                                         public_jwk=presentation.public_jwk, user=user)
+    except IntegrityError:  # relinked concurrently
+        return Wallet.objects.select_related("user").get(thumbprint=presentation.thumbprint)
 
 
 def client_redirect(wallet_request: WalletRequest, params: dict[str, str], issuer: str | None) -> str:
@@ -212,8 +229,9 @@ class RequestEnded(ChainError):
         self.redirect = redirect
 
 
-def _error_redirect(wallet_request: WalletRequest, description: str, issuer: str | None) -> str:
-    return client_redirect(wallet_request, {"error": "access_denied", "error_description": description}, issuer)
+def _error_redirect(wallet_request: WalletRequest, description: str, issuer: str | None,
+                    error: str = "access_denied") -> str:
+    return client_redirect(wallet_request, {"error": error, "error_description": description}, issuer)
 
 
 def complete(request_id, *, poll_token: str | None = None, response_code: str | None = None,
@@ -225,7 +243,8 @@ def complete(request_id, *, poll_token: str | None = None, response_code: str | 
     over: expired or cancelled) or ChainError (not yet answered, wrong secret)."""
     with transaction.atomic():
         wallet_request = (
-            WalletRequest.objects.select_for_update().select_related("application", "wallet__user")
+            # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the wallet join
+            WalletRequest.objects.select_for_update(of=("self",)).select_related("application", "wallet__user")
             .filter(pk=request_id).first()
         )
         if wallet_request is None or not (
@@ -244,6 +263,12 @@ def complete(request_id, *, poll_token: str | None = None, response_code: str | 
             )
         if status == WalletRequest.Status.PENDING:
             raise ChainError("The wallet has not answered yet.", "authorization_pending")
+        if not client_may_chain(wallet_request.application):  # an operator turned it off meanwhile
+            description = "This client may not use the wallet step."
+            raise RequestEnded(description, _error_redirect(wallet_request, description, issuer, "unauthorized_client"))
+        if wallet_request.wallet is None:  # the holder's account was deleted meanwhile
+            description = "The wallet's account no longer exists."
+            raise RequestEnded(description, _error_redirect(wallet_request, description, issuer))
         parent = replayed = None
         if wallet_request.parent_id:
             try:

@@ -78,6 +78,23 @@ class ChainValidatorMixin:
                 description=f"{chains.PREVIOUS_CODE_REFUSED} {exc.description}", request=request
             ) from None
 
+    # oauthlib asks these for prompt=none with scope openid; DOT 3.4.1 implements neither
+    # (NotImplementedError: an HTTP 500 for any prompt=none OIDC request). The view
+    # decides instead: DOT's handle_no_permission answers login_required, and
+    # chain_grant's AuthorizationView answers consent_required where DOT would show a
+    # page. An IdP's own implementation wins.
+    def validate_silent_login(self, request):
+        try:
+            return super().validate_silent_login(request)
+        except NotImplementedError:
+            return True
+
+    def validate_silent_authorization(self, request):
+        try:
+            return super().validate_silent_authorization(request)
+        except NotImplementedError:
+            return True
+
     # -- code_chain ------------------------------------------------------------------
 
     def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs):

@@ -119,7 +119,13 @@ class AuthorizationView(dot_views.AuthorizationView):
     def get(self, request, *args, **kwargs):
         code = self.previous_code()
         if code is None:
-            return super().get(request, *args, **kwargs)
+            response = super().get(request, *args, **kwargs)
+            if "none" in request.GET.get("prompt", "").split() and response.status_code == 200:
+                # DOT would show its consent page; prompt=none never shows one (OIDC Core
+                # 3.1.2.6). Its silent approvals (skip_authorization, approval_prompt=auto)
+                # are redirects and pass through.
+                return self._consent_required(self.oauth2_data)
+            return response
         try:
             scopes, credentials = self.validate_authorization_request(request)
         except OAuthToolkitError as error:
@@ -170,6 +176,14 @@ class AuthorizationView(dot_views.AuthorizationView):
             issuer = oauth2_settings.oauth2_authorization_server_issuer(self.request)
             response["Location"] = _add_iss_to_redirect(response["Location"], issuer)
         return response
+
+    def _consent_required(self, credentials):
+        error = oauth_errors.CustomOAuth2Error(
+            error="consent_required", description="prompt=none, and the person has not approved this client.",
+            state=credentials.get("state"),
+        )
+        error.redirect_uri = credentials["redirect_uri"]
+        return self.error_response(OAuthToolkitError(error=error), credentials.get("application"))
 
     def get_template_names(self):
         if self.previous_code() is not None:

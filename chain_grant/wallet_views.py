@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 import segno
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
@@ -41,6 +42,7 @@ except ImportError:  # pragma: no cover
 _SINGLE = ("client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code", "client_metadata",
            "code_challenge", "code_challenge_method")
 _STATE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MAX_NONCE = 255  # DOT's Grant.nonce
 
 
 def _no_store(response):
@@ -57,7 +59,13 @@ def error_page(request, description: str, status: int = 400, error: str = "inval
 
 
 def _issuer(request) -> str:
+    """The verifier's client_id, the `aud` the wallet signs for: the OIDC issuer."""
     return oauth2_settings.oidc_issuer(request)
+
+
+def _iss(request) -> str:
+    """RFC 9207 `iss` of authorization responses (what DOT puts on its own redirects)."""
+    return oauth2_settings.oauth2_authorization_server_issuer(request)
 
 
 def _redirect(url: str, application):
@@ -100,6 +108,10 @@ def start(request):
     try:
         if not client_may_chain(application):
             raise ChainError("This client may not use the wallet step.", "unauthorized_client")
+        if "\x00" in params.get("state", "") + params.get("nonce", ""):  # no database stores it
+            raise ChainError("state and nonce must not contain NUL characters.", "invalid_request")
+        if len(params.get("nonce", "")) > _MAX_NONCE:  # kept whole in the DOT grant, for the id_token
+            raise ChainError(f"nonce is longer than {_MAX_NONCE} characters.", "invalid_request")
         scope = _scope(application, params.get("scope", ""))
         metadata = siop.parse_client_metadata(params.get("client_metadata"))
         challenge, method = chains.check_pkce(
@@ -119,7 +131,7 @@ def start(request):
         )
     except ChainError as exc:
         params_out = {"error": exc.error, "error_description": exc.description}
-        return _redirect(siop.client_redirect(fake, params_out, _issuer(request)), application)
+        return _redirect(siop.client_redirect(fake, params_out, _iss(request)), application)
 
     response_uri = request.build_absolute_uri(reverse("oauth2_provider:chain-wallet-response"))
     openid_url = siop.request_url(wallet_request, response_uri)
@@ -163,7 +175,10 @@ class DirectPostView(View):
     http_method_names = ["post", "options"]
 
     def post(self, request, *args, **kwargs):
-        data = request.POST
+        try:
+            data = request.POST
+        except (RequestDataTooBig, TooManyFieldsSent):  # Django's own answer is an HTML 400
+            return _json_error(ChainError("The request is too large.", "invalid_request"))
         try:
             if any(len(data.getlist(name)) > 1 for name in ("id_token", "state")):
                 raise ChainError("A parameter was given more than once.", "invalid_request")
@@ -205,7 +220,7 @@ class CompleteView(View):
 
     def _complete(self, request, request_id, **secret):
         try:
-            step, redirect = siop.complete(request_id, issuer=_issuer(request), **secret)
+            step, redirect = siop.complete(request_id, issuer=_iss(request), **secret)
         except siop.RequestEnded as exc:
             if exc.redirect:
                 application = WalletRequest.objects.get(pk=request_id).application
@@ -222,7 +237,7 @@ class CancelView(View):
 
     def post(self, request, request_id):
         try:
-            redirect = siop.cancel(request_id, request.POST.get("poll", ""), issuer=_issuer(request))
+            redirect = siop.cancel(request_id, request.POST.get("poll", ""), issuer=_iss(request))
         except ChainError as exc:
             return error_page(request, exc.description, status=400, error=exc.error)
         return _redirect(redirect, WalletRequest.objects.get(pk=request_id).application)

@@ -37,6 +37,10 @@ def callback(flow):
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
+            if self.path == "/favicon.ico":  # Chromium asks; not part of the protocol
+                self.send_response(404)
+                self.end_headers()
+                return
             received.append(f"http://127.0.0.1:{self.server.server_port}{self.path}")
             self.send_response(200)
             self.send_header("Content-Type", "text/html")

@@ -488,3 +488,10 @@ def test_message_digest_claim():
     for value in (1, "x" * 129, ["a"]):
         with pytest.raises(ProofError):
             proofs.message_digest({"msg_sha256": value})
+
+
+@pytest.mark.parametrize("text", ["{}", '{"keys": [{}]}', '{"keys": {}}', '{"keys": ["x"]}', "[]", '{"kty": 1}'])
+def test_load_public_keys_refuses_what_is_not_a_key(text):
+    """jwcrypto accepts ``JWK(**{})``; a key without kty must be refused, not a KeyError (500)."""
+    with pytest.raises(ValueError):
+        proofs.load_public_keys(text)
