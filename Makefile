@@ -2,6 +2,9 @@
 #   make run    venv + install + migrate + demo data + serve http://127.0.0.1:8000 with a Celery
 #               worker and beat (SQLite and a filesystem broker under var/: no service needed)
 #   make test   the whole suite (SQLite; PostgreSQL too when DATABASE_URL is set)
+# and the one that shows the whole product:
+#   make demo   as `make run`, then the agent chat example (scripts/agent_chat.py) against it;
+#               the IdP stays up for the admin until Ctrl-C (ARGS=--once: exit after the run)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,8 +13,9 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
+ARGS ?=
 
-.PHONY: run test lint venv migrate demo-data clean
+.PHONY: run demo test lint venv migrate demo-data clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@echo "==> creating virtualenv $(VENV) and installing requirements (first run takes a minute)"
@@ -32,6 +36,9 @@ demo-data: migrate
 
 run: demo-data
 	@PY=$(PY) HOST=$(HOST) PORT=$(PORT) scripts/run_dev.sh
+
+demo: demo-data
+	@PY=$(PY) HOST=$(HOST) PORT=$(PORT) scripts/run_dev.sh --demo $(ARGS)
 
 test: $(STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS)

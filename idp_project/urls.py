@@ -11,6 +11,8 @@ urlpatterns = [
     path("oauth/", include("chain_grant.urls")),
     # The demo web wallet (SIOPv2 self-issued id_tokens from a key kept in the browser).
     path("wallet/", include("chain_grant.wallet_urls")),
+    # The demo's resource: answers published with a chain token (scope email).
+    path("api/answers/", include("idp_project.answers")),
     # The auditors' REST API and its OpenAPI schema.
     path("api/", include("chain_grant.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # `make run`: the IdP on the embedded default (SQLite, filesystem broker under var/),
 # with a Celery worker and beat (housekeeping) next to it. Ctrl-C stops both.
+#
+# `make demo` (scripts/run_dev.sh --demo [--once] [agent_chat.py options]): the same IdP
+# and worker in the background, then the agent chat example (scripts/agent_chat.py)
+# against it; then the server stays up, with the admin credentials printed, until
+# Ctrl-C. With --once it stops the server and the worker after the run and exits with
+# the example's status.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 HOST=${HOST:-127.0.0.1}
@@ -8,11 +14,83 @@ PORT=${PORT:-8000}
 VAR=${IDP_VAR_DIR:-var}
 mkdir -p "$VAR/celery"
 
+DEMO=0 ONCE=0 CHAT_ARGS=()
+if [[ ${1:-} == --demo ]]; then
+  DEMO=1; shift
+  for arg in "$@"; do
+    [[ $arg == --once ]] && ONCE=1
+    CHAT_ARGS+=("$arg")
+  done
+fi
+URL="http://$HOST:$PORT"
+WORKER="" SERVER=""
+
+cleanup() {
+  local pid
+  for pid in $SERVER $WORKER; do kill "$pid" 2>/dev/null || true; done
+  for pid in $SERVER $WORKER; do wait "$pid" 2>/dev/null || true; done
+  SERVER="" WORKER=""
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [[ $DEMO == 1 ]] && "$PY" -c "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)" \
+    "$HOST" "$PORT" 2>/dev/null; then
+  echo "!!  something already answers on $HOST:$PORT (\`make run\`?): stop it, or use another port: make demo PORT=8001" >&2
+  exit 1
+fi
+
 echo "==> starting the Celery worker with beat (log: $VAR/celery/worker.log)"
 "$PY" -m celery -A idp_project worker --beat --concurrency 1 --loglevel INFO \
   --schedule "$VAR/celerybeat-schedule" >"$VAR/celery/worker.log" 2>&1 &
 WORKER=$!
-trap 'kill $WORKER 2>/dev/null; wait $WORKER 2>/dev/null || true' EXIT INT TERM
 
-echo "==> serving the IdP at http://$HOST:$PORT/  (Ctrl-C to stop)"
-DEBUG=${DEBUG:-1} "$PY" manage.py runserver "$HOST:$PORT"
+if [[ $DEMO == 0 ]]; then
+  echo "==> serving the IdP at $URL/  (Ctrl-C to stop)"
+  DEBUG=${DEBUG:-1} "$PY" manage.py runserver "$HOST:$PORT"
+  exit
+fi
+
+echo "==> starting the IdP at $URL/ (log: $VAR/server.log)"
+DEBUG=${DEBUG:-1} "$PY" manage.py runserver --noreload "$HOST:$PORT" >"$VAR/server.log" 2>&1 &
+SERVER=$!
+
+echo "==> waiting for the IdP to answer (OpenID discovery)"
+for _ in $(seq 1 120); do
+  if ! kill -0 "$SERVER" 2>/dev/null; then
+    echo "!!  the IdP did not start; the end of $VAR/server.log:" >&2
+    tail -n 20 "$VAR/server.log" >&2
+    exit 1
+  fi
+  if "$PY" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+      "$URL/oauth/.well-known/openid-configuration" 2>/dev/null; then
+    break
+  fi
+  sleep 0.5
+done
+
+echo "==> running the agent chat example (scripts/agent_chat.py): wallet → agents → consent → writer"
+echo
+set +e
+"$PY" scripts/agent_chat.py --idp "$URL" --var "$VAR" ${CHAT_ARGS[@]+"${CHAT_ARGS[@]}"}
+STATUS=$?
+set -e
+echo
+
+if [[ $ONCE == 1 ]]; then
+  echo "==> --once: stopping the IdP and the worker"
+  cleanup
+  exit "$STATUS"
+fi
+
+[[ $STATUS == 0 ]] || echo "!!  the example failed (status $STATUS); the IdP stays up so you can look around" >&2
+"$PY" - "$VAR/demo_credentials.json" "$URL" <<'EOF'
+import json, sys
+creds = json.load(open(sys.argv[1]))
+url = sys.argv[2]
+print(f"==> the IdP keeps running at {url}/ : inspect the chain in the admin, {url}/admin/chain_grant/chain/")
+print(f"    admin / {creds['admin_password']}    alice / {creds['alice_password']}    ({sys.argv[1]})")
+EOF
+echo "    run the example again: $PY scripts/agent_chat.py --idp $URL --var $VAR"
+echo "    Ctrl-C stops the IdP and the worker."
+wait "$SERVER"
