@@ -1,13 +1,24 @@
 """idp_project: an "existing IdP" built on django-oauth-toolkit with OIDC, and
 chain_grant plugged in. Everything comes from the environment; the defaults need
 no service at all (SQLite file and generated keys under var/).
+
+``IDP_PRODUCTION=1`` turns on the production profile (docs/deploy.md): DEBUG must be
+off, ``SECRET_KEY`` (or ``SECRET_KEY_FILE``), ``ALLOWED_HOSTS``, ``OIDC_ISSUER`` and a
+mounted ``OIDC_KEY_PATH`` are required (nothing is generated), cookies are secure,
+HSTS and the TLS redirect are on, and ``/metrics`` wants ``METRICS_TOKEN``; then
+``manage.py check --deploy --fail-level WARNING`` is clean. Without the flag every
+default below is what it always was.
 """
 
+import json
+import logging
 import os
+import time
 from pathlib import Path
 
 import dj_database_url
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 from .keys import rsa_private_key_pem, secret_key
 
@@ -23,8 +34,32 @@ def env_list(name: str, default: str) -> list[str]:
     return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
 
 
+def env_secret(name: str) -> str | None:
+    """``NAME`` or the content of the file ``NAME_FILE`` (a mounted secret)."""
+    if os.environ.get(name):
+        return os.environ[name]
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip() or None
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={path} cannot be read ({exc.strerror})") from None
+    return None
+
+
+PRODUCTION = env_bool("IDP_PRODUCTION", False)
+
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY") or secret_key(VAR_DIR / "secret_key")
+SECRET_KEY = env_secret("SECRET_KEY")
+if PRODUCTION:
+    _missing = [name for name in ("ALLOWED_HOSTS", "OIDC_ISSUER", "OIDC_KEY_PATH") if not os.environ.get(name)]
+    if not SECRET_KEY:
+        _missing.insert(0, "SECRET_KEY (or SECRET_KEY_FILE)")
+    if _missing:
+        raise ImproperlyConfigured("IDP_PRODUCTION=1 needs " + ", ".join(_missing))
+    if DEBUG:
+        raise ImproperlyConfigured("IDP_PRODUCTION=1 with DEBUG on: unset DEBUG")
+SECRET_KEY = SECRET_KEY or secret_key(VAR_DIR / "secret_key")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
@@ -43,6 +78,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz, /readyz, /metrics first: probes call a pod by IP over plain HTTP.
+    "idp_project.health.ProbeMiddleware",
+    # Times the token endpoint and counts code_chain hand-offs (no-op without prometheus-client).
+    "chain_grant.metrics.TokenMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -73,8 +112,9 @@ TEMPLATES = [
 DATABASES = {
     # parse(), not config(): an empty DATABASE_URL means the default, not a crash.
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0")),
+        env_secret("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
+        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60" if PRODUCTION else "0")),
+        conn_health_checks=PRODUCTION,
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -94,7 +134,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGIN_URL = "/accounts/login/"
@@ -106,6 +146,9 @@ SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 
 OIDC_KEY_PATH = Path(os.environ.get("OIDC_KEY_PATH", VAR_DIR / "oidc_rsa.pem"))
+if PRODUCTION and not OIDC_KEY_PATH.is_file():
+    # Every replica must sign with the same key: mount it (Secret, credential), never generate one.
+    raise ImproperlyConfigured(f"IDP_PRODUCTION=1: OIDC_KEY_PATH={OIDC_KEY_PATH} is not a file")
 
 OAUTH2_PROVIDER = {
     "OIDC_ENABLED": True,
@@ -144,6 +187,10 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
 }
 
+if os.environ.get("OAUTH2_CODE_EXPIRE_SECONDS"):
+    # Lifetime of codes from the authorize endpoint (DOT's default: 60 s); chained codes: CHAIN_CODE_EXPIRE_SECONDS.
+    OAUTH2_PROVIDER["AUTHORIZATION_CODE_EXPIRE_SECONDS"] = int(os.environ["OAUTH2_CODE_EXPIRE_SECONDS"])
+
 REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "chain_grant.api.error_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -168,6 +215,53 @@ CHAIN_GRANT = {
     "MAX_DEPTH": int(os.environ.get("CHAIN_MAX_DEPTH", "16")),
     "RELAXED_PROOFS": env_bool("CHAIN_RELAXED_PROOFS", False),
 }
+if os.environ.get("CHAIN_PROOF_AUDIENCES"):
+    CHAIN_GRANT["PROOF_AUDIENCES"] = env_list("CHAIN_PROOF_AUDIENCES", "")
+
+# Production profile (IDP_PRODUCTION=1): TLS is terminated by the proxy in front
+# (nginx, the Ingress), which sets X-Forwarded-Proto; deploy/ configures both.
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SECURE_REFERRER_POLICY = "same-origin"
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # RFC 9700 §2.1: https redirect URIs only (add "http" for RFC 8252 loopback clients;
+    # DOT's check oauth2_provider.W008 then says so).
+    OAUTH2_PROVIDER["ALLOWED_REDIRECT_URI_SCHEMES"] = env_list("OAUTH2_REDIRECT_URI_SCHEMES", "https")
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is a commitment made by submitting the domain (hstspreload.org), not a
+        # default; without it security.W021 only says the header lacks "preload".
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
+# Cache: Redis when CACHE_URL (or REDIS_URL) is set, failing open (idp_project.health.
+# FailSafeRedisCache): it is only ever a cache, the IdP is correct with it cold or down.
+# Otherwise Django's default per-process memory cache. Sessions, pending requests,
+# jti and nonces live in the database, never in the cache.
+_CACHE_URL = os.environ.get("CACHE_URL") or os.environ.get("REDIS_URL")
+if _CACHE_URL and _CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "idp_project.health.FailSafeRedisCache",
+            "LOCATION": _CACHE_URL,
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "idp"),
+            "TIMEOUT": int(os.environ.get("CACHE_TIMEOUT", "300")),
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+READYZ_REQUIRE_REDIS = env_bool("READYZ_REQUIRE_REDIS", False)
+
+# Prometheus (chain_grant.metrics): /metrics wants "Authorization: Bearer $METRICS_TOKEN"
+# when it is set; in production it is off (404) until it is set.
+CHAIN_GRANT_METRICS_TOKEN = env_secret("METRICS_TOKEN")
+CHAIN_GRANT_METRICS_REQUIRE_TOKEN = PRODUCTION
+# A Celery worker serves its own metrics (expired and purged steps) on this port when set.
+CHAIN_GRANT_WORKER_METRICS_PORT = int(os.environ.get("CELERY_METRICS_PORT", "0")) or None
+CHAIN_GRANT_WORKER_METRICS_ADDR = os.environ.get("CELERY_METRICS_ADDR", "127.0.0.1")
 
 # Celery: housekeeping (chain_grant.tasks) and DOT's clear_expired. Redis when
 # CELERY_BROKER_URL/REDIS_URL is set; otherwise kombu's filesystem transport under
@@ -192,8 +286,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# The worker imports chain_grant.metrics: its signal receivers count expired/purged steps.
+CELERY_IMPORTS = ("chain_grant.metrics",)
 CELERY_BEAT_SCHEDULE = {
-    "chain-grant-expire-steps": {"task": "chain_grant.expire_steps", "schedule": 60.0},
+    "chain-grant-expire-steps": {
+        "task": "chain_grant.expire_steps",
+        "schedule": float(os.environ.get("CHAIN_EXPIRE_INTERVAL", "60")),
+    },
     "chain-grant-purge-chains": {"task": "chain_grant.purge_chains", "schedule": crontab(hour=3, minute=17)},
     "dot-clear-expired-tokens": {"task": "chain_grant.clear_dot_tokens", "schedule": crontab(hour=3, minute=47)},
 }
@@ -204,3 +303,42 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"chain_grant": {"handlers": ["console"], "level": os.environ.get("CHAIN_LOG_LEVEL", "INFO")}},
 }
+if PRODUCTION:
+    # Django prints nothing with DEBUG off (its console handler wants DEBUG): log 500s and
+    # security events (e.g. DisallowedHost) to stderr, where the process manager collects them.
+    LOGGING["loggers"]["django"] = {
+        "handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "ERROR"), "propagate": False,
+    }
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (LOG_FORMAT=json): time (UTC), level, logger, message, exc."""
+
+    converter = time.gmtime
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": record.process,
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+if os.environ.get("LOG_FORMAT", "").lower() == "json":
+    LOGGING = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "idp_project.settings.JsonFormatter"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+        "loggers": {
+            "chain_grant": {"level": os.environ.get("CHAIN_LOG_LEVEL", "INFO")},
+            # Django's own handlers would print a second, plain-text copy.
+            "django": {"handlers": [], "propagate": True},
+        },
+    }

@@ -1,0 +1,220 @@
+"""gunicorn configuration for idp_project (every setting can be overridden by env).
+
+    gunicorn -c deploy/gunicorn.conf.py idp_project.wsgi
+
+* Workers: ``GUNICORN_WORKERS`` (or ``WEB_CONCURRENCY``); default = usable CPUs + 1,
+  CPUs counted from the affinity mask and the cgroup quota (a container limited to
+  2 CPUs on a 64-core node gets 3 workers, not 129). Token requests are CPU-bound
+  (PBKDF2 client-secret check); docs/deploy.md has the measured figures.
+* Timeouts: ``GUNICORN_TIMEOUT`` (30 s, a worker silent that long is killed),
+  graceful 30 s, keep-alive 5 s; workers are recycled after ~1000 requests.
+* Access log on stdout; every code, token, secret or password in the request line,
+  the query string, the referer or a logged header is replaced by ``[REDACTED]``
+  (also in error-log lines, which can carry the URI). ``LOG_FORMAT=json``: one JSON
+  object per line.
+* Prometheus multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` (a directory of its own,
+  emptied at start; a temporary one when unset), so ``/metrics`` adds up all workers.
+"""
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+
+from gunicorn import glogging
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup v2/v1 CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = None
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:  # cgroup v2: "max 100000" or "200000 100000"
+            limit, period = f.read().split()[:2]
+            if limit != "max":
+                quota = int(limit) / int(period)
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f1, open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f2:
+                limit, period = int(f1.read()), int(f2.read())
+                if limit > 0:
+                    quota = limit / period
+        except (OSError, ValueError):
+            pass
+    if quota:
+        cpus = min(cpus, max(1, -(-quota // 1)))  # ceil
+    return max(1, int(cpus))
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+# --- server -----------------------------------------------------------------------------
+wsgi_app = "idp_project.wsgi:application"
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
+workers = _env_int("GUNICORN_WORKERS", _env_int("WEB_CONCURRENCY", usable_cpus() + 1))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+threads = _env_int("GUNICORN_THREADS", 1)
+timeout = _env_int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+proc_name = os.environ.get("GUNICORN_PROC_NAME", "idp")
+# Heartbeat files in memory (a container's overlay filesystem can stall them).
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+# gunicorn >= 25.1 opens a control socket under $HOME by default: two instances on one
+# host would share it, and a read-only container has no $HOME. Opt in with a path.
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+
+# --- logging ----------------------------------------------------------------------------
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-")
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s'
+JSON_LOGS = os.environ.get("LOG_FORMAT", "").lower() == "json"
+
+# Query parameters whose value is a credential. `state`, `nonce`, `code_challenge` are not.
+SECRET_PARAMS = (
+    "code", "authorization_code", "id_token", "id_token_hint", "code_verifier", "client_secret",
+    "refresh_token", "access_token", "token", "assertion", "client_assertion", "password",
+    "response_code", "poll", "vp_token", "subject_token", "actor_token", "device_code", "user_code",
+)
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
+REDACTED = "[REDACTED]"
+# A parameter starts after ?, &, ; or # -- also percent-encoded, once or more (a login
+# redirect carries the authorize URL in ?next=...%26code%3D...). Its value runs to the next
+# separator. Case-insensitive; `code_challenge=` or `xcode=` do not match `code`.
+_SEP = r"(?:[?&;#]|%(?:25)*(?:3[fF]|26|3[bB]|23))"
+_EQ = r"(?:=|%(?:25)*3[dD])"
+_VALUE = r"(?:(?!%(?:25)*(?:26|3[bB]|23))[^&;#\s\"'])*"
+_PARAM_RE = re.compile(
+    rf"(^|{_SEP})((?:{'|'.join(sorted(map(re.escape, SECRET_PARAMS), key=len, reverse=True))}){_EQ})({_VALUE})",
+    re.IGNORECASE,
+)
+
+
+def redact(text):
+    """``text`` with the value of every credential-bearing query parameter replaced."""
+    if not isinstance(text, str) or "=" not in text and "%" not in text:
+        return text
+    return _PARAM_RE.sub(lambda m: m.group(1) + m.group(2) + (REDACTED if m.group(3) else ""), text)
+
+
+class RedactFilter(logging.Filter):
+    """Redacts a record's final message (error log lines can carry the request URI)."""
+
+    def filter(self, record):
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+class JsonLogFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def format(self, record):
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _header_name(atom: str) -> str:
+    """``{authorization}i`` / ``{set-cookie}o`` / ``{http_authorization}e`` -> the header name."""
+    name, kind = atom[1:-2], atom[-2:]
+    if kind == "}e":
+        return name[5:].replace("_", "-") if name.startswith("http_") else ""
+    return name if kind in ("}i", "}o") else ""
+
+
+class RedactingLogger(glogging.Logger):
+    """gunicorn's logger with credentials redacted from every atom and line."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            if not any(isinstance(f, RedactFilter) for f in log.filters):
+                log.addFilter(RedactFilter())
+        if JSON_LOGS:
+            for handler in self.error_log.handlers:
+                handler.setFormatter(JsonLogFormatter())
+            for handler in self.access_log.handlers:
+                handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for key, value in atoms.items():
+            if key[:1] == "{" and _header_name(key) in SECRET_HEADERS:
+                atoms[key] = REDACTED
+            elif isinstance(value, str):
+                atoms[key] = redact(value)
+        return atoms
+
+    def access(self, resp, req, environ, request_time):
+        if not JSON_LOGS:
+            return super().access(resp, req, environ, request_time)
+        if not self.access_log_enabled:
+            return None
+        atoms = self.atoms(resp, req, environ, request_time)
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "logger": "gunicorn.access",
+            "remote": atoms["h"], "method": atoms["m"], "path": atoms["U"], "query": atoms["q"] or "",
+            "protocol": atoms["H"], "status": int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"],
+            "bytes": atoms["B"], "duration_ms": atoms["M"], "referer": atoms["f"], "user_agent": atoms["a"],
+        }
+        try:
+            self.access_log.info(json.dumps(entry, ensure_ascii=False))
+        except Exception:
+            self.exception("access log failed")
+        return None
+
+
+logger_class = RedactingLogger
+
+# --- Prometheus multiprocess mode -------------------------------------------------------
+_OWN_METRICS_DIR = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _OWN_METRICS_DIR = tempfile.mkdtemp(prefix="gunicorn-prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_METRICS_DIR  # workers inherit it before importing the app
+
+
+def on_starting(server):
+    """Start with an empty metrics directory: stale files would add old counts."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(directory, name))
+
+
+def child_exit(server, worker):
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:
+        return
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)
