@@ -300,8 +300,20 @@ CELERY_BEAT_SCHEDULE = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"chain_grant": {"handlers": ["console"], "level": os.environ.get("CHAIN_LOG_LEVEL", "INFO")}},
+    # Codes and tokens never reach a log: runserver's request lines (django.server) print
+    # authorize URLs, which carry code=<previous> in a consent step.
+    "filters": {"redact": {"()": "chain_grant.redaction.RedactFilter"}},
+    "formatters": {
+        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["redact"]},
+        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server", "filters": ["redact"]},
+    },
+    "loggers": {
+        "chain_grant": {"handlers": ["console"], "level": os.environ.get("CHAIN_LOG_LEVEL", "INFO")},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+    },
 }
 if PRODUCTION:
     # Django prints nothing with DEBUG off (its console handler wants DEBUG): log 500s and
@@ -333,12 +345,14 @@ if os.environ.get("LOG_FORMAT", "").lower() == "json":
     LOGGING = {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"redact": {"()": "chain_grant.redaction.RedactFilter"}},
         "formatters": {"json": {"()": "idp_project.settings.JsonFormatter"}},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["redact"]}},
         "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
         "loggers": {
             "chain_grant": {"level": os.environ.get("CHAIN_LOG_LEVEL", "INFO")},
             # Django's own handlers would print a second, plain-text copy.
             "django": {"handlers": [], "propagate": True},
+            "django.server": {"handlers": [], "propagate": True},
         },
     }

@@ -160,7 +160,10 @@ def test_defaults_without_the_flag_are_unchanged(settings):
     if not (os.environ.get("REDIS_URL") or os.environ.get("CACHE_URL")):
         assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
     if not os.environ.get("LOG_FORMAT"):
-        assert idp.LOGGING["loggers"] == {"chain_grant": {"handlers": ["console"], "level": "INFO"}}
+        assert idp.LOGGING["loggers"] == {
+            "chain_grant": {"handlers": ["console"], "level": "INFO"},
+            "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},  # redacted
+        }
 
 
 # --- gunicorn ----------------------------------------------------------------------------------
