@@ -1,8 +1,10 @@
-"""Building chains directly (no HTTP, no signatures), for size and query-count tests."""
+"""Building chains directly (no HTTP, no signatures), for size and query-count tests;
+running requests together, for concurrency tests."""
 
+import threading
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
@@ -30,3 +32,24 @@ def build_chain(app, user, size: int, fanout: int = 3, code_prefix: str = "c") -
                             user=user, subject=f"agent{i}", scope="read", grant_id=grant_ids[code])
         nodes.append(chains._insert_step(step, parent))
     return root
+
+
+def run_together(fn, args_list):
+    """Run fn(*args) in one thread each, released at once (a barrier); return the
+    results. Each thread closes its database connection (PostgreSQL concurrency tests)."""
+    barrier = threading.Barrier(len(args_list))
+    results = [None] * len(args_list)
+
+    def worker(i, args):
+        try:
+            barrier.wait()
+            results[i] = fn(*args)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i, a)) for i, a in enumerate(args_list)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results

@@ -1,39 +1,19 @@
 """Concurrency, on PostgreSQL (row locks are what make these hold): parallel
 hand-offs respect the fan-out limit, and parallel exchanges mint one token."""
 
-import threading
 
 import pytest
-from django.db import connection
 from django.test import Client
 from oauth2_provider.models import get_access_token_model, get_id_token_model
 
 from chain_grant import chains
 from chain_grant.models import ChainedGrant
 from tests.conftest import Flow
+from tests.factories import run_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 THREADS = 8
 
-
-def run_together(fn, args_list):
-    """Run fn(*args) in one thread each, released at once; return the results."""
-    barrier = threading.Barrier(len(args_list))
-    results = [None] * len(args_list)
-
-    def worker(i, args):
-        try:
-            barrier.wait()
-            results[i] = fn(*args)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i, a)) for i, a in enumerate(args_list)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 @pytest.mark.parametrize("limit", [1, 3])

@@ -5,7 +5,6 @@ per rule, through the real endpoints (Django's test client) and the headless wal
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,7 +12,6 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -27,6 +25,7 @@ from chain_grant.proofs import JWK_THUMBPRINT_URI, b64url, did_jwk
 from chain_grant.wallet import HeadlessWallet, parse_request_url, request_url_from_html
 
 from .conftest import ISSUER, REDIRECT_URI, SECRET, basic_auth
+from .factories import run_together
 
 pytestmark = pytest.mark.django_db
 Grant = get_grant_model()
@@ -697,24 +696,6 @@ def test_introspection_of_wallet_chain_tokens(wflow, wallet, flow, planner):
 
 THREADS = 8
 
-
-def run_together(fn, args_list):
-    barrier = threading.Barrier(len(args_list))
-    results = [None] * len(args_list)
-
-    def worker(i, args):
-        try:
-            barrier.wait()
-            results[i] = fn(*args)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i, a)) for i, a in enumerate(args_list)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 @pytest.mark.postgres
