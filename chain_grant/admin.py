@@ -57,6 +57,14 @@ class StateFilter(admin.SimpleListFilter):
         return queryset
 
 
+def refuse_nul_filters(request):
+    """A NUL in a filter reaches the database through Django's own filters, and
+    PostgreSQL refuses it (an HTTP 500): a 400 instead."""
+    if any("\x00" in key + "".join(values) for key, values in request.GET.lists()):
+        return HttpResponseBadRequest(_("NUL characters are not allowed in filters."))
+    return None
+
+
 class ReviewMixin:
     """Read-only lists of steps, with the chain page, revoke and evidence views."""
 
@@ -91,11 +99,7 @@ class ReviewMixin:
         return format_html('<a href="{}">{}…</a>', url, str(obj.root_id)[:8])
 
     def changelist_view(self, request, extra_context=None):
-        # A NUL in a filter reaches the database through Django's own filters, and
-        # PostgreSQL refuses it (an HTTP 500): answer 400 instead.
-        if any("\x00" in key + "".join(values) for key, values in request.GET.lists()):
-            return HttpResponseBadRequest(_("NUL characters are not allowed in filters."))
-        return super().changelist_view(request, extra_context)
+        return refuse_nul_filters(request) or super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request):
         return False
@@ -331,6 +335,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def changelist_view(self, request, extra_context=None):
+        return refuse_nul_filters(request) or super().changelist_view(request, extra_context)
 
 
 @admin.register(Wallet)

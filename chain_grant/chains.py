@@ -412,6 +412,14 @@ def preview_parent(application, code: str) -> ChainedGrant:
 PREVIOUS_CODE_REFUSED = "The previous authorization code (code) cannot be continued."
 
 
+def refuse_resource(resource: list[str]) -> None:
+    """RFC 8707 ``resource`` on a browser step (consent or wallet): refused. The step's
+    code would not carry it, nor would the agent hops after it, so the token would
+    silently be valid at every resource server instead of the one the client asked."""
+    if resource:
+        raise ChainError("Resource indicators (resource) are not supported on chain steps.", "invalid_target")
+
+
 def chain_so_far(step: ChainedGrant) -> list[ChainedGrant]:
     """The steps from the root down to ``step`` with their actors loaded (one query),
     for a consent or wallet page. An unsaved root (ordinary DOT code) is alone."""

@@ -110,13 +110,23 @@ def did_jwk(public_jwk: dict[str, Any]) -> str:
     return DID_JWK_PREFIX + b64url(json.dumps(public_jwk, sort_keys=True, separators=(",", ":")).encode())
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def did_jwk_text(did: str) -> str:
+    """The JSON a did:jwk carries. Its method-specific id is base64url and nothing else:
+    Python's decoder would skip other characters, giving one key many spellings."""
+    encoded = did[len(DID_JWK_PREFIX):] if did.startswith(DID_JWK_PREFIX) else ""
+    if not _BASE64URL.fullmatch(encoded):
+        raise ValueError("not a did:jwk (base64url)")
+    return _b64url_decode(encoded).decode("utf-8")
+
+
 def did_jwk_thumbprint(did: str) -> str | None:
     """RFC 7638 thumbprint of the key a did:jwk names (None if it is not one), so
     any member order or encoding of the same key matches."""
-    if not did.startswith(DID_JWK_PREFIX):
-        return None
     try:
-        return jwk.JWK(**_strict_json(_b64url_decode(did[len(DID_JWK_PREFIX):]).decode("utf-8"))).thumbprint()
+        return jwk.JWK(**_strict_json(did_jwk_text(did))).thumbprint()
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, JWException):
         return None
 
@@ -360,8 +370,7 @@ def _holder_key(sub: str, payload: dict[str, Any]) -> dict[str, Any]:
     thumbprint URI whose ``sub_jwk`` claim carries the key."""
     if sub.startswith(DID_JWK_PREFIX):
         try:
-            text = _b64url_decode(sub[len(DID_JWK_PREFIX):]).decode("utf-8")
-            return _one_public_key(_strict_json(text))
+            return _one_public_key(_strict_json(did_jwk_text(sub)))
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError) as exc:
             raise ProofError("id_token sub is not a did:jwk of a public key.") from exc
     if sub.startswith(JWK_THUMBPRINT_URI):

@@ -28,6 +28,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
+from oauth2_provider.oauth2_backends import _add_iss_to_redirect
 from oauth2_provider.settings import oauth2_settings
 
 from . import chains, proofs, signals
@@ -61,6 +62,13 @@ def parse_client_metadata(raw: str | None) -> dict:
     if not isinstance(value, dict):
         raise ChainError("client_metadata must be a JSON object.", "invalid_request")
     return value
+
+
+def check_prompt(prompt: str) -> None:
+    """``prompt=none`` asks for no page at all (OIDC Core 3.1.2.1), and a wallet step is
+    always one: the holder must present (3.1.2.6 ``interaction_required``)."""
+    if "none" in prompt.split():
+        raise ChainError("prompt=none, and a wallet presentation needs the holder.", "interaction_required")
 
 
 def start_request(
@@ -197,10 +205,11 @@ def wallet_for(presentation: proofs.VerifiedPresentation) -> Wallet:
 
 def _relink(presentation: proofs.VerifiedPresentation, username: str) -> Wallet:
     """The account made for this key earlier (its name is the key's thumbprint), after an
-    admin deleted its wallet record; never an account someone can log in to."""
+    admin deleted its wallet record; never an account someone can log in to or has used
+    (SSO and social sign-ups have no usable password either, and the name is public)."""
     User = get_user_model()
     user = User.objects.filter(**{User.USERNAME_FIELD: username}, chain_wallet__isnull=True).first()
-    if user is None or user.has_usable_password():
+    if user is None or not _machine_account(user):
         raise ChainError("The account name for this wallet is taken by another account.", "invalid_request")
     try:
         with transaction.atomic():
@@ -210,15 +219,22 @@ def _relink(presentation: proofs.VerifiedPresentation, username: str) -> Wallet:
         return Wallet.objects.select_related("user").get(thumbprint=presentation.thumbprint)
 
 
+def _machine_account(user) -> bool:
+    """What wallet_for makes: no usable password, never logged in, no admin rights."""
+    return not (user.has_usable_password() or getattr(user, "last_login", None)
+                or getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
+
+
 def client_redirect(wallet_request: WalletRequest, params: dict[str, str], issuer: str | None) -> str:
     """The client's redirect_uri with ``params``, its ``state`` and (RFC 9207) ``iss``."""
     params = dict(params)
     if wallet_request.client_state:
         params["state"] = wallet_request.client_state
-    if issuer and oauth2_settings.COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS:
-        params["iss"] = issuer
     separator = "&" if "?" in wallet_request.redirect_uri else "?"
-    return wallet_request.redirect_uri + separator + urlencode(params)
+    url = wallet_request.redirect_uri + separator + urlencode(params)
+    if issuer and oauth2_settings.COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS:
+        url = _add_iss_to_redirect(url, issuer)  # DOT's: one iss, even if the registered URI had one
+    return url
 
 
 class RequestEnded(ChainError):
@@ -268,6 +284,9 @@ def complete(request_id, *, poll_token: str | None = None, response_code: str | 
             raise RequestEnded(description, _error_redirect(wallet_request, description, issuer, "unauthorized_client"))
         if wallet_request.wallet is None:  # the holder's account was deleted meanwhile
             description = "The wallet's account no longer exists."
+            raise RequestEnded(description, _error_redirect(wallet_request, description, issuer))
+        if not wallet_request.wallet.user.is_active:  # an admin blocked it, as one blocks a person
+            description = "The wallet's account is disabled."
             raise RequestEnded(description, _error_redirect(wallet_request, description, issuer))
         parent = replayed = None
         if wallet_request.parent_id:

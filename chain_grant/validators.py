@@ -63,6 +63,10 @@ class ChainValidatorMixin:
             raise errors.InvalidRequestError(description="Duplicate code parameter.", request=request)
         if not client_may_chain(request.client):
             raise errors.UnauthorizedClientError(description="This client may not continue chains.", request=request)
+        try:  # the GET refuses it; DOT's form carries it in a hidden field
+            chains.refuse_resource(getattr(request, "resource", None) or [])
+        except ChainError as exc:
+            raise errors.CustomOAuth2Error(exc.error, description=exc.description, request=request) from None
         save = super().save_authorization_code
 
         def save_grant():

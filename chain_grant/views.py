@@ -141,6 +141,7 @@ class AuthorizationView(dot_views.AuthorizationView):
                 raise ChainError("A chain step always needs the person's consent.", "consent_required")
             if not client_may_chain(application):
                 raise ChainError("This client may not continue chains.", "unauthorized_client")
+            chains.refuse_resource(request.GET.getlist("resource"))
             parent = chains.preview_parent(application, code)
         except ChainError as exc:
             error = oauth_errors.CustomOAuth2Error(

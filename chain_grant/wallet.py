@@ -35,6 +35,17 @@ def parse_request_url(url: str) -> dict[str, str]:
     return dict(urllib.parse.parse_qsl(url.split("?", 1)[1], keep_blank_values=True))
 
 
+def check_response_uri(request: dict[str, str]) -> None:
+    """A request is anyone's text: answer over HTTP(S) only (never through urllib's
+    file://, ftp:// or data: handlers)."""
+    try:
+        parts = urllib.parse.urlsplit(request.get("response_uri", ""))
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("the request's response_uri is not an http(s) URL")
+
+
 class _RequestLink(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -111,6 +122,7 @@ class HeadlessWallet:
         request = parse_request_url(request_url)
         if request.get("response_type") != "id_token" or request.get("response_mode") != "direct_post":
             raise ValueError("only response_type=id_token with response_mode=direct_post is supported")
+        check_response_uri(request)
         status, body = (post or _urllib_post)(
             request["response_uri"], {"id_token": self.id_token(request, **token_options), "state": request["state"]}
         )

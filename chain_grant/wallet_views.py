@@ -21,6 +21,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import TemplateView
 from oauth2_provider.http import OAuth2ResponseRedirect
 from oauth2_provider.models import get_application_model
@@ -43,6 +44,13 @@ _SINGLE = ("client_id", "redirect_uri", "response_type", "scope", "state", "nonc
            "code_challenge", "code_challenge_method")
 _STATE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_NONCE = 255  # DOT's Grant.nonce
+
+
+# The browser's poll token collects the code; the wallet's id_token is its presentation.
+# Never in error reports (DEBUG pages, mail_admins, Sentry). (The same-device
+# ``response_code`` is in a URL, by OpenID4VP's design: single-use, like a code.)
+SECRET_PARAMS = ("poll", "id_token")
+_ENDPOINT = [csrf_exempt, login_not_required, never_cache, sensitive_post_parameters(*SECRET_PARAMS)]
 
 
 def _no_store(response):
@@ -70,6 +78,13 @@ def _iss(request) -> str:
 
 def _redirect(url: str, application):
     return OAuth2ResponseRedirect(url, application.get_allowed_schemes())
+
+
+def _redirect_uri_allowed(application, redirect_uri: str) -> bool:
+    try:
+        return application.redirect_uri_allowed(redirect_uri)
+    except ValueError:  # urlsplit: "http://[::1" (DOT's own endpoint refuses it in oauthlib first)
+        return False
 
 
 def _pkce_required(client_id: str) -> bool:
@@ -101,13 +116,15 @@ def start(request):
     redirect_uri = params.get("redirect_uri") or (
         application.redirect_uris.split()[0] if len(application.redirect_uris.split()) == 1 else ""
     )
-    if not redirect_uri or "\x00" in redirect_uri or not application.redirect_uri_allowed(redirect_uri):
+    if not redirect_uri or "\x00" in redirect_uri or not _redirect_uri_allowed(application, redirect_uri):
         return error_page(request, "Missing or unregistered redirect_uri.")
 
     fake = WalletRequest(redirect_uri=redirect_uri, client_state=params.get("state", ""))
     try:
         if not client_may_chain(application):
             raise ChainError("This client may not use the wallet step.", "unauthorized_client")
+        siop.check_prompt(params.get("prompt", ""))
+        chains.refuse_resource(params.getlist("resource"))
         if "\x00" in params.get("state", "") + params.get("nonce", ""):  # no database stores it
             raise ChainError("state and nonce must not contain NUL characters.", "invalid_request")
         if len(params.get("nonce", "")) > _MAX_NONCE:  # kept whole in the DOT grant, for the id_token
@@ -168,7 +185,7 @@ def _json_error(exc: ChainError, status: int = 400):
     return _no_store(JsonResponse({"error": exc.error, "error_description": exc.description}, status=status))
 
 
-@method_decorator([csrf_exempt, login_not_required, never_cache], name="dispatch")
+@method_decorator(_ENDPOINT, name="dispatch")
 class DirectPostView(View):
     """OpenID4VP ``direct_post``: the wallet posts ``id_token`` and ``state``."""
 
@@ -192,7 +209,7 @@ class DirectPostView(View):
         return _no_store(JsonResponse({"redirect_uri": f"{url}?response_code={response_code}"}))
 
 
-@method_decorator([csrf_exempt, login_not_required, never_cache], name="dispatch")
+@method_decorator(_ENDPOINT, name="dispatch")
 class StatusView(View):
     """The waiting page's poll (POST ``poll``, so the token stays out of URLs and logs)."""
 
@@ -205,7 +222,7 @@ class StatusView(View):
             return _json_error(exc, status=404)
 
 
-@method_decorator([csrf_exempt, login_not_required, never_cache], name="dispatch")
+@method_decorator(_ENDPOINT, name="dispatch")
 class CompleteView(View):
     """Collect the code: POST ``poll`` from the waiting page, or GET ``response_code``
     when the wallet sends this browser here (same device). Redirects to the client."""
@@ -231,7 +248,7 @@ class CompleteView(View):
         return _redirect(redirect, step.application)
 
 
-@method_decorator([csrf_exempt, login_not_required, never_cache], name="dispatch")
+@method_decorator(_ENDPOINT, name="dispatch")
 class CancelView(View):
     http_method_names = ["post"]
 

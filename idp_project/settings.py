@@ -304,7 +304,9 @@ LOGGING = {
     # authorize URLs, which carry code=<previous> in a consent step.
     "filters": {"redact": {"()": "chain_grant.redaction.RedactFilter"}},
     "formatters": {
-        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{",
+        },
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "filters": ["redact"]},
