@@ -202,6 +202,8 @@ def check_can_extend(parent: ChainedGrant, application) -> None:
         raise ChainError("The chain reached its depth limit (MAX_DEPTH).")
     if parent.user_id is None:
         raise ChainError("The person this chain acts for no longer exists.")
+    if getattr(parent, "person_active", True) is False:
+        raise ChainError("The person this chain acts for is disabled.")
 
 
 def lock_chain(root_id) -> None:
@@ -225,7 +227,10 @@ def lock_step(application, pk, root_id) -> ChainedGrant:
     lock_chain(root_id)
     parent = (
         ChainedGrant.objects.select_for_update()
-        .annotate(code_live=Exists(get_grant_model().objects.filter(pk=OuterRef("grant_id"))))
+        .annotate(
+            code_live=Exists(get_grant_model().objects.filter(pk=OuterRef("grant_id"))),
+            person_active=Exists(get_user_model().objects.filter(pk=OuterRef("user_id"), is_active=True)),
+        )
         .get(pk=pk)
     )
     check_can_extend(parent, application)
@@ -344,7 +349,10 @@ def _add_agent_step(application, parent_code, verified, scope, challenge, method
         granted = attenuate_scope(parent.scope, agent.scope_set, scope)
         code = new_code()
         expires = timezone.now() + timedelta(seconds=chain_grant_settings.CODE_EXPIRE_SECONDS)
+        # An RFC 8707 resource restriction of the parent's code carries down the chain.
+        resource = get_grant_model().objects.filter(pk=parent.grant_id).values_list("resource", flat=True).first()
         grant = get_grant_model().objects.create(
+            resource=resource or [],
             application=application,
             user_id=parent.user_id,
             code=code,
