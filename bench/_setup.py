@@ -28,6 +28,26 @@ def throwaway_database(url: str | None, name: str):
     return parts._replace(path="/" + name).geturl(), lambda: admin(drop)
 
 
+HASHERS = {"pbkdf2": "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+           "md5": "django.contrib.auth.hashers.MD5PasswordHasher"}
+
+
+def setup_django(database_url: str | None, name: str, hasher: str | None = None):
+    """A throw-away database, then Django with tests.settings (DEBUG off, the test
+    client's host allowed, and ``hasher`` for client secrets). Returns the cleanup."""
+    os.environ["DATABASE_URL"], cleanup = throwaway_database(database_url, name)  # idp_project.settings reads it
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    import django
+    from django.conf import settings
+
+    if hasher:
+        settings.PASSWORD_HASHERS = [HASHERS[hasher]]  # DOT hashes client secrets with the first one
+    settings.DEBUG = False
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+    django.setup()
+    return cleanup
+
+
 def run(main, cleanup, started: float, what: str) -> None:
     """Run a benchmark's main(), always closing the connection and dropping the database."""
     import time

@@ -52,7 +52,6 @@ first round checks the new steps (a user step at depth 2, a wallet root).
 import argparse
 import base64
 import json
-import os
 import statistics
 import sys
 import time
@@ -62,10 +61,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _setup import run, throwaway_database  # noqa: E402  (bench/, the script's own folder)
+from _setup import HASHERS, run, setup_django  # noqa: E402  (bench/, the script's own folder)
 
-HASHERS = {"pbkdf2": "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-           "md5": "django.contrib.auth.hashers.MD5PasswordHasher"}
 REDIRECT_URI, SECRET, ISSUER = "http://127.0.0.1:8765/oauth-callback", "s3cret-for-bench", "http://testserver/oauth"
 SCOPE, BENCH_DB, WARMUP = "openid read write", "chain_browser_bench", 5
 
@@ -78,17 +75,9 @@ if ARGS.n < 1:
     parser.error("--n must be positive")
 
 
-os.environ["DATABASE_URL"], cleanup = throwaway_database(ARGS.database_url, BENCH_DB)  # idp_project.settings reads it
-os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-import django
+cleanup = setup_django(ARGS.database_url, BENCH_DB, ARGS.hasher)
 import segno
 from django.conf import settings
-
-settings.PASSWORD_HASHERS = [HASHERS[ARGS.hasher]]  # DOT hashes client secrets with the first one
-settings.DEBUG = False
-settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
-django.setup()
-
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection

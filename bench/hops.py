@@ -34,7 +34,6 @@ verification, chain rows, the act lookup). Timings are informative: nothing asse
 import argparse
 import base64
 import json
-import os
 import statistics
 import sys
 import time
@@ -44,10 +43,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _setup import run, throwaway_database  # noqa: E402  (bench/, the script's own folder)
+from _setup import HASHERS, run, setup_django  # noqa: E402  (bench/, the script's own folder)
 
-HASHERS = {"pbkdf2": "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-           "md5": "django.contrib.auth.hashers.MD5PasswordHasher"}
 REDIRECT_URI, SECRET, ISSUER = "http://127.0.0.1:8765/oauth-callback", "s3cret-for-bench", "http://testserver/oauth"
 BENCH_DB, WARMUP = "chain_bench", 5
 
@@ -58,16 +55,9 @@ parser.add_argument("--database-url", help="postgres://... (a database chain_ben
 ARGS = parser.parse_args()
 
 
-os.environ["DATABASE_URL"], cleanup = throwaway_database(ARGS.database_url, BENCH_DB)  # idp_project.settings reads it
-os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-import django
+cleanup = setup_django(ARGS.database_url, BENCH_DB, ARGS.hasher)
+
 from django.conf import settings
-
-settings.PASSWORD_HASHERS = [HASHERS[ARGS.hasher]]  # DOT hashes client secrets with the first one
-settings.DEBUG = False
-settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
-django.setup()
-
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection

@@ -32,7 +32,6 @@ N steps, integrity ok) and each revoke's count (== N), so a broken run says so.
 
 import argparse
 import hashlib
-import os
 import statistics
 import sys
 import time
@@ -42,7 +41,7 @@ from pathlib import Path
 
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _setup import run, throwaway_database  # noqa: E402  (bench/, the script's own folder)
+from _setup import run, setup_django  # noqa: E402  (bench/, the script's own folder)
 
 BENCH_DB = "chain_review_bench"
 
@@ -55,14 +54,7 @@ if any(n < 1 for n in ARGS.sizes) or ARGS.repeat < 1:
     parser.error("sizes and --repeat must be positive")
 
 
-os.environ["DATABASE_URL"], cleanup = throwaway_database(ARGS.database_url, BENCH_DB)  # idp_project.settings reads it
-os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-import django
-from django.conf import settings
-
-settings.DEBUG = False
-settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
-django.setup()
+cleanup = setup_django(ARGS.database_url, BENCH_DB)
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command

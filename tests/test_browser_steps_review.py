@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from urllib.parse import quote, urlencode
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
@@ -23,6 +21,7 @@ from chain_grant.models import ChainedGrant, Wallet, WalletRequest
 from chain_grant.wallet import HeadlessWallet
 
 from .conftest import ISSUER, SECRET, basic_auth
+from .factories import run_together
 from .test_user_step import consent_url, form
 from .test_user_step import landing as user_landing
 from .test_wallet_step import (
@@ -288,24 +287,6 @@ def test_wallet_request_admin_shows_no_secret_digests(admin_client, wflow, walle
 
 # --- concurrency that already held (PostgreSQL: row locks) --------------------------------------------------
 
-
-def run_together(fn, args_list):
-    barrier = threading.Barrier(len(args_list))
-    results = [None] * len(args_list)
-
-    def worker(i, args):
-        try:
-            barrier.wait()
-            results[i] = fn(*args)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i, a)) for i, a in enumerate(args_list)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 @pytest.mark.postgres
