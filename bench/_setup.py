@@ -48,6 +48,15 @@ def setup_django(database_url: str | None, name: str, hasher: str | None = None)
     return cleanup
 
 
+def database_version() -> str:
+    """The server's version, for a benchmark's header line."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version" if connection.vendor == "postgresql" else "SELECT sqlite_version()")
+        return cursor.fetchone()[0]
+
+
 def run(main, cleanup, started: float, what: str) -> None:
     """Run a benchmark's main(), always closing the connection and dropping the database."""
     import time

@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _setup import throwaway_database  # noqa: E402  (bench/, the script's own folder)
+from _setup import database_version, throwaway_database  # noqa: E402  (bench/, the script's own folder)
 
 BENCH_DB, CHAIN, CHUNK_CHAINS, MiB = "chain_bench", 10, 5000, 2**20
 PARENT = [None, 0, 0, 0, 1, 1, 1, 2, 2, 2]  # each step's parent, by index within its chain
@@ -205,9 +205,7 @@ def main():
     App = get_application_model()
     app = App.objects.create(client_id="bench", client_secret="s3cret", client_type=App.CLIENT_CONFIDENTIAL,
                              authorization_grant_type=App.GRANT_AUTHORIZATION_CODE, redirect_uris=CB, user=user)
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version" if connection.vendor == "postgresql" else "SELECT sqlite_version()")
-        version = cursor.fetchone()[0]
+    version = database_version()
     print(f"chain_grant housekeeping benchmark: {connection.vendor} {version}, expire batch {ARGS.batch_size} "
           f"steps, purge batch {ARGS.purge_batch_size} chains, chains of {CHAIN} steps (fan-out 3), "
           f"tracemalloc {'off' if ARGS.no_tracemalloc else 'on'}, {os.cpu_count()} CPUs", flush=True)

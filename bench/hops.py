@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _setup import HASHERS, run, setup_django  # noqa: E402  (bench/, the script's own folder)
+from _setup import HASHERS, database_version, run, setup_django  # noqa: E402  (bench/, the script's own folder)
 
 REDIRECT_URI, SECRET, ISSUER = "http://127.0.0.1:8765/oauth-callback", "s3cret-for-bench", "http://testserver/oauth"
 BENCH_DB, WARMUP = "chain_bench", 5
@@ -210,9 +210,7 @@ def main():
         bench.round(capture=True)
     for _ in range(ARGS.n):
         bench.round()
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version" if connection.vendor == "postgresql" else "SELECT sqlite_version()")
-        version = cursor.fetchone()[0]
+    version = database_version()
     report(bench, version)
 
 

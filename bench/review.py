@@ -41,7 +41,7 @@ from pathlib import Path
 
 STARTED = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _setup import run, setup_django  # noqa: E402  (bench/, the script's own folder)
+from _setup import database_version, run, setup_django  # noqa: E402  (bench/, the script's own folder)
 
 BENCH_DB = "chain_review_bench"
 
@@ -189,9 +189,7 @@ def evidence_ok(n):
 
 def main():
     call_command("migrate", verbosity=0)
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version" if connection.vendor == "postgresql" else "SELECT sqlite_version()")
-        version = cursor.fetchone()[0]
+    version = database_version()
     bench = Bench()
     print(f"chain_grant review benchmark: sizes {', '.join(f'{n:,}' for n in ARGS.sizes)} steps, "
           f"repeat {ARGS.repeat}, database={connection.vendor} {version}")

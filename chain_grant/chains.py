@@ -18,7 +18,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models import Exists, F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from jwcrypto import jwk
@@ -225,11 +225,17 @@ def lock_parent(application, code: str) -> ChainedGrant:
 def lock_step(application, pk, root_id) -> ChainedGrant:
     """Lock a chain, then one of its steps, and check the step may be extended."""
     lock_chain(root_id)
+    Grant = get_grant_model()
     parent = (
         ChainedGrant.objects.select_for_update()
         .annotate(
-            code_live=Exists(get_grant_model().objects.filter(pk=OuterRef("grant_id"))),
+            code_live=Exists(Grant.objects.filter(pk=OuterRef("grant_id"))),
             person_active=Exists(get_user_model().objects.filter(pk=OuterRef("user_id"), is_active=True)),
+            # Its code's RFC 8707 restriction, which a hop carries down (read in this query).
+            grant_resource=Subquery(
+                Grant.objects.filter(pk=OuterRef("grant_id")).values("resource")[:1],
+                output_field=Grant._meta.get_field("resource"),
+            ),
         )
         .get(pk=pk)
     )
@@ -349,10 +355,8 @@ def _add_agent_step(application, parent_code, verified, scope, challenge, method
         granted = attenuate_scope(parent.scope, agent.scope_set, scope)
         code = new_code()
         expires = timezone.now() + timedelta(seconds=chain_grant_settings.CODE_EXPIRE_SECONDS)
-        # An RFC 8707 resource restriction of the parent's code carries down the chain.
-        resource = get_grant_model().objects.filter(pk=parent.grant_id).values_list("resource", flat=True).first()
         grant = get_grant_model().objects.create(
-            resource=resource or [],
+            resource=parent.grant_resource or [],  # an RFC 8707 restriction carries down the chain
             application=application,
             user_id=parent.user_id,
             code=code,

@@ -29,6 +29,14 @@ def actor_label(step: ChainedGrant) -> str:
     return step.subject
 
 
+def step_rows(steps) -> list[dict[str, Any]]:
+    """What the consent and wallet pages list for each step so far."""
+    return [
+        {"kind": step.kind, "actor": actor_label(step), "scope": step.scope.split(), "created": step.created}
+        for step in steps
+    ]
+
+
 @dataclass
 class Node:
     step: ChainedGrant

@@ -260,7 +260,8 @@ def complete(request_id, *, poll_token: str | None = None, response_code: str | 
     with transaction.atomic():
         wallet_request = (
             # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the wallet join
-            WalletRequest.objects.select_for_update(of=("self",)).select_related("application", "wallet__user")
+            WalletRequest.objects.select_for_update(of=("self",))
+            .select_related("application", "wallet__user", "parent")
             .filter(pk=request_id).first()
         )
         if wallet_request is None or not (

@@ -124,7 +124,10 @@ class AuthorizationView(dot_views.AuthorizationView):
                 # DOT would show its consent page; prompt=none never shows one (OIDC Core
                 # 3.1.2.6). Its silent approvals (skip_authorization, approval_prompt=auto)
                 # are redirects and pass through.
-                return self._consent_required(self.oauth2_data)
+                return self._redirect_error(
+                    "consent_required", "prompt=none, and the person has not approved this client.",
+                    self.oauth2_data, self.oauth2_data.get("application"),
+                )
             return response
         try:
             scopes, credentials = self.validate_authorization_request(request)
@@ -144,11 +147,7 @@ class AuthorizationView(dot_views.AuthorizationView):
             chains.refuse_resource(request.GET.getlist("resource"))
             parent = chains.preview_parent(application, code)
         except ChainError as exc:
-            error = oauth_errors.CustomOAuth2Error(
-                error=exc.error, description=exc.description, state=credentials.get("state")
-            )
-            error.redirect_uri = credentials["redirect_uri"]
-            return self.error_response(OAuthToolkitError(error=error), application)
+            return self._redirect_error(exc.error, exc.description, credentials, application)
 
         all_scopes = get_scopes_backend().get_all_scopes()
         kwargs.update(
@@ -178,13 +177,12 @@ class AuthorizationView(dot_views.AuthorizationView):
             response["Location"] = _add_iss_to_redirect(response["Location"], issuer)
         return response
 
-    def _consent_required(self, credentials):
-        error = oauth_errors.CustomOAuth2Error(
-            error="consent_required", description="prompt=none, and the person has not approved this client.",
-            state=credentials.get("state"),
-        )
-        error.redirect_uri = credentials["redirect_uri"]
-        return self.error_response(OAuthToolkitError(error=error), credentials.get("application"))
+    def _redirect_error(self, error: str, description: str, credentials, application):
+        """An OAuth error redirect to the (validated) redirect_uri, with the state."""
+        oauth_error = oauth_errors.CustomOAuth2Error(error=error, description=description,
+                                                     state=credentials.get("state"))
+        oauth_error.redirect_uri = credentials["redirect_uri"]
+        return self.error_response(OAuthToolkitError(error=oauth_error), application)
 
     def get_template_names(self):
         if self.previous_code() is not None:
@@ -204,17 +202,10 @@ class AuthorizationView(dot_views.AuthorizationView):
 def consent_context(parent, scopes: list[str], person) -> dict:
     """What a person sees before joining a chain: each step so far (kind, actor,
     scope, time), whom the chain acted for, and which requested scopes are new."""
-    steps = chains.chain_so_far(parent)
     had = set(parent.scope.split())
     return {
-        "chain_steps": [
-            {"kind": step.kind, "actor": review.actor_label(step), "scope": step.scope.split(), "created": step.created,
-             "depth": step.depth}
-            for step in steps
-        ],
-        "chain_id": None if parent._state.adding else parent.root_id,
+        "chain_steps": review.step_rows(chains.chain_so_far(parent)),
         "chain_person": parent.user,
         "chain_person_is_you": parent.user_id == person.pk,
         "new_scopes": [scope for scope in scopes if scope not in had],
-        "kept_scopes": [scope for scope in scopes if scope in had],
     }

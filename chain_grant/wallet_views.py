@@ -31,7 +31,7 @@ from oauth2_provider.settings import oauth2_settings
 from . import chains, siop
 from .errors import ChainError
 from .models import WalletRequest
-from .review import actor_label
+from .review import step_rows
 from .validators import client_may_chain
 
 try:  # Django ≥ 5.1: exempt from LoginRequiredMiddleware
@@ -167,10 +167,7 @@ def start(request):
         "expires_in": int((wallet_request.expires - wallet_request.created).total_seconds()),
     }
     if wallet_request.parent_id:
-        context["chain_steps"] = [
-            {"kind": s.kind, "actor": actor_label(s), "scope": s.scope.split(), "created": s.created}
-            for s in chains.chain_so_far(wallet_request.parent)
-        ]
+        context["chain_steps"] = step_rows(chains.chain_so_far(wallet_request.parent))
     return _no_store(render(request, "chain_grant/wallet_request.html", context))
 
 
