@@ -90,10 +90,10 @@ from oauth2_provider.oauth2_backends import OAuthLibCore
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.openid import Server
 
-from chain_grant import agents, chains
 from chain_grant.client import generate_key, pkce_pair, sign_proof
+from chain_grant.client.wallet import HeadlessWallet, parse_request_url, request_url_from_html
+from chain_grant.core import agents, lifecycle
 from chain_grant.models import ChainClient
-from chain_grant.wallet import HeadlessWallet, parse_request_url, request_url_from_html
 
 STOCK = {"server_class": Server, "validator_class": OAuth2Validator, "oauthlib_backend_class": OAuthLibCore}
 URLS = types.ModuleType("bench_urls")  # the IdP's URLs plus stock DOT views for the baselines
@@ -243,7 +243,7 @@ class Bench:
         verifier_w, challenge_w = pkce_pair()
         code_w = self.wallet_step(capture, challenge_w)
         if check:
-            user, wallet = chains.find_step(code_u), chains.find_step(code_w)
+            user, wallet = lifecycle.find_step(code_u), lifecycle.find_step(code_w)
             if (user.kind, user.depth, wallet.kind, wallet.depth) != ("user", 2, "wallet", 0):
                 fail(f"unexpected steps: {user.kind}@{user.depth}, {wallet.kind}@{wallet.depth}")
         self.exchange("x0", "/dot/token/", code0, verifier0, capture)

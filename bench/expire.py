@@ -91,7 +91,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from oauth2_provider.models import get_application_model, get_grant_model
 
-from chain_grant import chains, housekeeping
+from chain_grant.core import codes
+from chain_grant.core import retention as housekeeping
 from chain_grant.models import ChainedGrant
 
 Grant = get_grant_model()
@@ -145,7 +146,7 @@ def rows(n, app_id, user_id, first_grant_id):
                  "redirect_uri": CB, "scope": "read", "created": now, "updated": now, "code_challenge": "",
                  "code_challenge_method": "", "nonce": "", "claims": "", "resource": []},
                 {"id": ids[k], "parent_id": None if p is None else ids[p], "root_id": ids[0], "depth": DEPTH[k],
-                 "path": paths[k], "code_digest": chains.code_digest(code), "expires": expires, "redirect_uri": CB,
+                 "path": paths[k], "code_digest": codes.code_digest(code), "expires": expires, "redirect_uri": CB,
                  "kind": "agent" if k else "user", "application_id": app_id, "user_id": user_id, "agent_id": None,
                  "subject": f"agent{k}" if k else str(user_id), "scope": "read", "requested_scope": "read",
                  "proof_jti": "", "proof_claims": {}, "proof_digest": "", "message_digest": "",

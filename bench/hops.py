@@ -69,8 +69,8 @@ from oauth2_provider.models import get_application_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.openid import Server
 
-from chain_grant import agents, proofs
 from chain_grant.client import generate_key, pkce_pair, sign_proof
+from chain_grant.core import agents, proofs
 from chain_grant.models import ChainClient
 
 STOCK = {"server_class": Server, "validator_class": OAuth2Validator}

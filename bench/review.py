@@ -22,7 +22,7 @@ bearer token (API). For each size N:
          root (which lists all N steps): one untimed warm-up, then --repeat timed calls
          (N >= 10,000: at most 3); median and min ms, SQL queries per request
          (CaptureQueriesContext, on the warm-up call) and response size.
-  revoke (measured, once: it changes the chain) chains.revoke_subtree(root) on the
+  revoke (measured, once: it changes the chain) lifecycle.revoke_subtree(root) on the
          first chain (no tokens) and on the second (N tokens); ms and SQL queries.
 
 Timings are informative: nothing asserts on time. Each response is checked (HTTP 200,
@@ -70,7 +70,7 @@ from oauth2_provider.models import (
     set_token_value,
 )
 
-from chain_grant import chains
+from chain_grant.core import lifecycle
 from chain_grant.models import ChainClient, ChainedGrant
 from tests.factories import build_chain
 
@@ -141,7 +141,7 @@ class Bench:
     def revoke(self, root, n):
         with CaptureQueriesContext(connection) as ctx:
             start = time.perf_counter()
-            count = chains.revoke_subtree(root, "bench")
+            count = lifecycle.revoke_subtree(root, "bench")
             wall = (time.perf_counter() - start) * 1000
         sql = len(ctx)
         if count != n:

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import api
+from .review import api
 
 app_name = "chain_grant_api"
 

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core import checks
 from oauth2_provider.settings import oauth2_settings
 
-from .grants import GRANT_TYPE
+from .oauth.grant import GRANT_TYPE
 from .settings import FORBIDDEN_ALGORITHMS, chain_grant_settings
 
 KNOWN_ALGORITHMS = {

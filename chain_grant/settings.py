@@ -76,6 +76,12 @@ class ChainGrantSettings:
         setattr(self, attr, value)
         return value
 
+    @property
+    def allowed_algorithms(self) -> frozenset[str]:
+        """ALLOWED_ALGORITHMS less what can never be allowed (``none``, HS*): the one
+        place this is computed."""
+        return frozenset(self.ALLOWED_ALGORITHMS) - FORBIDDEN_ALGORITHMS
+
     def reload(self) -> None:
         for attr in self._cached:
             delattr(self, attr)

@@ -9,8 +9,8 @@ from django.urls import path, re_path
 from oauth2_provider import urls as dot_urls
 from oauth2_provider import views as dot_views
 
-from . import views, wallet_views
-from .views import SECRET_PARAMS  # noqa: F401  (public: never in error reports)
+from .oauth import views, wallet_views
+from .oauth.views import SECRET_PARAMS  # noqa: F401  (public: never in error reports)
 
 app_name = "oauth2_provider"
 
@@ -18,7 +18,7 @@ _REPLACED = {"authorize", "token", "revoke-token", "introspect", "user-info", "o
 
 urlpatterns = [
     re_path(r"^authorize/?$", views.AuthorizationView.as_view(), name="authorize"),
-    # The wallet step (SIOPv2 / OpenID4VP direct_post); see chain_grant.siop.
+    # The wallet step (SIOPv2 / OpenID4VP direct_post); see chain_grant.core.wallet_step.
     re_path(r"^wallet/response/?$", wallet_views.DirectPostView.as_view(), name="chain-wallet-response"),
     path("wallet/requests/<uuid:request_id>/status", wallet_views.StatusView.as_view(), name="chain-wallet-status"),
     path("wallet/requests/<uuid:request_id>/complete", wallet_views.CompleteView.as_view(),

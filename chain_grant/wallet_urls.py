@@ -5,7 +5,7 @@
 
 from django.urls import path
 
-from . import wallet_views
+from .oauth import wallet_views
 
 app_name = "chain_grant_wallet"
 

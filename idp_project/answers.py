@@ -4,7 +4,7 @@
 
 * ``POST /api/answers/`` ``{"text": …}`` with a bearer token that has scope ``email``
   and was issued from a chain step (any code of a chain, exchanged). The actor chain
-  is read from the token (``chain_grant.chains.step_for_token`` / ``actor_claim``)
+  is read from the token (``chain_grant.core.lineage.step_for_token`` / ``actor_claim``)
   and stored with the answer → 201 with the answer and its chain.
 * ``GET /api/answers/<id>/``: the answer, for a token of the same person (scope
   ``email``) or a staff session.
@@ -23,8 +23,9 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chain_grant import chains, review
+from chain_grant.core import lineage
 from chain_grant.models import ChainedGrant
+from chain_grant.review.api import error_handler
 
 from .models import Answer
 
@@ -81,22 +82,28 @@ class AnswerSerializer(serializers.ModelSerializer):
 
 def chain_snapshot(step: ChainedGrant) -> list[dict[str, str]]:
     """The actors from the root down to ``step`` (one query): kind, who and scope."""
-    ids = [segment for segment in step.path.split("/") if segment]
-    rows = ChainedGrant.objects.filter(pk__in=ids).select_related("agent", "user").order_by("depth")
-    return [{"kind": s.kind, "actor": review.actor_label(s), "scope": s.scope} for s in rows]
+    rows = lineage.ancestors(step, with_actors=True)
+    return [{"kind": s.kind, "actor": lineage.actor_label(s), "scope": s.scope} for s in rows]
 
 
-class AnswerListView(APIView):
+class AnswersView(APIView):
+    """The answers' API keeps chain_grant's error shape ({"error", "error_description"})."""
+
     authentication_classes = [OAuth2Authentication, SessionAuthentication]
     permission_classes = [TokenOrStaff]
 
+    def get_exception_handler(self):
+        return error_handler
+
+
+class AnswerListView(AnswersView):
     @extend_schema(operation_id="answers_create", auth=AUTH, request=AnswerInSerializer,
                    responses={201: AnswerSerializer})
     def post(self, request):
         body = AnswerInSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         token = request.auth
-        step = chains.step_for_token(token)
+        step = lineage.step_for_token(token)
         if step is None:
             return _error(status.HTTP_403_FORBIDDEN, "chain_required",
                           "This token was not issued from an authorization code chain.")
@@ -111,15 +118,12 @@ class AnswerListView(APIView):
             step_id=step.pk,
             chain_depth=step.depth,
             actors=chain_snapshot(step),
-            act=chains.actor_claim(step),
+            act=lineage.actor_claim(step),
         )
         return Response(AnswerSerializer(answer).data, status=status.HTTP_201_CREATED)
 
 
-class AnswerDetailView(APIView):
-    authentication_classes = [OAuth2Authentication, SessionAuthentication]
-    permission_classes = [TokenOrStaff]
-
+class AnswerDetailView(AnswersView):
     @extend_schema(operation_id="answers_read", auth=[*AUTH, {"cookieAuth": []}], responses=AnswerSerializer)
     def get(self, request, answer_id: int):
         answers = Answer.objects.select_related("user")

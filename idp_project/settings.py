@@ -192,7 +192,6 @@ if os.environ.get("OAUTH2_CODE_EXPIRE_SECONDS"):
     OAUTH2_PROVIDER["AUTHORIZATION_CODE_EXPIRE_SECONDS"] = int(os.environ["OAUTH2_CODE_EXPIRE_SECONDS"])
 
 REST_FRAMEWORK = {
-    "EXCEPTION_HANDLER": "chain_grant.api.error_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }

@@ -430,7 +430,7 @@ class HeadlessBrowser:
 
     def _present(self, html_text: str, what: str) -> str:
         """The headless wallet answers the request page; returns where the browser goes next."""
-        from chain_grant.wallet import request_url_from_html
+        from chain_grant.client.wallet import request_url_from_html
 
         try:
             return self.wallet.respond(request_url_from_html(html_text), post=self._wallet_post)
@@ -563,7 +563,7 @@ class Chat:
                                  EXIT_SETUP) from None
 
     def _wallet(self):
-        from chain_grant.wallet import HeadlessWallet
+        from chain_grant.client.wallet import HeadlessWallet
 
         path = self.var / "demo_wallet.json"
         if path.exists():

@@ -16,7 +16,7 @@ The scenario (what tests/test_cluster.py runs in CI, and what this prints):
    (round-robin); after step ``--kill-after`` the first instance is SIGKILLed (master and
    workers: a crashed machine) and the run completes through the other.
 4. Checks: every step the example reported is in the database exactly once with the
-   reported parent, nothing else is; ``chain_grant.chains.verify_chain`` holds; the
+   reported parent, nothing else is; ``chain_grant.integrity.verify_chain`` holds; the
    worker (beat every 2 s) marks expired exactly the steps whose code passed
    ``expires`` (every code lives 20 s here) and deletes their DOT grants; the metrics say the
    same; the access logs hold no code.
@@ -66,7 +66,7 @@ import json, sys
 import django
 django.setup()
 from oauth2_provider.models import get_grant_model
-from chain_grant.chains import verify_chain
+from chain_grant.core.integrity import verify_chain
 from chain_grant.models import ChainedGrant
 
 chain_id = sys.argv[1]

@@ -17,8 +17,8 @@ from django.db import connections
 from jwcrypto import jwk
 from oauth2_provider.models import get_application_model
 
-from chain_grant import agents
 from chain_grant.client import generate_key, pkce_pair, sign_proof
+from chain_grant.core import agents
 from chain_grant.models import ChainClient
 
 ISSUER = "http://testserver/oauth"

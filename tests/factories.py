@@ -8,7 +8,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
-from chain_grant import chains
+from chain_grant.core import steps
+from chain_grant.core.codes import code_digest
 from chain_grant.models import ChainedGrant
 
 
@@ -24,13 +25,13 @@ def build_chain(app, user, size: int, fanout: int = 3, code_prefix: str = "c") -
     )
     grant_ids = {g.code: g.pk for g in grants}  # bulk_create returns pks on PostgreSQL and SQLite ≥ 3.35
     with transaction.atomic():
-        root = chains.root_from_grant(app, codes[0])
+        root = steps._root_from_grant(app, codes[0])
     nodes = [root]
     for i, code in enumerate(codes[1:]):
         parent = nodes[i // fanout]
-        step = ChainedGrant(kind="agent", code_digest=chains.code_digest(code), expires=expires, application=app,
+        step = ChainedGrant(kind="agent", code_digest=code_digest(code), expires=expires, application=app,
                             user=user, subject=f"agent{i}", scope="read", grant_id=grant_ids[code])
-        nodes.append(chains._insert_step(step, parent))
+        nodes.append(steps._append(step, parent))
     return root
 
 

@@ -26,8 +26,8 @@ from django.urls import reverse
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
-from chain_grant import chains
 from chain_grant.client import generate_key
+from chain_grant.core import integrity, lifecycle
 from chain_grant.models import Agent, AgentKey, ChainedGrant
 from tests.conftest import ISSUER
 from tests.factories import build_chain
@@ -108,7 +108,7 @@ def scene(real_chain, app, make_app, alice, flow, make_agent):
     bob = User.objects.create_user("bob", "bob@example.com", "pw")
     s.other = build_chain(s.other_app, bob, 2, code_prefix="other")
     s.revoked = build_chain(app, alice, 2, code_prefix="revoked")
-    chains.revoke_subtree(s.revoked, "test")
+    lifecycle.revoke_subtree(s.revoked, "test")
     s.expired = build_chain(app, alice, 1, code_prefix="expired")
     ChainedGrant.objects.filter(pk=s.expired.pk).update(expires=timezone.now() - timedelta(minutes=1))
     s.chain_ids = {real_chain.chain_id, str(s.other.pk), str(s.revoked.pk), str(s.expired.pk)}
@@ -222,7 +222,7 @@ def test_nothing_can_be_added_deleted_or_edited(admin_client, superuser, scene):
         assert_no_secret(history.content, real)
     assert ChainedGrant.objects.count() == 10
     assert ChainedGrant.objects.get(pk=real.step["planner"].pk).scope == "openid read write"
-    assert chains.verify_chain(real.chain_id).ok
+    assert integrity.verify_chain(real.chain_id).ok
 
 
 def test_staff_without_view_permission_and_non_staff_see_nothing(alice, scene):
@@ -394,7 +394,7 @@ def test_revoking_a_10000_step_subtree_takes_bounded_queries(revoker, app, alice
     assert response.status_code == 302
     assert [str(m) for m in get_messages(response.wsgi_request)] == ["Revoked 10000 steps."]
     assert not ChainedGrant.objects.filter(revoked_at__isnull=True).exists()
-    assert chains.verify_chain(root.pk).ok
+    assert integrity.verify_chain(root.pk).ok
 
 
 def test_revoking_a_subtree_with_many_tokens_takes_bounded_queries(app, alice, django_assert_max_num_queries):
@@ -414,7 +414,7 @@ def test_revoking_a_subtree_with_many_tokens_takes_bounded_queries(app, alice, d
         step.access_token_id, step.token_family, step.exchanged_at = token.pk, family, now
     ChainedGrant.objects.bulk_update(steps, ["access_token_id", "token_family", "exchanged_at"], batch_size=500)
     with django_assert_max_num_queries(REVOKE_QUERIES):
-        assert chains.revoke_subtree(root, "bulk") == size
+        assert lifecycle.revoke_subtree(root, "bulk") == size
     assert not AccessToken.objects.exists()
     assert not RefreshToken.objects.filter(revoked__isnull=True).exists()
 
@@ -594,7 +594,7 @@ def test_agent_controlled_claims_and_reasons_are_escaped(flow, alice, planner, r
     payload = "<script>alert(1)</script>"
     response = flow.hop(code, planner.proof(code, extra={"note": payload}))
     assert response.status_code == 200, response.content
-    step = chains.find_step(response.json()["authorization_code"])
+    step = lifecycle.find_step(response.json()["authorization_code"])
     assert step.proof_claims["note"] == payload
     client = logged_in(revoker)
     client.post(revoke_url(step), {"reason": '"><img src=x onerror=alert(2)>'})

@@ -23,9 +23,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
-from chain_grant import chains, review
+from chain_grant.client.wallet import HeadlessWallet
+from chain_grant.core import integrity, lifecycle
 from chain_grant.models import ChainedGrant
-from chain_grant.wallet import HeadlessWallet
+from chain_grant.review import evidence as review
 from idp_project.models import Answer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,7 +133,7 @@ def assert_run_matches_database(agent_chat, result, events, output, seen):
 
     # The printed tree is the database's tree; the chain verifies.
     assert sorted(printed_tree(output)) == sorted(database_tree(agent_chat, chain_id))
-    assert result.verification["ok"] and chains.verify_chain(chain_id).ok
+    assert result.verification["ok"] and integrity.verify_chain(chain_id).ok
     assert "Integrity: ✓ verified (11 steps" in output
 
     # The transcript is what the agents signed: every agent step's msg_sha256 is one of its messages.
@@ -176,7 +177,7 @@ def test_the_example_runs_end_to_end_and_again(agent_chat, live_server, demo_var
     assert ChainedGrant.objects.filter(depth=0).count() == 2 and Answer.objects.count() == 2
     assert again.transcript == result.transcript
     assert events2[0].actor == events[0].actor == HeadlessWallet.load(demo_var / "demo_wallet.json").did
-    assert ChainedGrant.objects.filter(root_id=again.chain_id).count() == 11 and chains.verify_chain(again.chain_id).ok
+    assert ChainedGrant.objects.filter(root_id=again.chain_id).count() == 11 and integrity.verify_chain(again.chain_id).ok
 
 
 def free_port() -> int:
@@ -231,7 +232,7 @@ def test_a_chain_revoked_midway_stops_the_run(agent_chat, live_server, demo_var,
 
     def revoke(event):
         if event.index == after:
-            chains.revoke_subtree(ChainedGrant.objects.get(pk=event.chain_id), "revoked by an auditor")
+            lifecycle.revoke_subtree(ChainedGrant.objects.get(pk=event.chain_id), "revoked by an auditor")
 
     out, err = io.StringIO(), io.StringIO()
     status = agent_chat.main(["--idp", live_server.url, "--var", str(demo_var)], on_step=revoke, out=out, err=err)

@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, set_token_value
 
-from chain_grant import chains
+from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant
 from idp_project.models import Answer
 
@@ -96,7 +96,7 @@ def test_a_chain_token_without_the_email_scope_is_refused(client, flow, alice, m
 
 def test_no_token_or_a_revoked_chain_is_401(client, chained):
     assert client.post(URL, {"text": "x"}, content_type="application/json").status_code == 401
-    chains.revoke_subtree(ChainedGrant.objects.get(pk=chained["chain_id"]), "test")
+    lifecycle.revoke_subtree(ChainedGrant.objects.get(pk=chained["chain_id"]), "test")
     response = client.post(URL, {"text": "x"}, content_type="application/json", **bearer(chained["token"]))
     assert response.status_code == 401 and response.json()["error"] == "invalid_token"
     assert not Answer.objects.exists()

@@ -27,7 +27,7 @@ from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 from oauth2_provider.models import get_access_token_model, get_application_model, set_token_value
 
-from chain_grant import chains
+from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant
 from tests.conftest import SECRET, basic_auth
 from tests.factories import build_chain
@@ -126,8 +126,8 @@ def build_real_chain(flow, alice, make_agent):
         response = flow.exchange(code, verifier)
         assert response.status_code == 200, response.content
         t.tokens[name] = response.json()
-    t.root = chains.find_step(root_code)
-    t.step = {name: chains.find_step(getattr(t, name)[0]) for name in t.agents}
+    t.root = lifecycle.find_step(root_code)
+    t.step = {name: lifecycle.find_step(getattr(t, name)[0]) for name in t.agents}
     t.chain_id = str(t.root.pk)
     t.secrets = [root_code, root_verifier] + [
         value for name in t.agents for value in getattr(t, name)[:2] if value
@@ -331,11 +331,11 @@ def many(app, make_app, alice, bob, planner, flow):
     c.ended = build_chain(app, alice, 3, code_prefix="ended")
     ChainedGrant.objects.filter(root=c.ended).update(exchanged_at=timezone.now())
     c.revoked = build_chain(app, alice, 3, code_prefix="revoked")
-    chains.revoke_subtree(c.revoked, "test")
+    lifecycle.revoke_subtree(c.revoked, "test")
     c.bob = build_chain(other, bob, 2, code_prefix="bob")
     code, _ = flow.authorize(alice)
     flow.advance(code, planner)
-    c.planned = chains.find_step(code)
+    c.planned = lifecycle.find_step(code)
     c.old = build_chain(app, alice, 1, code_prefix="old")
     ChainedGrant.objects.filter(pk=c.old.pk).update(created=timezone.now() - timedelta(days=30))
     c.all = {str(r.pk) for r in (c.live, c.ended, c.revoked, c.bob, c.planned, c.old)}

@@ -15,9 +15,9 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.test import RequestFactory
 from oauth2_provider import views as dot_views
 
-from chain_grant import views as chain_views
 from chain_grant.client import pkce_pair
 from chain_grant.models import ChainedGrant
+from chain_grant.oauth import views as chain_views
 
 from .conftest import ISSUER, REDIRECT_URI
 

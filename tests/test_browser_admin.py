@@ -27,7 +27,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from oauth2_provider.models import get_access_token_model
 
-from chain_grant import chains
+from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant
 
 from .conftest import screenshot
@@ -77,7 +77,7 @@ def test_admin_reviews_and_revokes_a_subtree_in_a_browser(browser_page, live_ser
     page = browser_page
     started = time.monotonic()
     codes, tokens, agents = build_poc_chain(flow, alice, make_agent)
-    steps = {name: chains.find_step(code) for name, (code, _) in codes.items()}
+    steps = {name: lifecycle.find_step(code) for name, (code, _) in codes.items()}
     root = steps["root"]
     assert {s.root_id for s in steps.values()} == {root.pk} and len(steps) == 10
     # Depth-first, children by creation: the order the tree page lists them in.

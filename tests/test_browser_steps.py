@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import pytest
 from django.contrib.auth import get_user_model
 
-from chain_grant import chains
 from chain_grant.client import pkce_pair
+from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant, Wallet
 
 from .conftest import REDIRECT_URI, screenshot
@@ -103,7 +103,7 @@ def test_wallet_presentation_starts_a_chain_in_a_browser(browser_page, live_serv
     page.wait_for_url(callback.uri + "?**")
     code = code_from(page.url, "browser-wallet")
     assert callback.received == [page.url]
-    step = chains.find_step(code)
+    step = lifecycle.find_step(code)
     assert step.kind == ChainedGrant.Kind.WALLET and step.depth == 0 and step.parent_id is None
     assert step.subject == did and step.scope == "openid read write"
     assert step.user == Wallet.objects.get().user
@@ -128,7 +128,7 @@ def test_person_consents_midway_in_a_browser(browser_page, live_server, flow, al
     root, _ = flow.authorize(alice, scope="openid read write")
     planner_code, _, _ = flow.advance(root, planner)
     critic_code, _, _ = flow.advance(planner_code, critic)
-    critic_step = chains.find_step(critic_code)
+    critic_step = lifecycle.find_step(critic_code)
 
     verifier, challenge = pkce_pair()
     params = {"client_id": flow.app.client_id, "redirect_uri": callback.uri, "response_type": "code",
@@ -161,7 +161,7 @@ def test_person_consents_midway_in_a_browser(browser_page, live_server, flow, al
     page.wait_for_url(callback.uri + "?**")
     code = code_from(page.url, "browser-user")
     assert callback.received == [page.url]
-    step = chains.find_step(code)
+    step = lifecycle.find_step(code)
     assert step.kind == ChainedGrant.Kind.USER and step.parent_id == critic_step.pk
     assert step.depth == critic_step.depth + 1 and step.root_id == critic_step.root_id
     assert step.user == bob and step.scope == "email read"

@@ -16,9 +16,10 @@ from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 from jwcrypto import jwk
 from oauth2_provider.models import get_grant_model
 
-from chain_grant import chains, proofs, siop
+from chain_grant.client.wallet import HeadlessWallet
+from chain_grant.core import lifecycle, proofs
+from chain_grant.core import wallet_step as siop
 from chain_grant.models import ChainedGrant, Wallet, WalletRequest
-from chain_grant.wallet import HeadlessWallet
 
 from .conftest import ISSUER, SECRET, basic_auth
 from .factories import run_together
@@ -319,7 +320,7 @@ def test_consents_wallet_steps_and_hops_in_parallel_respect_max_children(app, al
     planner = make_agent("planner")
     root, _ = flow.authorize(alice, scope="openid read write")
     parent_code, _, _ = flow.advance(root, planner)
-    parent = chains.find_step(parent_code)
+    parent = lifecycle.find_step(parent_code)
 
     calls = []
     for _ in range(3):  # consent POSTs, each from a logged-in browser that saw the page

@@ -20,9 +20,9 @@ from jwcrypto import jwk, jws
 from oauth2_provider.models import get_application_model
 
 from chain_grant.client import load_private_key, sign_proof
+from chain_grant.client.jose import code_hash
+from chain_grant.core.policy import client_may_chain
 from chain_grant.models import Agent, AgentKey, ChainClient, ChainedGrant
-from chain_grant.proofs import code_hash
-from chain_grant.validators import client_may_chain
 from idp_project.management.commands.bootstrap_demo import AGENTS, CLIENT_ID, REDIRECT_URIS
 from tests.conftest import ISSUER, REDIRECT_URI, Flow
 

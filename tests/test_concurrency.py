@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from oauth2_provider.models import get_access_token_model, get_id_token_model
 
-from chain_grant import chains
+from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant
 from tests.conftest import Flow
 from tests.factories import run_together
@@ -31,7 +31,7 @@ def test_parallel_handoffs_respect_max_children(limit, app, alice, make_agent, s
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] * limit + [400] * (THREADS - limit)
     assert {r.json()["error"] for r in responses if r.status_code == 400} == {"invalid_grant"}
-    parent = chains.find_step(parent_code)
+    parent = lifecycle.find_step(parent_code)
     assert parent.children_count == limit
     assert ChainedGrant.objects.filter(parent=parent).count() == limit
 
@@ -51,4 +51,4 @@ def test_parallel_exchanges_mint_one_token_and_the_replay_revokes_it(app, alice,
     assert flow.introspect(ok[0].json()["access_token"])["active"] is False
     assert get_access_token_model().objects.count() == 0
     assert get_id_token_model().objects.count() <= 1
-    assert chains.find_step(code).revoked_reason == "authorization code replay"
+    assert lifecycle.find_step(code).revoked_reason == "authorization code replay"

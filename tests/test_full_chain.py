@@ -3,7 +3,7 @@ endpoint, agent hops with a fan-out of 2, exchange of a leaf, introspection."""
 
 import pytest
 
-from chain_grant import chains
+from chain_grant.core import integrity
 from chain_grant.models import ChainedGrant
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +34,7 @@ def test_root_fanout_exchange_and_introspection(flow, alice, make_agent):
     assert steps["merger"].parent_id == steps["researcher"].pk and steps["merger"].depth == 3
     assert ChainedGrant.objects.get(pk=steps["planner"].pk).children_count == 2
     assert all(s.kind == "agent" and s.user == alice for s in steps.values() if s.depth)
-    assert chains.verify_chain(root.pk).ok
+    assert integrity.verify_chain(root.pk).ok
 
     token = flow.exchange(merger_code, merger_verifier)
     assert token.status_code == 200, token.content

@@ -19,11 +19,11 @@ from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 from jwcrypto import jwk, jws
 from oauth2_provider.models import get_grant_model
 
-from chain_grant import chains
 from chain_grant.client import pkce_pair
+from chain_grant.core import lifecycle, proofs
 from chain_grant.models import ChainedGrant
+from chain_grant.oauth.views import SECRET_PARAMS
 from chain_grant.settings import chain_grant_settings
-from chain_grant.urls import SECRET_PARAMS
 from chain_grant.validators import ChainOAuth2Validator
 from tests.conftest import ISSUER, REDIRECT_URI, SECRET, basic_auth
 
@@ -46,7 +46,7 @@ def b64(data) -> str:
 def claims(agent, code, **overrides) -> dict:
     now = int(time.time())
     result = {"sub": agent.identifier, "aud": ISSUER, "iat": now, "exp": now + 60,
-              "jti": f"jti-{time.monotonic_ns()}", "c_hash": chains.proofs.code_hash(code)}
+              "jti": f"jti-{time.monotonic_ns()}", "c_hash": proofs.code_hash(code)}
     result.update(overrides)
     return result
 
@@ -234,7 +234,7 @@ def test_repeated_scope_values_are_narrowed_not_a_crash(flow, planner, code):
     response = flow.hop(code, planner.proof(code), scope="read " * 100_000)
     assert response.status_code == 200, response.content[:300]
     assert response.json()["scope"] == "read"
-    assert chains.find_step(response.json()["authorization_code"]).scope == "read"
+    assert lifecycle.find_step(response.json()["authorization_code"]).scope == "read"
 
 
 def test_strict_mode_never_trusts_a_jwk_header(flow, planner, code):
@@ -250,7 +250,7 @@ def test_strict_mode_never_trusts_a_jwk_header(flow, planner, code):
     genuine = signed(planner, claims(planner, code), {"jwk": {"kty": "oct", "k": "AAAA"}})
     response = flow.hop(code, genuine)
     assert response.status_code == 200, response.content
-    assert chains.find_step(response.json()["authorization_code"]).agent_id == planner.model.pk
+    assert lifecycle.find_step(response.json()["authorization_code"]).agent_id == planner.model.pk
 
 
 # --- introspection ---------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from django.db.utils import OperationalError
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from chain_grant import housekeeping, metrics
+from chain_grant import metrics
+from chain_grant.core import retention as housekeeping
 from chain_grant.models import ChainedGrant
 from idp_project import health
 from idp_project.settings import JsonFormatter

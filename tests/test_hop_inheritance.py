@@ -6,8 +6,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import pytest
 from oauth2_provider.models import get_access_token_model, get_grant_model
 
-from chain_grant import chains
 from chain_grant.client import pkce_pair
+from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant
 
 from .conftest import REDIRECT_URI
@@ -57,4 +57,4 @@ def test_a_chain_acting_for_a_disabled_person_stops(flow, alice, planner, make_a
     assert response.status_code == 400
     assert response.json() == {"error": "invalid_grant",
                                "error_description": "The person this chain acts for is disabled."}
-    assert ChainedGrant.objects.count() == 2 and chains.find_step(code1).children_count == 0
+    assert ChainedGrant.objects.count() == 2 and lifecycle.find_step(code1).children_count == 0

@@ -11,7 +11,9 @@ from django.core.management import call_command
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
-from chain_grant import chains, housekeeping, signals
+from chain_grant import signals
+from chain_grant.core import lifecycle
+from chain_grant.core import retention as housekeeping
 from chain_grant.models import ChainedGrant
 from tests.factories import build_chain
 
@@ -180,12 +182,12 @@ def test_exchange_and_revoke_set_ended_at(flow, alice, planner, make_agent):
     code, verifier, _ = flow.advance(root_code, planner)
     r_code, _, _ = flow.advance(code, researcher)
     assert flow.exchange(code, verifier).status_code == 200
-    planner_step = chains.find_step(code)
+    planner_step = lifecycle.find_step(code)
     assert planner_step.ended_at == planner_step.exchanged_at
-    chains.revoke_subtree(planner_step, "test")
+    lifecycle.revoke_subtree(planner_step, "test")
     planner_step.refresh_from_db()
     assert planner_step.ended_at == planner_step.exchanged_at  # the first end counts
-    assert chains.find_step(r_code).ended_at == chains.find_step(r_code).revoked_at
+    assert lifecycle.find_step(r_code).ended_at == lifecycle.find_step(r_code).revoked_at
 
 
 # --- commands --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import pytest
 
-from chain_grant import chains
+from chain_grant.core import integrity, lifecycle
 from chain_grant.models import ChainedGrant
 from tests.factories import build_chain
 
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 def test_untouched_chain_verifies(app, alice):
     root = build_chain(app, alice, 13)
-    result = chains.verify_chain(root.pk)
+    result = integrity.verify_chain(root.pk)
     assert result.ok and result.checked == 13 and result.first_bad_step is None
 
 
@@ -19,7 +19,7 @@ def test_edited_scope_is_found_at_the_edited_step(app, alice):
     root = build_chain(app, alice, 13)
     victim = ChainedGrant.objects.get(subject="agent4")
     ChainedGrant.objects.filter(pk=victim.pk).update(scope="read write admin")
-    result = chains.verify_chain(root.pk)
+    result = integrity.verify_chain(root.pk)
     assert not result.ok and result.first_bad_step == victim.pk
 
 
@@ -30,8 +30,8 @@ def test_rehashed_edit_is_found_at_the_child(app, alice):
     victim.subject = "mallory"
     parent = ChainedGrant.objects.get(pk=victim.parent_id)
     ChainedGrant.objects.filter(pk=victim.pk).update(
-        subject="mallory", link_hash=chains.compute_link_hash(victim, parent.link_hash))
-    result = chains.verify_chain(root.pk)
+        subject="mallory", link_hash=integrity.compute_link_hash(victim, parent.link_hash))
+    result = integrity.verify_chain(root.pk)
     assert not result.ok
     assert ChainedGrant.objects.get(pk=result.first_bad_step).parent_id == victim.pk
 
@@ -42,10 +42,10 @@ def test_state_changes_do_not_break_integrity(flow, alice, make_agent):
     root_code, _ = flow.authorize(alice)
     code, verifier, body = flow.advance(root_code, planner)
     assert flow.exchange(code, verifier).status_code == 200
-    chains.revoke_subtree(chains.find_step(code), "test")
-    assert chains.verify_chain(body["chain_id"]).ok
+    lifecycle.revoke_subtree(lifecycle.find_step(code), "test")
+    assert integrity.verify_chain(body["chain_id"]).ok
 
 
 def test_unknown_chain_does_not_verify():
-    result = chains.verify_chain("00000000-0000-0000-0000-000000000000")
+    result = integrity.verify_chain("00000000-0000-0000-0000-000000000000")
     assert not result.ok and result.checked == 0

@@ -17,8 +17,8 @@ from django.utils import timezone
 from jwcrypto import jws
 from oauth2_provider.models import get_application_model, get_grant_model
 
-from chain_grant import chains
 from chain_grant.client import pkce_pair, sign_proof
+from chain_grant.core import lifecycle, proofs
 from chain_grant.models import Agent, AgentKey, ChainClient, ChainedGrant
 from tests.conftest import ISSUER, basic_auth
 
@@ -35,7 +35,7 @@ def b64(data) -> str:
 def claims_for(agent, code, **overrides):
     now = int(time.time())
     claims = {"sub": agent.identifier, "aud": ISSUER, "iat": now, "exp": now + 60,
-              "jti": f"jti-{time.monotonic_ns()}", "c_hash": chains.proofs.code_hash(code)}
+              "jti": f"jti-{time.monotonic_ns()}", "c_hash": proofs.code_hash(code)}
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -56,7 +56,7 @@ def ctx(flow, alice, make_agent):
     ctx.researcher = make_agent("researcher", scopes="openid read")
     root_code, _ = flow.authorize(alice, scope="openid read write")
     ctx.code, ctx.verifier, _ = flow.advance(root_code, ctx.planner)  # parent for the requests
-    ctx.step = chains.find_step(ctx.code)
+    ctx.step = lifecycle.find_step(ctx.code)
     return ctx
 
 
@@ -117,7 +117,7 @@ def expire_parent(ctx):
 
 
 def revoke_parent(ctx):
-    chains.revoke_subtree(ctx.step, "test")
+    lifecycle.revoke_subtree(ctx.step, "test")
 
 
 def exchange_parent(flow, ctx):
@@ -192,7 +192,7 @@ CASES = {
     "reused jti": (lambda f, c, m: hop(f, c, signed(c.researcher, {**c.claims, "iat": c.claims["iat"] - 1})),
                    400, "invalid_grant", lambda f, c, m: use_jti_once(f, c)),
     "wrong c_hash": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
-        c.researcher, c.code, c_hash=chains.proofs.code_hash("another-code")))), 400, "invalid_grant"),
+        c.researcher, c.code, c_hash=proofs.code_hash("another-code")))), 400, "invalid_grant"),
     "missing c_hash": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
         c.researcher, c.code, c_hash=None))), 400, "invalid_grant"),
     "sub is not the signer": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
@@ -263,7 +263,7 @@ def test_message_digest_is_kept_as_evidence(flow, ctx):
     proof = sign_proof(ctx.researcher.key, sub="researcher", aud=ISSUER, code=ctx.code, message="hi")
     response = flow.hop(ctx.code, proof)
     assert response.status_code == 200
-    step = chains.find_step(response.json()["authorization_code"])
+    step = lifecycle.find_step(response.json()["authorization_code"])
     assert step.message_digest == hashlib.sha256(b"hi").hexdigest()
     assert step.proof_claims["sub"] == "researcher" and step.proof_jti == step.proof_claims["jti"]
     assert step.proof_digest == hashlib.sha256(proof.encode()).hexdigest()

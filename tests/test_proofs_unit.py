@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk
 
-from chain_grant import proofs
-from chain_grant.client import sign_proof
-from chain_grant.proofs import ProofError
+from chain_grant.client import jose, sign_proof
+from chain_grant.core import proofs
+from chain_grant.core.proofs import ProofError
 from chain_grant.settings import DEFAULTS, chain_grant_settings
 
 ISSUER = "http://testserver/oauth"
@@ -185,7 +185,7 @@ def test_refuses_garbage(text):
 
 def test_did_jwk_round_trip(ec_key):
     public = ec_key.export_public(as_dict=True)
-    did = proofs.did_jwk(public)
+    did = jose.did_jwk(public)
     assert did.startswith("did:jwk:")
     suffix = did[len("did:jwk:"):]
     assert "=" not in suffix and "+" not in suffix and "/" not in suffix
@@ -198,9 +198,9 @@ def test_did_jwk_does_not_depend_on_member_order(ec_key):
     public = ec_key.export_public(as_dict=True)
     reordered = dict(reversed(list(public.items())))
     assert list(reordered) != list(public)
-    assert proofs.did_jwk(reordered) == proofs.did_jwk(public)
+    assert jose.did_jwk(reordered) == jose.did_jwk(public)
     other = jwk.JWK.generate(kty="EC", crv="P-256").export_public(as_dict=True)
-    assert proofs.did_jwk(public) != proofs.did_jwk(other)
+    assert jose.did_jwk(public) != jose.did_jwk(other)
 
 
 # --- parse_compact ----------------------------------------------------------------------

@@ -7,8 +7,8 @@ import time
 import pytest
 from jwcrypto import jwk, jws
 
+from chain_grant.client.jose import did_jwk
 from chain_grant.models import Agent
-from chain_grant.proofs import did_jwk
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,8 @@ subtree: steps, DOT grants, access and refresh tokens, in constant queries."""
 import pytest
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
-from chain_grant import chains, signals
+from chain_grant import signals
+from chain_grant.core import codes, lifecycle
 from chain_grant.models import ChainedGrant
 from tests.factories import build_chain
 
@@ -49,9 +50,9 @@ def test_replay_is_refused_and_revokes_the_subtree_tokens(flow, tree):
                                "refresh_token": tree.tokens["merger"]["refresh_token"]}, **flow.auth())
     assert refresh.json()["error"] == "invalid_grant"
 
-    step = chains.find_step(code)
+    step = lifecycle.find_step(code)
     assert step.revoked_at and step.revoked_reason == "authorization code replay"
-    assert ChainedGrant.objects.get(code_digest=chains.code_digest(tree.merger[0])).revoked_at
+    assert ChainedGrant.objects.get(code_digest=codes.code_digest(tree.merger[0])).revoked_at
 
 
 def test_replay_revokes_tokens_minted_by_refreshing(flow, tree):
@@ -69,28 +70,28 @@ def test_revoked_codes_cannot_be_chained_or_exchanged(flow, alice, make_agent):
     root_code, _ = flow.authorize(alice)
     p_code, p_verifier, _ = flow.advance(root_code, planner)
     r_code, r_verifier, _ = flow.advance(p_code, researcher)
-    assert chains.revoke_subtree(chains.find_step(p_code), "admin") == 2
+    assert lifecycle.revoke_subtree(lifecycle.find_step(p_code), "admin") == 2
     assert flow.hop(p_code, researcher.proof(p_code)).json()["error"] == "invalid_grant"
     assert flow.exchange(r_code, r_verifier).json()["error"] == "invalid_grant"
     assert flow.exchange(p_code, p_verifier).json()["error"] == "invalid_grant"
-    assert chains.find_step(root_code).revoked_at is None  # above the revoked step: untouched
+    assert lifecycle.find_step(root_code).revoked_at is None  # above the revoked step: untouched
 
 
 def test_revoke_subtree_deletes_dot_grants_and_tokens(tree):
-    planner = chains.find_step(tree.planner[0])
+    planner = lifecycle.find_step(tree.planner[0])
     live_grants = get_grant_model().objects.count()
-    assert chains.revoke_subtree(planner, "admin") == 4
+    assert lifecycle.revoke_subtree(planner, "admin") == 4
     assert get_grant_model().objects.count() == live_grants - 1  # only planner's code was still live
     assert not AccessToken.objects.filter(user__username="alice").exists()
     assert not RefreshToken.objects.filter(revoked__isnull=True).exists()
-    assert chains.revoke_subtree(planner, "again") == 0  # idempotent
+    assert lifecycle.revoke_subtree(planner, "again") == 0  # idempotent
 
 
 @pytest.mark.parametrize("size", [10, 300])
 def test_revoke_subtree_query_count_does_not_grow(size, app, alice, django_assert_max_num_queries):
     root = build_chain(app, alice, size)
     with django_assert_max_num_queries(12):
-        assert chains.revoke_subtree(root, "bulk") == size
+        assert lifecycle.revoke_subtree(root, "bulk") == size
 
 
 def test_code_consumed_between_validation_and_pkce_check_is_a_replay(flow, alice, planner, monkeypatch):
@@ -106,7 +107,7 @@ def test_code_consumed_between_validation_and_pkce_check_is_a_replay(flow, alice
 
     def validated_before_the_winner(self, client_id, code_, client, request, *args, **kwargs):
         # As if this request read the Grant just before the winner consumed it.
-        step = chains.find_step(code_)
+        step = lifecycle.find_step(code_)
         request.chain_step, request.scopes, request.user = step, step.scope.split(), step.user
         return True
 

@@ -29,11 +29,12 @@ from oauth2_provider.models import (
 )
 from oauth2_provider.oauth2_validators import OAuth2Validator
 
-from chain_grant import agents, chains, signals
+from chain_grant import signals
 from chain_grant.client import generate_key, pkce_pair, sign_proof
-from chain_grant.grants import SINGLE_PARAMS
+from chain_grant.client.jose import code_hash, did_jwk
+from chain_grant.core import agents, codes, integrity, lifecycle, steps
 from chain_grant.models import Agent, AgentKey, ChainedGrant
-from chain_grant.proofs import code_hash, did_jwk
+from chain_grant.oauth.grant import SINGLE_PARAMS
 from chain_grant.validators import ChainOAuth2Validator
 from tests.conftest import ISSUER, REDIRECT_URI, Flow
 
@@ -68,7 +69,7 @@ def assert_no_live_step_below(step: ChainedGrant) -> None:
 def assert_not_exchanged_and_live_parent(code: str) -> None:
     """The invariant: a code that was exchanged is marked so on its chain step (replays
     and further hops are caught), and no child was chained from it after that."""
-    step = chains.find_step(code)
+    step = lifecycle.find_step(code)
     if step is None:
         return  # never became a chain step: nothing was chained from it
     assert step.exchanged_at is not None, "exchanged, but its step still looks live"
@@ -134,7 +135,7 @@ def agent_chain(app, alice, make_agent):
     root_code, _ = flow.authorize(alice, scope="openid read")
     p_code, p_verifier, _ = flow.advance(root_code, planner)
     return SimpleNamespace(flow=flow, researcher=researcher, writer=writer, root_code=root_code,
-                           code=p_code, verifier=p_verifier, step=chains.find_step(p_code))
+                           code=p_code, verifier=p_verifier, step=lifecycle.find_step(p_code))
 
 
 @pytest.mark.postgres
@@ -145,11 +146,11 @@ def test_revocation_waits_for_an_in_flight_hop_and_revokes_its_child(app, agent_
     chain root's lock; no token can be had below the revoked step afterwards."""
     c = agent_chain
     pause = Paused("hop")
-    monkeypatch.setattr(chains, "attenuate_scope", pause.wrap(chains.attenuate_scope))  # chain locked by now
+    monkeypatch.setattr(steps, "attenuate_scope", pause.wrap(steps.attenuate_scope))  # chain locked by now
     results = {}
     hop = start("hop", lambda: Flow(Client(), app).hop(c.code, c.researcher.proof(c.code)), results)
     assert pause.reached.wait(20)
-    revoke = start("revoke", lambda: chains.revoke_subtree(ChainedGrant.objects.get(pk=c.step.pk), "admin"), results)
+    revoke = start("revoke", lambda: lifecycle.revoke_subtree(ChainedGrant.objects.get(pk=c.step.pk), "admin"), results)
     try:
         assert blocked(revoke), "the revocation did not wait for the hop holding the chain lock"
     finally:
@@ -159,7 +160,7 @@ def test_revocation_waits_for_an_in_flight_hop_and_revokes_its_child(app, agent_
     hop_response = results["hop"]
     if hop_response.status_code == 200:  # the hop committed first: its child is revoked with the parent
         child_code = hop_response.json()["authorization_code"]
-        assert chains.find_step(child_code).revoked_at is not None
+        assert lifecycle.find_step(child_code).revoked_at is not None
         assert results["revoke"] == 2
         assert error_of(c.flow.hop(child_code, c.writer.proof(child_code))) == (400, "invalid_grant")
         assert error_of(c.flow.exchange(child_code, hop_response.verifier)) == (400, "invalid_grant")
@@ -177,9 +178,9 @@ def test_hop_waiting_on_a_revocation_is_refused(app, agent_chain, monkeypatch):
     revocation and is then refused (invalid_grant); no child is created."""
     c = agent_chain
     pause = Paused("revoke")
-    monkeypatch.setattr(chains, "lock_chain", pause.wrap(chains.lock_chain))
+    monkeypatch.setattr(lifecycle, "lock_chain", pause.wrap(lifecycle.lock_chain))
     results = {}
-    revoke = start("revoke", lambda: chains.revoke_subtree(ChainedGrant.objects.get(pk=c.step.pk), "admin"), results)
+    revoke = start("revoke", lambda: lifecycle.revoke_subtree(ChainedGrant.objects.get(pk=c.step.pk), "admin"), results)
     assert pause.reached.wait(20)
     hop = start("hop", lambda: Flow(Client(), app).hop(c.code, c.researcher.proof(c.code)), results)
     try:
@@ -217,7 +218,7 @@ def test_hop_during_the_exchange_of_a_plain_code_is_refused(app, alice, planner,
 
     assert results["exchange"].status_code == 200, results["exchange"].content
     assert error_of(results["hop"]) == (400, "invalid_grant")
-    assert chains.find_step(code) is None and not ChainedGrant.objects.exists()
+    assert lifecycle.find_step(code) is None and not ChainedGrant.objects.exists()
     assert is_active(flow, results["exchange"])
 
 
@@ -230,7 +231,7 @@ def test_exchange_during_a_hop_on_a_plain_code_marks_the_root_exchanged(app, ali
     flow = Flow(Client(), app)
     code, verifier = flow.authorize(alice, scope="openid read")
     pause = Paused("hop")  # root created, DOT grant row locked
-    monkeypatch.setattr(chains, "attenuate_scope", pause.wrap(chains.attenuate_scope))
+    monkeypatch.setattr(steps, "attenuate_scope", pause.wrap(steps.attenuate_scope))
     results = {}
     hop = start("hop", lambda: Flow(Client(), app).hop(code, planner.proof(code)), results)
     assert pause.reached.wait(20)
@@ -244,10 +245,10 @@ def test_exchange_during_a_hop_on_a_plain_code_marks_the_root_exchanged(app, ali
     assert results["hop"].status_code == 200, results["hop"].content
     assert results["exchange"].status_code == 200, results["exchange"].content
     assert_not_exchanged_and_live_parent(code)
-    assert chains.find_step(code).exchanged_at is not None
+    assert lifecycle.find_step(code).exchanged_at is not None
     assert error_of(flow.exchange(code, verifier)) == (400, "invalid_grant")
     assert not is_active(flow, results["exchange"])
-    assert_no_live_step_below(chains.find_step(code))
+    assert_no_live_step_below(lifecycle.find_step(code))
 
 
 # --- a plain code exchanged while a hop chains it (single connection, both databases) ----
@@ -284,14 +285,14 @@ def test_plain_code_is_never_both_exchanged_and_a_live_parent(hook, flow, alice,
     replay = flow.exchange(code, verifier)
     assert error_of(replay) == (400, "invalid_grant")
     if hop.status_code == 200:
-        root = chains.find_step(code)
+        root = lifecycle.find_step(code)
         assert root.exchanged_at is not None and root.children_count == 1
         assert not is_active(flow, exchanged)
         assert root.revoked_reason == "authorization code replay"
         assert_no_live_step_below(root)
     else:
         assert error_of(hop) == (400, "invalid_grant")
-        assert chains.find_step(code) is None  # nothing was chained from the exchanged code
+        assert lifecycle.find_step(code) is None  # nothing was chained from the exchanged code
     assert hop.status_code == (200 if hook.startswith("hop before") else 400)
 
 
@@ -315,7 +316,7 @@ def test_hop_from_an_exchanged_code_is_refused_and_revokes_its_token(parent, flo
 
         response = flow.hop(code, researcher.proof(code))
         assert error_of(response) == (400, "invalid_grant")
-        step = chains.find_step(code)
+        step = lifecycle.find_step(code)
         assert replayed == [step.pk]
         assert step.revoked_reason == "authorization code replay"
         assert not is_active(flow, tokens)
@@ -383,7 +384,7 @@ def test_relaxed_mode_takes_long_did_jwk_identifiers(params, alg, flow, alice):
     did = did_jwk(key.export_public(as_dict=True))
     agent = Agent.objects.get()
     assert agent.identifier == did and agent.self_asserted
-    assert chains.find_step(response.json()["authorization_code"]).subject == did
+    assert lifecycle.find_step(response.json()["authorization_code"]).subject == did
 
 
 @pytest.mark.usefixtures("relaxed")
@@ -464,7 +465,7 @@ def test_relaxed_mode_refuses_a_disabled_self_asserted_account(disable, flow, al
     agent.refresh_from_db()
     assert Agent.objects.count() == 1 and agent.keys.count() == 1
     assert (agent.is_active, agent.keys.get().is_active) == ((True, False) if disable == "key" else (False, True))
-    assert chains.find_step(next_code).children_count == 0
+    assert lifecycle.find_step(next_code).children_count == 0
 
 
 # --- float claims and integrity -------------------------------------------------------------
@@ -506,9 +507,9 @@ def test_verify_chain_holds_for_every_stored_claim_type(flow, alice, planner, ma
     second = flow.hop(code, signed_claims(researcher, code, **extra))
     assert second.status_code == 200, second.content
 
-    result = chains.verify_chain(first.json()["chain_id"])
+    result = integrity.verify_chain(first.json()["chain_id"])
     assert result.ok and result.checked == 3
-    stored = ChainedGrant.objects.get(code_digest=chains.code_digest(code)).proof_claims
+    stored = ChainedGrant.objects.get(code_digest=codes.code_digest(code)).proof_claims
     assert {k: stored[k] for k in extra} == extra
 
 
@@ -557,7 +558,7 @@ def test_refresh_token_of_a_revoked_step_is_refused(flow, alice, planner):
     rotated = refresh(flow, tokens["refresh_token"])
     assert rotated.status_code == 200, rotated.content  # live step: refreshing works
 
-    step = chains.find_step(code)
+    step = lifecycle.find_step(code)
     ChainedGrant.objects.filter(pk=step.pk).update(revoked_at=timezone.now(), revoked_reason="raced rotation")
     row = RefreshToken.objects.get(token_checksum=sha256(rotated.json()["refresh_token"].encode()).hexdigest())
     assert row.revoked is None and row.token_family == step.token_family
@@ -587,7 +588,7 @@ def test_parent_whose_dot_grant_was_deleted_cannot_be_chained(parent, flow, alic
     root_code, _ = flow.authorize(alice, scope="openid read")
     p_code, _, _ = flow.advance(root_code, planner)
     code = p_code if parent == "agent step" else root_code
-    step = chains.find_step(code)
+    step = lifecycle.find_step(code)
     Grant.objects.filter(pk=step.grant_id).delete()
     assert step.state == "live"
 

@@ -14,15 +14,15 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
-from chain_grant import chains
 from chain_grant.client import pkce_pair
+from chain_grant.core import codes, integrity, lifecycle, steps
 from chain_grant.models import ChainedGrant
 
 from .conftest import ISSUER, REDIRECT_URI, Flow
 
 pytestmark = pytest.mark.django_db
 Grant = get_grant_model()
-REFUSED = chains.PREVIOUS_CODE_REFUSED
+REFUSED = steps.PREVIOUS_CODE_REFUSED
 
 
 def consent_url(app, code, scope="email", **extra):
@@ -69,7 +69,7 @@ def chain(flow, alice, planner):
     ctx = type("Chain", (), {})()
     ctx.root, _ = flow.authorize(alice, scope="openid read write")
     ctx.code, ctx.verifier, _ = flow.advance(ctx.root, planner)
-    ctx.step = chains.find_step(ctx.code)
+    ctx.step = lifecycle.find_step(ctx.code)
     return ctx
 
 
@@ -87,7 +87,7 @@ def _expired_step(ctx, **_):
 
 
 def _revoked(ctx, **_):
-    chains.revoke_subtree(ctx.step)
+    lifecycle.revoke_subtree(ctx.step)
     return ctx.code
 
 
@@ -199,7 +199,7 @@ def test_previous_code_revoked_before_consent(chain, client, flow, alice):
     url, _ = consent_url(flow.app, chain.code)
     client.force_login(alice)
     assert client.get(url).status_code == 200
-    chains.revoke_subtree(chain.step)
+    lifecycle.revoke_subtree(chain.step)
     before = counts()
     query = landing(consent(client, url), error="invalid_request")
     assert "revoked" in query["error_description"]
@@ -344,20 +344,20 @@ def test_user_step_is_a_child_acting_for_the_consenting_person(chain, client, fl
     assert client.get(url).status_code == 200
     query = landing(consent(client, url))
     code = query["code"]
-    step = chains.find_step(code)
+    step = lifecycle.find_step(code)
     assert (step.kind, step.depth, step.parent_id, step.root_id) == ("user", 2, chain.step.pk, chain.step.root_id)
     assert step.user == bob and step.subject == str(bob.pk)
     assert step.scope == "email read" and step.requested_scope == "email read"
     assert Grant.objects.get(code=code).user == bob
     chain.step.refresh_from_db()
     assert chain.step.children_count == 1
-    assert chains.verify_chain(step.root_id).ok
+    assert integrity.verify_chain(step.root_id).ok
 
     # an agent chains from it, for bob, within what bob granted
     writer = make_agent("writer", scopes="openid email read")
     code3, verifier3, body = flow.advance(code, writer)
     assert body["depth"] == 3 and body["scope"] == "email read"
-    assert chains.find_step(code3).user == bob
+    assert lifecycle.find_step(code3).user == bob
 
     # the code exchanges once, for exactly its scope
     exchanged = flow.exchange(code, verifier)
@@ -382,8 +382,8 @@ def test_user_step_on_an_ordinary_dot_code_materialises_the_root(flow, client, a
     code = landing(consent(client, url))["code"]
     root = ChainedGrant.objects.get(depth=0)
     assert (root.kind, root.user, root.subject, root.scope) == ("user", alice, str(alice.pk), "openid read")
-    assert root.code_digest == chains.code_digest(root_code)
-    step = chains.find_step(code)
+    assert root.code_digest == codes.code_digest(root_code)
+    step = lifecycle.find_step(code)
     assert (step.parent_id, step.depth, step.user, step.scope) == (root.pk, 1, bob, "read")
     # the root code itself is still exchangeable (once), and marks its step
     assert flow.exchange(root_code, root_verifier).status_code == 200

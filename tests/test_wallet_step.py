@@ -18,11 +18,11 @@ from django.utils import timezone
 from jwcrypto import jwk, jws
 from oauth2_provider.models import get_grant_model
 
-from chain_grant import chains
 from chain_grant.client import generate_key, pkce_pair
+from chain_grant.client.jose import JWK_THUMBPRINT_URI, b64url, did_jwk
+from chain_grant.client.wallet import HeadlessWallet, parse_request_url, request_url_from_html
+from chain_grant.core import integrity, lifecycle, steps
 from chain_grant.models import ChainedGrant, Wallet, WalletRequest
-from chain_grant.proofs import JWK_THUMBPRINT_URI, b64url, did_jwk
-from chain_grant.wallet import HeadlessWallet, parse_request_url, request_url_from_html
 
 from .conftest import ISSUER, REDIRECT_URI, SECRET, basic_auth
 from .factories import run_together
@@ -256,9 +256,9 @@ def test_request_refused_without_redirect(params, wflow):
     ({"code_challenge_method": "plain"}, "invalid_request", "plain"),
     ({"code_challenge": "short"}, "invalid_request", "43 to 128"),
     ({"scope": "openid teleport"}, "invalid_scope", "teleport"),
-    ({"code": "no-such-code"}, "invalid_request", chains.PREVIOUS_CODE_REFUSED),
-    ({"code": "x\x00y"}, "invalid_request", chains.PREVIOUS_CODE_REFUSED),
-    ({"code": "A" * 20000}, "invalid_request", chains.PREVIOUS_CODE_REFUSED),
+    ({"code": "no-such-code"}, "invalid_request", steps.PREVIOUS_CODE_REFUSED),
+    ({"code": "x\x00y"}, "invalid_request", steps.PREVIOUS_CODE_REFUSED),
+    ({"code": "A" * 20000}, "invalid_request", steps.PREVIOUS_CODE_REFUSED),
 ], ids=["no PKCE", "plain PKCE", "bad challenge", "unknown scope", "unknown previous code", "NUL previous code",
         "long previous code"])
 def test_request_refused_with_error_redirect(params, error, fragment, wflow):
@@ -497,7 +497,7 @@ def test_status_of_an_unknown_request_is_404(wflow, pending):
 def test_complete_with_the_poll_token(wflow, pending, wallet):
     wallet.respond(pending.url, post=wflow.post)
     query = landing(wflow.complete(pending))
-    step = chains.find_step(query["code"])
+    step = lifecycle.find_step(query["code"])
     assert (step.kind, step.depth, step.parent_id, step.subject) == ("wallet", 0, None, wallet.did)
     row = pending.refresh()
     assert row.status == "done" and row.step == step and row.completed_at
@@ -511,7 +511,7 @@ def test_complete_with_the_response_code(wflow, pending, wallet):
     assert "response_code=" in redirect
     path = urlparse(redirect).path + "?" + urlparse(redirect).query
     query = landing(wflow.client.get(path))
-    assert chains.find_step(query["code"]).kind == "wallet"
+    assert lifecycle.find_step(query["code"]).kind == "wallet"
     error_page(wflow.client.get(path))
     error_page(wflow.complete(pending))
 
@@ -583,19 +583,19 @@ def agent_code(flow, alice, planner):
 
 def test_wallet_step_as_a_child(wflow, wallet, agent_code):
     code, _ = agent_code
-    parent = chains.find_step(code)
+    parent = lifecycle.find_step(code)
     pending = wflow.start(code=code, scope="read")
     assert pending.row.parent == parent
     html = pending.page.content.decode()
     assert 'id="chain-steps"' in html and "planner" in html
     wallet.respond(pending.url, post=wflow.post)
     query = landing(wflow.complete(pending))
-    step = chains.find_step(query["code"])
+    step = lifecycle.find_step(query["code"])
     assert (step.kind, step.depth, step.parent_id, step.root_id) == ("wallet", 2, parent.pk, parent.root_id)
     assert step.user == Wallet.objects.get().user and step.scope == "read"
     parent.refresh_from_db()
     assert parent.children_count == 1
-    assert chains.verify_chain(step.root_id).ok
+    assert integrity.verify_chain(step.root_id).ok
 
 
 def test_wallet_step_on_an_ordinary_dot_code(wflow, wallet, flow, alice):
@@ -604,7 +604,7 @@ def test_wallet_step_on_an_ordinary_dot_code(wflow, wallet, flow, alice):
     root = ChainedGrant.objects.get()
     assert pending.row.parent == root and (root.kind, root.user) == ("user", alice)
     wallet.respond(pending.url, post=wflow.post)
-    step = chains.find_step(landing(wflow.complete(pending))["code"])
+    step = lifecycle.find_step(landing(wflow.complete(pending))["code"])
     assert (step.parent_id, step.depth) == (root.pk, 1)
 
 
@@ -615,14 +615,14 @@ def test_wallet_step_on_an_ordinary_dot_code(wflow, wallet, flow, alice):
 ])
 def test_previous_code_spent_before_completion(change, fragment, wflow, wallet, flow, agent_code):
     code, verifier = agent_code
-    parent = chains.find_step(code)
+    parent = lifecycle.find_step(code)
     pending = wflow.start(code=code)
     wallet.respond(pending.url, post=wflow.post)
     token = None
     if change == "exchanged":
         token = flow.exchange(code, verifier).json()["access_token"]
     elif change == "revoked":
-        chains.revoke_subtree(parent)
+        lifecycle.revoke_subtree(parent)
     else:
         ChainedGrant.objects.filter(pk=parent.pk).update(expires=timezone.now() - timedelta(seconds=1))
     before = (ChainedGrant.objects.count(), Grant.objects.count())
@@ -665,7 +665,7 @@ def test_one_account_per_wallet_key(wflow, wallet):
     sub = JWK_THUMBPRINT_URI + jwk.JWK(**public).thumbprint()
     token = craft(wallet.key, claims_for(wallet, second.request, iss=sub, sub=sub, sub_jwk=public))
     assert wflow.direct_post({"id_token": token, "state": second.state}).status_code == 200
-    step = chains.find_step(landing(wflow.complete(second))["code"])
+    step = lifecycle.find_step(landing(wflow.complete(second))["code"])
     assert Wallet.objects.count() == 1 and step.user == account and step.subject == sub
     assert Wallet.objects.get().subject == sub
 
@@ -680,7 +680,7 @@ def test_introspection_of_wallet_chain_tokens(wflow, wallet, flow, planner):
     pending = wflow.start()
     wallet.respond(pending.url, post=wflow.post)
     code = landing(wflow.complete(pending))["code"]
-    root = chains.find_step(code)
+    root = lifecycle.find_step(code)
     account = Wallet.objects.get().user.username
     agent_code, agent_verifier, _ = flow.advance(code, planner)  # an agent acting for the wallet holder
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from oauth2_provider.models import get_application_model
 
-from chain_grant import agents
+from chain_grant.core import agents
 from chain_grant.models import Agent
 
 

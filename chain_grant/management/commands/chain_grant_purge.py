@@ -1,6 +1,5 @@
-from chain_grant import housekeeping
-
-from ._housekeeping import HousekeepingCommand
+from chain_grant.core import retention
+from chain_grant.housekeeping.commands import HousekeepingCommand
 
 
 class Command(HousekeepingCommand):
@@ -11,6 +10,6 @@ class Command(HousekeepingCommand):
         parser.add_argument("--retention-days", type=int, help="Override CHAIN_GRANT['RETENTION_DAYS'].")
 
     def run(self, batch_size, dry_run, retention_days=None, **options):
-        result = housekeeping.purge_chains(batch_size=batch_size, dry_run=dry_run, retention_days=retention_days)
+        result = retention.purge_chains(batch_size=batch_size, dry_run=dry_run, retention_days=retention_days)
         verb = "would delete" if dry_run else "deleted"
         return f"{verb} {result.chains} chain(s), {result.steps} step(s)"

@@ -16,8 +16,8 @@ from django.contrib.auth.hashers import check_password
 from django.core.management.base import BaseCommand
 from oauth2_provider.models import get_application_model
 
-from chain_grant import agents
 from chain_grant.client import generate_key
+from chain_grant.core import agents
 from chain_grant.models import ChainClient
 
 CLIENT_ID = "chain-demo"

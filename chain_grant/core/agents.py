@@ -1,12 +1,17 @@
-"""Registering agents and rotating their keys (plain functions for the
-``chain_grant_agent`` command, the admin and scripts)."""
+"""The agents registry: registering agents, rotating their keys (for the
+``chain_grant_agent`` command, the admin and scripts), and finding the keys a hop
+proof may be signed with."""
 
 from __future__ import annotations
 
 from django.db import transaction
 from django.utils import timezone
+from jwcrypto import jwk
+from oauth2_provider.scopes import get_scopes_backend
 
-from .models import Agent, AgentKey
+from ..models import Agent, AgentKey
+from . import proofs
+from .errors import ChainError
 from .proofs import load_public_keys
 
 
@@ -66,3 +71,44 @@ def disable(agent: Agent, kid: str | None = None) -> int:
     if kid:
         return agent.keys.filter(kid=kid, is_active=True).update(is_active=False, disabled_at=timezone.now())
     return Agent.objects.filter(pk=agent.pk, is_active=True).update(is_active=False)
+
+
+def agent_keys_for(application):
+    """A ``find_keys(sub)`` for proofs.verify_agent_proof: the active keys of an active
+    agent registered for this client, each with its agent loaded (one query)."""
+
+    def find_keys(sub: str):
+        return AgentKey.objects.select_related("agent").filter(
+            agent__identifier=sub,
+            agent__is_active=True,
+            agent__applications=application,
+            is_active=True,
+        )
+
+    return find_keys
+
+
+def self_asserted_agent(verified: proofs.VerifiedProof, application) -> Agent:
+    """Relaxed (PoC) mode: the did:jwk machine account for a self-asserted key.
+
+    Never for public clients (a stolen code plus a fresh key would bypass the code's
+    PKCE), never a registered agent, and never a key the account no longer has active.
+    """
+    if application.client_type == application.CLIENT_PUBLIC:
+        raise ChainError("Self-asserted agent keys are not accepted from public clients.")
+    public = verified.self_asserted_jwk
+    thumbprint = jwk.JWK(**public).thumbprint()
+    agent, created = Agent.objects.get_or_create(
+        identifier=verified.subject,
+        defaults={
+            "name": "self-asserted " + verified.subject[:40],
+            "self_asserted": True,
+            "allowed_scopes": " ".join(get_scopes_backend().get_available_scopes(application=application)),
+        },
+    )
+    if created:
+        agent.keys.create(kid=thumbprint, jwk=public)
+    elif not (agent.self_asserted and agent.is_active and agent.keys.filter(kid=thumbprint, is_active=True).exists()):
+        raise ChainError("Proof sub is not an active agent registered for this client.")
+    agent.applications.add(application)
+    return agent

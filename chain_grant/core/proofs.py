@@ -7,9 +7,7 @@ or ``invalid_request``) with a description safe to show to the client.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import hmac
 import json
 import logging
@@ -21,13 +19,21 @@ from typing import Any
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
+from ..client.jose import (
+    DID_JWK_PREFIX,
+    JWK_THUMBPRINT_URI,
+    b64url_decode,
+    code_hash,
+    did_jwk_text,
+    sha256_hex,
+    strict_json,
+)
+from ..settings import chain_grant_settings
 from .errors import ChainError
-from .settings import FORBIDDEN_ALGORITHMS, chain_grant_settings
 
 log = logging.getLogger("chain_grant")
 
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")  # empty signature: alg none
-DID_JWK_PREFIX = "did:jwk:"
 
 
 class ProofError(ChainError):
@@ -45,26 +51,6 @@ class VerifiedProof:
     message_digest: str = ""
     key: Any = None  # AgentKey, or None for a self-asserted key
     self_asserted_jwk: dict[str, Any] = field(default_factory=dict)
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def code_hash(code: str) -> str:
-    """OIDC-style ``c_hash``: base64url of the left half of SHA-256(code)."""
-    digest = hashlib.sha256(code.encode("utf-8")).digest()  # codes are ASCII; never raise on others
-    return b64url(digest[: len(digest) // 2])
-
-
-def sha256_hex(value: str | bytes) -> str:
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    return hashlib.sha256(value).hexdigest()
 
 
 # --- keys ---------------------------------------------------------------------------
@@ -105,68 +91,16 @@ def load_public_keys(text: str) -> list[dict[str, Any]]:
     return result
 
 
-def did_jwk(public_jwk: dict[str, Any]) -> str:
-    """The did:jwk identifier of a public key (members sorted, as a stable form)."""
-    return DID_JWK_PREFIX + b64url(json.dumps(public_jwk, sort_keys=True, separators=(",", ":")).encode())
-
-
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def did_jwk_text(did: str) -> str:
-    """The JSON a did:jwk carries. Its method-specific id is base64url and nothing else:
-    Python's decoder would skip other characters, giving one key many spellings."""
-    encoded = did[len(DID_JWK_PREFIX):] if did.startswith(DID_JWK_PREFIX) else ""
-    if not _BASE64URL.fullmatch(encoded):
-        raise ValueError("not a did:jwk (base64url)")
-    return _b64url_decode(encoded).decode("utf-8")
-
-
 def did_jwk_thumbprint(did: str) -> str | None:
     """RFC 7638 thumbprint of the key a did:jwk names (None if it is not one), so
     any member order or encoding of the same key matches."""
     try:
-        return jwk.JWK(**_strict_json(did_jwk_text(did))).thumbprint()
+        return jwk.JWK(**strict_json(did_jwk_text(did))).thumbprint()
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, JWException):
         return None
 
 
 # --- JWS parsing ----------------------------------------------------------------------
-
-
-def _no_floats(value: str):
-    raise ValueError(f"floating-point number {value!r}")
-
-
-MAX_JSON_DEPTH = 32
-
-
-def _check_storable(value: Any, depth: int = 0) -> None:
-    """Refuse what json.loads accepts but the chain cannot store or hash: lone UTF-16
-    surrogates ("\\ud800" is not UTF-8) and nesting deeper than MAX_JSON_DEPTH (the
-    encoders would hit the recursion limit)."""
-    if depth > MAX_JSON_DEPTH:
-        raise ValueError("JSON nested too deeply")
-    if isinstance(value, str):
-        value.encode("utf-8")  # UnicodeEncodeError (a ValueError) for a lone surrogate
-    elif isinstance(value, list):
-        for item in value:
-            _check_storable(item, depth + 1)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            key.encode("utf-8")
-            _check_storable(item, depth + 1)
-
-
-def _strict_json(text: str) -> Any:
-    """JSON as proofs may carry it: no NUL (databases refuse it), no floats or
-    NaN/Infinity (jsonb rewrites floats, which would break the chain's link_hash), no
-    lone surrogates and no deep nesting (not storable)."""
-    if "\x00" in text or "\\u0000" in text:
-        raise ValueError("NUL character")
-    value = json.loads(text, parse_float=_no_floats, parse_constant=_no_floats)
-    _check_storable(value)
-    return value
 
 
 def parse_compact(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -179,7 +113,7 @@ def parse_compact(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ProofError("Proof is not a compact JWS.", "invalid_request")
     header_b64, payload_b64, _ = token.split(".")
     try:
-        header, payload = (_strict_json(_b64url_decode(part).decode("utf-8")) for part in (header_b64, payload_b64))
+        header, payload = (strict_json(b64url_decode(part).decode("utf-8")) for part in (header_b64, payload_b64))
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError) as exc:
         raise ProofError("Proof is not valid base64url JSON.", "invalid_request") from exc
     if not isinstance(header, dict) or not isinstance(payload, dict):
@@ -188,7 +122,7 @@ def parse_compact(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def check_algorithm(alg: Any, agent_algorithms: list[str] | None = None) -> str:
-    allowed = set(chain_grant_settings.ALLOWED_ALGORITHMS) - FORBIDDEN_ALGORITHMS
+    allowed = chain_grant_settings.allowed_algorithms
     if agent_algorithms:
         allowed &= set(agent_algorithms)
     if not isinstance(alg, str) or alg not in allowed:
@@ -342,8 +276,6 @@ def verify_agent_proof(
 
 # --- the wallet's self-issued id_token (SIOPv2) ------------------------------------
 
-JWK_THUMBPRINT_URI = "urn:ietf:params:oauth:jwk-thumbprint:sha-256:"
-
 
 @dataclass
 class VerifiedPresentation:
@@ -370,7 +302,7 @@ def _holder_key(sub: str, payload: dict[str, Any]) -> dict[str, Any]:
     thumbprint URI whose ``sub_jwk`` claim carries the key."""
     if sub.startswith(DID_JWK_PREFIX):
         try:
-            return _one_public_key(_strict_json(did_jwk_text(sub)))
+            return _one_public_key(strict_json(did_jwk_text(sub)))
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError) as exc:
             raise ProofError("id_token sub is not a did:jwk of a public key.") from exc
     if sub.startswith(JWK_THUMBPRINT_URI):

@@ -1,4 +1,4 @@
-"""HTTP for the wallet step (rules in ``siop.py``) and the demo web wallet page.
+"""HTTP for the wallet step (rules in ``chain_grant.core.wallet_step``) and the demo web wallet page.
 
 * ``start``: authorize with ``response_type=id_token`` → the wallet request page
   (``openid://`` link, QR code, a poll that waits for the wallet).
@@ -28,11 +28,11 @@ from oauth2_provider.models import get_application_model
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
 
-from . import chains, siop
-from .errors import ChainError
-from .models import WalletRequest
-from .review import step_rows
-from .validators import client_may_chain
+from ..core import lineage, policy
+from ..core import wallet_step as siop
+from ..core.codes import plausible_code
+from ..core.errors import ChainError
+from ..models import WalletRequest
 
 try:  # Django ≥ 5.1: exempt from LoginRequiredMiddleware
     from django.contrib.auth.decorators import login_not_required
@@ -108,7 +108,7 @@ def start(request):
     if any(len(params.getlist(name)) > 1 for name in _SINGLE):
         return error_page(request, "A parameter was given more than once.")
     client_id = params.get("client_id", "")
-    application = chains.plausible_code(client_id) and (
+    application = plausible_code(client_id) and (
         get_application_model().objects.filter(client_id=client_id).first()
     )
     if not application:
@@ -121,17 +121,17 @@ def start(request):
 
     fake = WalletRequest(redirect_uri=redirect_uri, client_state=params.get("state", ""))
     try:
-        if not client_may_chain(application):
+        if not policy.client_may_chain(application):
             raise ChainError("This client may not use the wallet step.", "unauthorized_client")
         siop.check_prompt(params.get("prompt", ""))
-        chains.refuse_resource(params.getlist("resource"))
+        policy.refuse_resource(params.getlist("resource"))
         if "\x00" in params.get("state", "") + params.get("nonce", ""):  # no database stores it
             raise ChainError("state and nonce must not contain NUL characters.", "invalid_request")
         if len(params.get("nonce", "")) > _MAX_NONCE:  # kept whole in the DOT grant, for the id_token
             raise ChainError(f"nonce is longer than {_MAX_NONCE} characters.", "invalid_request")
         scope = _scope(application, params.get("scope", ""))
         metadata = siop.parse_client_metadata(params.get("client_metadata"))
-        challenge, method = chains.check_pkce(
+        challenge, method = policy.check_pkce(
             params.get("code_challenge"), params.get("code_challenge_method"), _pkce_required(client_id)
         )
         wallet_request, poll_token = siop.start_request(
@@ -167,7 +167,7 @@ def start(request):
         "expires_in": int((wallet_request.expires - wallet_request.created).total_seconds()),
     }
     if wallet_request.parent_id:
-        context["chain_steps"] = step_rows(chains.chain_so_far(wallet_request.parent))
+        context["chain_steps"] = lineage.step_rows(lineage.ancestors(wallet_request.parent, with_actors=True))
     return _no_store(render(request, "chain_grant/wallet_request.html", context))
 
 

@@ -17,7 +17,6 @@ recorded, shown to the browser, and the wallet may answer again until expiry.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -27,26 +26,25 @@ from urllib.parse import urlencode
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from oauth2_provider.models import get_grant_model
 from oauth2_provider.oauth2_backends import _add_iss_to_redirect
 from oauth2_provider.settings import oauth2_settings
 
-from . import chains, proofs, signals
+from .. import signals
+from ..client.jose import sha256_hex, strict_json
+from ..models import ChainedGrant, Wallet, WalletRequest
+from ..settings import chain_grant_settings
+from . import proofs
 from .errors import ChainError
-from .models import ChainedGrant, Wallet, WalletRequest
-from .settings import chain_grant_settings
-from .validators import client_may_chain
+from .lifecycle import CodeReused, replay_revokes
+from .policy import client_may_chain
+from .steps import add_browser_step, continued_step, issue_code, lock_step
 
 MAX_CLIENT_METADATA = 4096
 SUBJECT_SYNTAX_TYPES = ["did:jwk", "urn:ietf:params:oauth:jwk-thumbprint"]
 
 
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
 def _matches(secret: str | None, digest: str) -> bool:
-    return bool(secret) and bool(digest) and hmac.compare_digest(_digest(secret), digest)
+    return bool(secret) and bool(digest) and hmac.compare_digest(sha256_hex(secret), digest)
 
 
 def parse_client_metadata(raw: str | None) -> dict:
@@ -56,7 +54,7 @@ def parse_client_metadata(raw: str | None) -> dict:
     if len(raw) > MAX_CLIENT_METADATA:
         raise ChainError("client_metadata is too large.", "invalid_request")
     try:
-        value = proofs._strict_json(raw)
+        value = strict_json(raw)
     except (ValueError, RecursionError):
         raise ChainError("client_metadata must be a JSON object.", "invalid_request") from None
     if not isinstance(value, dict):
@@ -88,18 +86,14 @@ def start_request(
 
     With ``parent_code`` the wallet step will be a child of that step, which must be
     live and this client's (an ordinary DOT code gets its root step now)."""
-    parent = None
-    if parent_code is not None:
-        chains.preview_parent(application, parent_code)
-        with transaction.atomic():
-            parent = chains.lock_parent(application, parent_code)
+    parent = continued_step(application, parent_code) if parent_code is not None else None
     poll_token = secrets.token_urlsafe(32)
     now = timezone.now()
     wallet_request = WalletRequest.objects.create(
         state=secrets.token_urlsafe(32),
         nonce=secrets.token_urlsafe(32),
         verifier_id=verifier_id,
-        poll_digest=_digest(poll_token),
+        poll_digest=sha256_hex(poll_token),
         application=application,
         redirect_uri=redirect_uri,
         client_state=client_state,
@@ -119,9 +113,7 @@ def request_parameters(wallet_request: WalletRequest, response_uri: str) -> dict
     """What the ``openid://`` link and QR code carry (SIOPv2 / OpenID4VP direct_post)."""
     metadata = {
         "subject_syntax_types_supported": SUBJECT_SYNTAX_TYPES,
-        "id_token_signing_alg_values_supported": sorted(
-            set(chain_grant_settings.ALLOWED_ALGORITHMS) - proofs.FORBIDDEN_ALGORITHMS
-        ),
+        "id_token_signing_alg_values_supported": sorted(chain_grant_settings.allowed_algorithms),
     }
     return {
         "response_type": "id_token",
@@ -172,7 +164,7 @@ def accept_presentation(state: str, id_token: str) -> tuple[WalletRequest, str]:
             wallet_request.status = WalletRequest.Status.VERIFIED
             wallet_request.presentation_claims = presentation.claims
             wallet_request.presentation_digest = presentation.digest
-            wallet_request.response_code_digest = _digest(response_code)
+            wallet_request.response_code_digest = sha256_hex(response_code)
             wallet_request.last_error = ""
             wallet_request.save()
     if refused is not None:
@@ -257,54 +249,53 @@ def complete(request_id, *, poll_token: str | None = None, response_code: str | 
 
     Raises RequestEnded (with an error redirect for the client when the request is
     over: expired or cancelled) or ChainError (not yet answered, wrong secret)."""
-    with transaction.atomic():
-        wallet_request = (
-            # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the wallet join
-            WalletRequest.objects.select_for_update(of=("self",))
-            .select_related("application", "wallet__user", "parent")
-            .filter(pk=request_id).first()
-        )
-        if wallet_request is None or not (
-            _matches(poll_token, wallet_request.poll_digest)
-            or _matches(response_code, wallet_request.response_code_digest)
-        ):
-            raise ChainError("Unknown wallet request.", "invalid_request")
-        status = wallet_request.status
-        if status == WalletRequest.Status.DONE:
-            raise RequestEnded("The code for this wallet request was already delivered.")
-        if status == WalletRequest.Status.CANCELLED:
-            raise RequestEnded("The wallet request was cancelled.")
-        if _is_expired(wallet_request):
-            raise RequestEnded(
-                "The wallet request expired.", _error_redirect(wallet_request, "The wallet request expired.", issuer)
+    try:
+        with replay_revokes(), transaction.atomic():
+            wallet_request = (
+                # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the wallet join
+                WalletRequest.objects.select_for_update(of=("self",))
+                .select_related("application", "wallet__user", "parent")
+                .filter(pk=request_id).first()
             )
-        if status == WalletRequest.Status.PENDING:
-            raise ChainError("The wallet has not answered yet.", "authorization_pending")
-        if not client_may_chain(wallet_request.application):  # an operator turned it off meanwhile
-            description = "This client may not use the wallet step."
-            raise RequestEnded(description, _error_redirect(wallet_request, description, issuer, "unauthorized_client"))
-        if wallet_request.wallet is None:  # the holder's account was deleted meanwhile
-            description = "The wallet's account no longer exists."
-            raise RequestEnded(description, _error_redirect(wallet_request, description, issuer))
-        if not wallet_request.wallet.user.is_active:  # an admin blocked it, as one blocks a person
-            description = "The wallet's account is disabled."
-            raise RequestEnded(description, _error_redirect(wallet_request, description, issuer))
-        parent = replayed = None
-        if wallet_request.parent_id:
-            try:
-                parent = chains.lock_step(
-                    wallet_request.application, wallet_request.parent_id, wallet_request.parent.root_id
+            if wallet_request is None or not (
+                _matches(poll_token, wallet_request.poll_digest)
+                or _matches(response_code, wallet_request.response_code_digest)
+            ):
+                raise ChainError("Unknown wallet request.", "invalid_request")
+            status = wallet_request.status
+            if status == WalletRequest.Status.DONE:
+                raise RequestEnded("The code for this wallet request was already delivered.")
+            if status == WalletRequest.Status.CANCELLED:
+                raise RequestEnded("The wallet request was cancelled.")
+            if _is_expired(wallet_request):
+                raise RequestEnded(
+                    "The wallet request expired.", _error_redirect(wallet_request, "The wallet request expired.", issuer)
                 )
-            except chains.CodeReused as exc:
-                replayed = exc.step
-            except ChainError as exc:
-                raise RequestEnded(exc.description, _error_redirect(wallet_request, exc.description, issuer)) from None
-        if replayed is None:
+            if status == WalletRequest.Status.PENDING:
+                raise ChainError("The wallet has not answered yet.", "authorization_pending")
+            if not client_may_chain(wallet_request.application):  # an operator turned it off meanwhile
+                description = "This client may not use the wallet step."
+                raise RequestEnded(description, _error_redirect(wallet_request, description, issuer, "unauthorized_client"))
+            if wallet_request.wallet is None:  # the holder's account was deleted meanwhile
+                description = "The wallet's account no longer exists."
+                raise RequestEnded(description, _error_redirect(wallet_request, description, issuer))
+            if not wallet_request.wallet.user.is_active:  # an admin blocked it, as one blocks a person
+                description = "The wallet's account is disabled."
+                raise RequestEnded(description, _error_redirect(wallet_request, description, issuer))
+            parent = None
+            if wallet_request.parent_id:
+                try:
+                    parent, _ = lock_step(
+                        wallet_request.application, wallet_request.parent_id, wallet_request.parent.root_id
+                    )
+                except CodeReused:
+                    raise
+                except ChainError as exc:
+                    raise RequestEnded(exc.description, _error_redirect(wallet_request, exc.description, issuer)) from None
             step, code = _issue(wallet_request, parent)
-    if replayed is not None:
-        chains.handle_replay(replayed)
+    except CodeReused:  # the previous code was exchanged meanwhile: a replay, revoked
         description = "The previous authorization code was already exchanged."
-        raise RequestEnded(description, _error_redirect(wallet_request, description, issuer))
+        raise RequestEnded(description, _error_redirect(wallet_request, description, issuer)) from None
     redirect = client_redirect(wallet_request, {"code": code}, issuer)
     signals.step_created.send(sender=ChainedGrant, step=step)
     return step, redirect
@@ -312,27 +303,24 @@ def complete(request_id, *, poll_token: str | None = None, response_code: str | 
 
 def _issue(wallet_request: WalletRequest, parent: ChainedGrant | None) -> tuple[ChainedGrant, str]:
     wallet = wallet_request.wallet
-    code = chains.new_code()
-    grant = get_grant_model().objects.create(
-        application=wallet_request.application,
-        user=wallet.user,
-        code=code,
-        expires=timezone.now() + timedelta(seconds=oauth2_settings.AUTHORIZATION_CODE_EXPIRE_SECONDS),
+    grant, code = issue_code(
+        wallet_request.application,
+        user_id=wallet.user_id,
         redirect_uri=wallet_request.redirect_uri,
         scope=wallet_request.scope,
+        lifetime=oauth2_settings.AUTHORIZATION_CODE_EXPIRE_SECONDS,
         code_challenge=wallet_request.code_challenge,
         code_challenge_method=wallet_request.code_challenge_method,
         nonce=wallet_request.oidc_nonce,
-        claims="{}",
     )
     presentation = proofs.VerifiedPresentation(
         subject=wallet.subject, public_jwk=wallet.public_jwk, thumbprint=wallet.thumbprint,
         claims=wallet_request.presentation_claims, digest=wallet_request.presentation_digest,
         jti=str(wallet_request.presentation_claims.get("jti", "")),
     )
-    step = chains.add_browser_step(
+    step = add_browser_step(
         kind=ChainedGrant.Kind.WALLET, application=wallet_request.application, parent=parent, grant=grant,
-        user=wallet.user, subject=wallet_request.presentation_claims.get("sub", wallet.subject),
+        subject=wallet_request.presentation_claims.get("sub", wallet.subject),
         requested_scope=wallet_request.scope, presentation=presentation,
     )
     wallet_request.status = WalletRequest.Status.DONE

@@ -21,8 +21,9 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from . import chains, review
-from .models import Chain, ChainedGrant
+from ..core import integrity, lifecycle
+from ..models import Chain, ChainedGrant
+from . import evidence as review
 
 try:  # OpenAPI descriptions, when drf-spectacular is installed
     from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -165,6 +166,10 @@ class BaseView(APIView):
     permission_classes = [ChainsPermission]
     required_scope = READ_SCOPE
 
+    def get_exception_handler(self):
+        # The API's own error shape, whatever the IdP's global DRF EXCEPTION_HANDLER says.
+        return error_handler
+
 
 class ChainListView(BaseView):
     """List chains (roots), newest first. Filters: ``application`` (client_id),
@@ -248,7 +253,7 @@ class ChainVerifyView(BaseView):
 
     @extend_schema(operation_id="chains_verify", auth=READ_AUTH, responses=VerificationSerializer)
     def get(self, request, chain_id):
-        verification = chains.verify_chain(chain_id) if _is_uuid(chain_id) else None
+        verification = integrity.verify_chain(chain_id) if _is_uuid(chain_id) else None
         if verification is None or not verification.checked and verification.first_bad_step is None:
             raise Http404("No such chain.")
         return Response(review.verification_data(verification))
@@ -285,7 +290,7 @@ class StepRevokeView(BaseView):
         if step is None:
             raise Http404("No such step.")
         who = request.user.get_username()
-        count = chains.revoke_subtree(step, f"{body.validated_data['reason']} ({who})")
+        count = lifecycle.revoke_subtree(step, f"{body.validated_data['reason']} ({who})")
         return Response({"step": str(step.pk), "chain_id": str(step.root_id), "revoked": count},
                         status=status.HTTP_200_OK)
 

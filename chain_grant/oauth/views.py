@@ -3,7 +3,6 @@ discovery lists the grant types (including ``code_chain``)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from django.utils.decorators import method_decorator
@@ -16,25 +15,14 @@ from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
-from . import chains, review, wallet_views
-from .errors import ChainError
-from .settings import chain_grant_settings
-from .validators import client_may_chain
+from ..client.jose import sha256_hex
+from ..core import lineage, policy, steps
+from ..core.errors import ChainError
+from ..settings import chain_grant_settings
+from . import wallet_views
 
 # Never in error reports (DEBUG pages, mail_admins, Sentry): codes, proofs, secrets.
 SECRET_PARAMS = ("client_secret", "code", "authorization_code", "id_token", "code_verifier", "refresh_token")
-
-
-def chain_claims(access_token) -> dict:
-    """``chain_id``, ``chain_depth`` and ``act`` for a token issued from a chain step."""
-    step = chains.step_for_token(access_token)
-    if step is None:
-        return {}
-    claims = {"chain_id": str(step.root_id), "chain_depth": step.depth}
-    act = chains.actor_claim(step)
-    if act:
-        claims["act"] = act
-    return claims
 
 
 @method_decorator(sensitive_post_parameters("token"), name="dispatch")
@@ -49,9 +37,8 @@ class IntrospectTokenView(dot_views.IntrospectTokenView):
         data = json.loads(response.content)
         if not data.get("active"):
             return response
-        checksum = hashlib.sha256(token_value.encode("utf-8")).hexdigest()
-        token = get_access_token_model().objects.filter(token_checksum=checksum).first()
-        extra = chain_claims(token) if token else {}
+        token = get_access_token_model().objects.filter(token_checksum=sha256_hex(token_value)).first()
+        extra = lineage.chain_claims(token) if token else {}
         if not extra:
             return response
         data.update(extra)
@@ -142,10 +129,10 @@ class AuthorizationView(dot_views.AuthorizationView):
                 raise ChainError("Duplicate code parameter.", "invalid_request")
             if "none" in prompt:
                 raise ChainError("A chain step always needs the person's consent.", "consent_required")
-            if not client_may_chain(application):
+            if not policy.client_may_chain(application):
                 raise ChainError("This client may not continue chains.", "unauthorized_client")
-            chains.refuse_resource(request.GET.getlist("resource"))
-            parent = chains.preview_parent(application, code)
+            policy.refuse_resource(request.GET.getlist("resource"))
+            parent = steps.preview_parent(application, code)
         except ChainError as exc:
             return self._redirect_error(exc.error, exc.description, credentials, application)
 
@@ -204,7 +191,7 @@ def consent_context(parent, scopes: list[str], person) -> dict:
     scope, time), whom the chain acted for, and which requested scopes are new."""
     had = set(parent.scope.split())
     return {
-        "chain_steps": review.step_rows(chains.chain_so_far(parent)),
+        "chain_steps": lineage.step_rows(lineage.ancestors(parent, with_actors=True)),
         "chain_person": parent.user,
         "chain_person_is_you": parent.user_id == person.pk,
         "new_scopes": [scope for scope in scopes if scope not in had],

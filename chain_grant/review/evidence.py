@@ -16,25 +16,9 @@ from jwcrypto import jws
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.utils import jwk_from_pem
 
-from . import chains
-from .models import ChainedGrant
-
-
-def actor_label(step: ChainedGrant) -> str:
-    """Who acted: the agent, the person (username) or the wallet DID."""
-    if step.kind == ChainedGrant.Kind.AGENT and step.agent_id:
-        return step.agent.identifier
-    if step.kind == ChainedGrant.Kind.USER and step.user_id:
-        return step.user.get_username()
-    return step.subject
-
-
-def step_rows(steps) -> list[dict[str, Any]]:
-    """What the consent and wallet pages list for each step so far."""
-    return [
-        {"kind": step.kind, "actor": actor_label(step), "scope": step.scope.split(), "created": step.created}
-        for step in steps
-    ]
+from ..core import integrity
+from ..core.lineage import actor_label
+from ..models import ChainedGrant
 
 
 @dataclass
@@ -53,7 +37,7 @@ class Node:
 class ChainView:
     root: Node
     nodes: list[Node]  # depth-first, parents before children (for an indented tree)
-    verification: chains.Verification
+    verification: integrity.Verification
 
 
 def load_steps(chain_id) -> list[ChainedGrant]:
@@ -83,7 +67,7 @@ def build(steps: list[ChainedGrant]) -> ChainView | None:
         node = stack.pop()
         ordered.append(node)
         stack.extend(reversed(node.children))
-    return ChainView(root, ordered, chains.verify_steps(steps))
+    return ChainView(root, ordered, integrity.verify_steps(steps))
 
 
 def chain_view(chain_id) -> ChainView | None:
@@ -122,7 +106,7 @@ def step_data(node: Node) -> dict[str, Any]:
     }
 
 
-def verification_data(verification: chains.Verification) -> dict[str, Any]:
+def verification_data(verification: integrity.Verification) -> dict[str, Any]:
     return {
         "ok": verification.ok,
         "checked": verification.checked,

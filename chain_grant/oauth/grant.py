@@ -1,23 +1,34 @@
 """The ``code_chain`` grant type for oauthlib: an agent hop at the token endpoint.
 
-Thin by design: it checks the request's shape and the client, then hands over to
-the validator's ``advance_chain`` (which calls :mod:`chain_grant.chains`).
+Thin by design: it checks the request's shape and the client, hands over to the
+validator's ``advance_chain`` (which calls :mod:`chain_grant.core.steps`), and
+writes the response body.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 
-log = logging.getLogger("chain_grant")
+from ..settings import chain_grant_settings
 
 GRANT_TYPE = "code_chain"
 REQUIRED_PARAMS = ("authorization_code", "id_token")
 SINGLE_PARAMS = ("grant_type", "client_id", "authorization_code", "id_token", "scope",
                  "code_challenge", "code_challenge_method")
+
+
+def hop_response(step, code: str) -> dict:
+    """The token endpoint's answer to a hop (Cache-Control: no-store, from oauthlib)."""
+    return {
+        "authorization_code": code,
+        "expires_in": chain_grant_settings.CODE_EXPIRE_SECONDS,
+        "scope": step.scope,
+        "chain_id": str(step.root_id),
+        "depth": step.depth,
+    }
 
 
 class CodeChainGrant(GrantTypeBase):
@@ -27,12 +38,12 @@ class CodeChainGrant(GrantTypeBase):
         headers = self._get_default_headers()
         try:
             self.validate_token_request(request)
-            body = self.request_validator.advance_chain(request)
+            step, code = self.request_validator.advance_chain(request)
         except errors.OAuth2Error as e:
             headers.update(e.headers)
             return headers, e.json, e.status_code
         headers.update(self._create_cors_headers(request))
-        return headers, json.dumps(body), 200
+        return headers, json.dumps(hop_response(step, code)), 200
 
     def validate_token_request(self, request):
         if request.grant_type != GRANT_TYPE:

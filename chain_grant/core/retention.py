@@ -2,7 +2,7 @@
 
 Both are batched (memory bounded whatever the table size), idempotent, safe to run
 concurrently with live traffic and with each other, and return counts. The Celery
-tasks (``chain_grant.tasks``) and the commands ``chain_grant_expire`` /
+tasks (``chain_grant.housekeeping.tasks``) and the commands ``chain_grant_expire`` /
 ``chain_grant_purge`` only call these.
 
 Expiry is *enforced* at use time from ``expires``; marking is for state (the admin,
@@ -19,9 +19,9 @@ from django.db.models import Q
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
-from . import signals
-from .models import ChainedGrant, WalletRequest
-from .settings import chain_grant_settings
+from .. import signals
+from ..models import ChainedGrant, WalletRequest
+from ..settings import chain_grant_settings
 
 
 @dataclass

@@ -1,0 +1,33 @@
+"""``python -m chain_grant.client proof|pkce …``: for shell scripts and curl users."""
+
+from __future__ import annotations
+
+import argparse
+
+from .keys import load_private_key, sign_proof
+from .pkce import pkce_pair
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m chain_grant.client proof|pkce …``: for shell scripts and curl users."""
+    parser = argparse.ArgumentParser(prog="python -m chain_grant.client")
+    sub = parser.add_subparsers(dest="command", required=True)
+    proof = sub.add_parser("proof", help="Print a signed hop proof (compact JWS).")
+    proof.add_argument("--key", required=True, help="The agent's private key: a JWK (JSON) or PEM file.")
+    proof.add_argument("--sub", required=True, help="The agent's identifier.")
+    proof.add_argument("--aud", required=True, help="The IdP's issuer, e.g. http://127.0.0.1:8000/oauth")
+    proof.add_argument("--code", required=True, help="The previous code (for c_hash).")
+    proof.add_argument("--message", help="The message the agent received (signed as msg_sha256).")
+    sub.add_parser("pkce", help="Print a PKCE code_verifier and its S256 code_challenge.")
+    args = parser.parse_args(argv)
+    if args.command == "pkce":
+        verifier, challenge = pkce_pair()
+        print(f"CODE_VERIFIER={verifier}\nCODE_CHALLENGE={challenge}")
+    else:
+        key = load_private_key(args.key)
+        print(sign_proof(key, sub=args.sub, aud=args.aud, code=args.code, message=args.message))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

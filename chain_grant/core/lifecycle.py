@@ -1,0 +1,176 @@
+"""A step's life after it is written: exchange (once), replay, revocation.
+
+Replay of an exchanged code revokes what it issued (RFC 6749 §4.1.2, RFC 9700
+§4.2.4). DOT alone cannot, because it deletes its ``Grant`` row on exchange; the
+step's code digest makes it possible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from django.db import router, transaction
+from django.db.models import Q, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
+
+from .. import signals
+from ..client.jose import sha256_hex
+from ..models import ChainedGrant
+from .codes import code_digest, plausible_code
+from .errors import ChainError
+from .locks import lock_chain
+
+T = TypeVar("T")
+
+
+class CodeReused(ChainError):
+    """An exchanged code was presented as a parent: a replay (handled after rollback)."""
+
+    def __init__(self, step: ChainedGrant):
+        super().__init__("The authorization code was already exchanged.")
+        self.step = step
+
+
+class CodeLost(ChainError):
+    """This exchange lost the code: consumed, revoked or exchanged by another request."""
+
+    def __init__(self) -> None:
+        super().__init__("The authorization code is invalid, expired or revoked.")
+
+
+def find_step(code: str) -> ChainedGrant | None:
+    if not plausible_code(code):
+        return None
+    return ChainedGrant.objects.filter(code_digest=code_digest(code)).first()
+
+
+@contextmanager
+def replay_revokes() -> Iterator[None]:
+    """Around a transaction that adds a step: if it found its parent's code already
+    exchanged (:class:`CodeReused`), revoke that step's subtree once the transaction
+    has rolled back, then re-raise. Use as ``with replay_revokes(), transaction.atomic():``."""
+    try:
+        yield
+    except CodeReused as exc:
+        handle_replay(exc.step)
+        raise
+
+
+def revoke_if_replayed(code: str, application=None) -> bool:
+    """A code that failed to exchange: if its step was already exchanged (by the same
+    client, when ``application`` is given), it is a replay and its subtree is revoked."""
+    step = find_step(code)
+    if step is None or not step.exchanged_at:
+        return False
+    if application is not None and step.application_id != application.pk:
+        return False
+    handle_replay(step)
+    return True
+
+
+def step_for_exchange(code: str, application) -> ChainedGrant | None:
+    """The step of a code about to be exchanged (None for an ordinary DOT code).
+    Refuses (ChainError) a replayed code, after revoking its subtree, and a revoked,
+    expired or another client's one."""
+    step = find_step(code)
+    if step is None:
+        return None
+    if step.exchanged_at and step.application_id == application.pk:
+        handle_replay(step)
+        raise ChainError("The authorization code was already exchanged.")
+    check_exchangeable(step, application)
+    return step
+
+
+def check_exchangeable(step: ChainedGrant, application) -> None:
+    """Refuse exchanging a chained code that is revoked, expired or another client's.
+    (An exchanged code is a replay: see :func:`handle_replay`.)"""
+    if step.application_id != application.pk or step.revoked_at or step.expires <= timezone.now():
+        raise ChainError("The authorization code is invalid, expired or revoked.")
+
+
+def record_exchange(step: ChainedGrant, access_token_id, token_family) -> bool:
+    """Mark a step exchanged and link the token; False if it already was (a replay)
+    or was revoked meanwhile. One conditional UPDATE, so exactly one exchange wins."""
+    now = timezone.now()
+    return bool(
+        ChainedGrant.objects.filter(
+            pk=step.pk, exchanged_at__isnull=True, revoked_at__isnull=True, expires__gt=now
+        ).update(exchanged_at=now, ended_at=now, access_token_id=access_token_id, token_family=token_family)
+    )
+
+
+def _issued(access_token: str) -> tuple:
+    """(access token pk, refresh token family) of the token just saved."""
+    return (
+        get_access_token_model()
+        .objects.filter(token_checksum=sha256_hex(access_token))
+        .values_list("pk", "refresh_token__token_family")
+        .first()
+    ) or (None, None)
+
+
+def exchange(application, code: str, step: ChainedGrant | None, save_token: Callable[[], T], access_token: str) -> T:
+    """Exchange a code (chained or not) for the token ``save_token()`` writes: one
+    token per code. The code's DOT ``Grant`` is consumed under a row lock in the
+    token's own transaction, so no hop can chain it in between (a hop's
+    ``root_from_grant`` locks the same row). Raises :class:`CodeLost` (after revoking,
+    if it was a replay) when another request got there first."""
+    Grant = get_grant_model()
+    try:
+        with transaction.atomic(using=router.db_for_write(ChainedGrant)):
+            grant = Grant.objects.select_for_update().filter(code=code, application=application).first()
+            if grant is None:
+                raise CodeLost
+            # A plain code may have become a chain root since it was validated.
+            step = step or find_step(code)
+            result = save_token()
+            if step is not None and not record_exchange(step, *_issued(access_token)):
+                raise CodeLost
+            Grant.objects.filter(pk=grant.pk).delete()
+    except CodeLost:
+        revoke_if_replayed(code)
+        raise
+    return result
+
+
+def handle_replay(step: ChainedGrant) -> int:
+    """An exchanged code came back: revoke the step's subtree and every token issued
+    from it (RFC 6749 §4.1.2, RFC 9700 §4.2.4)."""
+    count = revoke_subtree(step, reason="authorization code replay")
+    signals.replay_detected.send(sender=ChainedGrant, step=step)
+    return count
+
+
+def revoke_subtree(step: ChainedGrant, reason: str = "revoked") -> int:
+    """Revoke a step and all its descendants: the steps, their DOT grants and every
+    access/refresh token issued from them, in a constant number of queries whatever
+    the subtree's size. Returns how many steps were newly revoked."""
+    AccessToken = get_access_token_model()
+    RefreshToken = get_refresh_token_model()
+    subtree = ChainedGrant.objects.subtree_of(step)
+    now = timezone.now()
+    with transaction.atomic():
+        lock_chain(step.root_id)
+        count = subtree.filter(revoked_at__isnull=True).update(
+            revoked_at=now, revoked_reason=reason[:255], ended_at=Coalesce("ended_at", Value(now))
+        )
+        get_grant_model().objects.filter(pk__in=subtree.filter(grant_id__isnull=False).values("grant_id")).delete()
+        families = subtree.filter(token_family__isnull=False).values("token_family")
+        RefreshToken.objects.filter(token_family__in=families, revoked__isnull=True).update(revoked=now, updated=now)
+        # One DELETE, not the ORM collector (which loads every token and deletes in
+        # batches of 100): DOT's revoke is a delete, and the only reference to these
+        # tokens, RefreshToken.access_token, is cleared next (constraints are deferred).
+        doomed = AccessToken.objects.filter(
+            Q(pk__in=subtree.filter(access_token__isnull=False).values("access_token_id"))
+            | Q(pk__in=RefreshToken.objects.filter(token_family__in=families).values("access_token_id"))
+        )
+        doomed._raw_delete(doomed.db)
+        RefreshToken.objects.filter(token_family__in=families, access_token__isnull=False).update(access_token=None)
+    if count:
+        signals.chain_revoked.send(sender=ChainedGrant, step=step, count=count, reason=reason)
+    return count

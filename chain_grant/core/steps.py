@@ -1,0 +1,354 @@
+"""Adding steps to a chain: the agent hop, a person's consent, a wallet's
+presentation. Each adds one child under a locked parent, with the DOT ``Grant`` for
+its new code, in one transaction; a replayed parent revokes its subtree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef, Subquery
+from django.utils import timezone
+from oauth2_provider.models import get_grant_model
+
+from .. import signals
+from ..models import ChainedGrant
+from ..settings import chain_grant_settings
+from . import proofs
+from .agents import agent_keys_for, self_asserted_agent
+from .codes import code_digest, new_code, plausible_code
+from .errors import ChainError
+from .integrity import compute_link_hash
+from .lifecycle import CodeReused, replay_revokes
+from .locks import lock_chain
+from .policy import attenuate_scope, check_pkce
+
+PREVIOUS_CODE_REFUSED = "The previous authorization code (code) cannot be continued."
+UNKNOWN_CODE = "The authorization code is unknown, expired or was issued to another client."
+
+
+@dataclass(frozen=True)
+class ParentState:
+    """What a parent's own row does not say, read with it: whether its code's DOT
+    grant still exists, whether the person the chain acts for is active, and its
+    code's RFC 8707 restriction (which a hop carries down)."""
+
+    code_live: bool = True
+    person_active: bool = True
+    resource: tuple[str, ...] = ()
+
+
+def check_can_extend(parent: ChainedGrant, application, state: ParentState) -> None:
+    """The parent rules: ownership, state, fan-out, depth, the person."""
+    if parent.application_id != application.pk:
+        raise ChainError(UNKNOWN_CODE)
+    if parent.revoked_at:
+        raise ChainError("The authorization code was revoked.")
+    if parent.exchanged_at:
+        raise CodeReused(parent)
+    if parent.expires <= timezone.now() or not state.code_live:
+        raise ChainError(UNKNOWN_CODE)
+    if parent.children_count >= chain_grant_settings.MAX_CHILDREN:
+        raise ChainError("The authorization code reached its fan-out limit (MAX_CHILDREN).")
+    if parent.depth + 1 > chain_grant_settings.MAX_DEPTH:
+        raise ChainError("The chain reached its depth limit (MAX_DEPTH).")
+    if parent.user_id is None:
+        raise ChainError("The person this chain acts for no longer exists.")
+    if not state.person_active:
+        raise ChainError("The person this chain acts for is disabled.")
+
+
+def _with_state(steps):
+    """Annotate steps with what ParentState needs (in the same query)."""
+    Grant = get_grant_model()
+    return steps.annotate(
+        code_live=Exists(Grant.objects.filter(pk=OuterRef("grant_id"))),
+        person_active=Exists(get_user_model().objects.filter(pk=OuterRef("user_id"), is_active=True)),
+        grant_resource=Subquery(
+            Grant.objects.filter(pk=OuterRef("grant_id")).values("resource")[:1],
+            output_field=Grant._meta.get_field("resource"),
+        ),
+    )
+
+
+def _state_of(step) -> ParentState:
+    return ParentState(step.code_live, step.person_active, tuple(step.grant_resource or ()))
+
+
+# --- the tree ---------------------------------------------------------------------------
+
+
+def _append(step: ChainedGrant, parent: ChainedGrant | None) -> ChainedGrant:
+    """Insert ``step`` under ``parent`` (locked by the caller), hash it, and count it
+    against the parent's fan-out."""
+    step.parent = parent
+    step.root_id = parent.root_id if parent else step.id
+    step.depth = parent.depth + 1 if parent else 0
+    step.path = (parent.path if parent else "") + step.id.hex + "/"
+    step.created = timezone.now()
+    step.link_hash = compute_link_hash(step, parent.link_hash if parent else "")
+    step.save(force_insert=True)
+    if parent is not None:
+        ChainedGrant.objects.filter(pk=parent.pk).update(children_count=F("children_count") + 1)
+    return step
+
+
+def _root_step(grant, application, digest: str) -> ChainedGrant:
+    """The (unsaved) root step describing an ordinary DOT code's grant."""
+    return ChainedGrant(
+        kind=ChainedGrant.Kind.USER,
+        code_digest=digest,
+        expires=grant.expires,
+        redirect_uri=grant.redirect_uri,
+        application=application,
+        user_id=grant.user_id,
+        subject=str(grant.user_id),
+        scope=grant.scope,
+        requested_scope=grant.scope,
+        grant_id=grant.pk,
+    )
+
+
+def _root_from_grant(application, code: str) -> ChainedGrant:
+    """The root step for an ordinary DOT code, created from its ``Grant`` on first use.
+
+    Raises ChainError if the code is unknown to this client or expired. Safe under
+    concurrency: a second creator finds the first one's row.
+    """
+    digest = code_digest(code)
+    # Locked: an exchange of this code (lifecycle.exchange) locks it too, so a code is
+    # either chained first (and its root marked at exchange) or gone.
+    grant = plausible_code(code) and (
+        get_grant_model().objects.select_for_update().filter(code=code, application=application).first()
+    )
+    if not grant or grant.is_expired():
+        raise ChainError(UNKNOWN_CODE)
+    step = _root_step(grant, application, digest)
+    try:
+        with transaction.atomic():
+            return _append(step, None)
+    except IntegrityError:
+        return ChainedGrant.objects.get(code_digest=digest)
+
+
+def lock_parent(application, code: str) -> tuple[ChainedGrant, ParentState]:
+    """The step ``code`` names, locked (chain root first), and checked for extension.
+    An ordinary DOT code becomes a chain root here, on first use."""
+    found = ChainedGrant.objects.filter(code_digest=code_digest(code)).values_list("pk", "root_id").first()
+    if found is None:
+        root = _root_from_grant(application, code)
+        found = (root.pk, root.root_id)
+    return lock_step(application, *found)
+
+
+def lock_step(application, pk, root_id) -> tuple[ChainedGrant, ParentState]:
+    """Lock a chain, then one of its steps, and check the step may be extended."""
+    lock_chain(root_id)
+    parent = _with_state(ChainedGrant.objects.select_for_update()).get(pk=pk)
+    state = _state_of(parent)
+    check_can_extend(parent, application, state)
+    return parent, state
+
+
+def preview_parent(application, code: str) -> ChainedGrant:
+    """The step ``code`` names, if this client may extend it now: what the consent and
+    wallet pages show before anything is written. Reads only: an ordinary DOT code
+    gives an unsaved root. Raises ChainError(invalid_request) otherwise; an exchanged
+    code is refused here and treated as a replay only when a step is really added."""
+    digest = code_digest(code)
+    step = _with_state(ChainedGrant.objects.filter(code_digest=digest)).first()
+    if step is not None:
+        state = _state_of(step)
+    else:
+        grant = plausible_code(code) and (
+            get_grant_model().objects.select_related("user").filter(code=code, application=application).first()
+        )
+        if not grant or grant.is_expired():
+            raise ChainError(PREVIOUS_CODE_REFUSED, "invalid_request")
+        step = _root_step(grant, application, digest)
+        state = ParentState(person_active=grant.user.is_active)
+    try:
+        check_can_extend(step, application, state)
+    except ChainError as exc:
+        raise ChainError(PREVIOUS_CODE_REFUSED + " " + str(exc), "invalid_request") from None
+    return step
+
+
+def continued_step(application, code: str) -> ChainedGrant:
+    """The step ``code`` names, checked as :func:`preview_parent` does, written if it
+    is an ordinary DOT code's root (so a pending wallet request can point at it). No
+    lock is kept: the step that continues it locks it when it is added."""
+    preview_parent(application, code)
+    step = ChainedGrant.objects.filter(code_digest=code_digest(code)).first()
+    if step is None:
+        with transaction.atomic():
+            step = _root_from_grant(application, code)
+    return step
+
+
+# --- issuing a code -----------------------------------------------------------------
+
+
+def issue_code(
+    application,
+    *,
+    user_id,
+    redirect_uri: str,
+    scope: str,
+    lifetime: int,
+    code_challenge: str = "",
+    code_challenge_method: str = "",
+    nonce: str = "",
+    resource=(),
+):
+    """A new code and DOT's ``Grant`` for it, so DOT's own exchange, PKCE and expiry
+    apply. Returns (grant, code): the only place the code exists in clear. (A
+    person's consent step gets its grant from DOT's authorize flow instead, through
+    the IdP's own validator.)"""
+    code = new_code()
+    grant = get_grant_model().objects.create(
+        application=application,
+        user_id=user_id,
+        code=code,
+        expires=timezone.now() + timedelta(seconds=lifetime),
+        redirect_uri=redirect_uri,
+        scope=scope,
+        code_challenge=code_challenge,
+        code_challenge_method=code_challenge_method,
+        nonce=nonce,
+        claims="{}",
+        resource=list(resource),
+    )
+    return grant, code
+
+
+def _step_for_grant(kind: str, application, grant, **fields) -> ChainedGrant:
+    return ChainedGrant(
+        kind=kind,
+        code_digest=code_digest(grant.code),
+        expires=grant.expires,
+        redirect_uri=grant.redirect_uri,
+        application=application,
+        user_id=grant.user_id,
+        scope=grant.scope,
+        grant_id=grant.pk,
+        **fields,
+    )
+
+
+# --- the agent hop --------------------------------------------------------------------
+
+
+def advance_by_agent(
+    *,
+    application,
+    parent_code: str,
+    proof: str,
+    audiences: list[str],
+    scope: str | None = None,
+    code_challenge: str | None = None,
+    code_challenge_method: str | None = None,
+    pkce_required: bool = True,
+) -> tuple[ChainedGrant, str]:
+    """An agent hop (``grant_type=code_chain``): verify, then add one child step and the
+    DOT grant for its new code, atomically, with the parent row locked.
+
+    Returns the new step and its code.
+    """
+    challenge, method = check_pkce(code_challenge, code_challenge_method, pkce_required)
+    verified = proofs.verify_agent_proof(
+        proof,
+        code=parent_code,
+        audiences=audiences,
+        find_keys=agent_keys_for(application),
+        relaxed=chain_grant_settings.RELAXED_PROOFS,
+    )
+    with replay_revokes(), transaction.atomic():
+        agent = verified.key.agent if verified.key else self_asserted_agent(verified, application)
+        parent, state = lock_parent(application, parent_code)
+        granted = attenuate_scope(parent.scope, agent.scope_set, scope)
+        grant, code = issue_code(
+            application,
+            user_id=parent.user_id,
+            redirect_uri=parent.redirect_uri,
+            scope=granted,
+            lifetime=chain_grant_settings.CODE_EXPIRE_SECONDS,
+            code_challenge=challenge,
+            code_challenge_method=method,
+            resource=state.resource,  # an RFC 8707 restriction carries down the chain
+        )
+        step = _step_for_grant(
+            ChainedGrant.Kind.AGENT,
+            application,
+            grant,
+            agent=agent,
+            subject=agent.identifier,
+            requested_scope=" ".join(dict.fromkeys(scope.split())) if scope is not None else granted,
+            proof_jti=verified.jti,
+            proof_claims=verified.claims,
+            proof_digest=verified.digest,
+            message_digest=verified.message_digest,
+        )
+        try:
+            with transaction.atomic():
+                _append(step, parent)
+        except IntegrityError:
+            if verified.jti and ChainedGrant.objects.filter(agent=agent, proof_jti=verified.jti).exists():
+                raise ChainError("Proof jti was already used.") from None
+            raise
+    signals.step_created.send(sender=ChainedGrant, step=step)
+    return step, code
+
+
+# --- browser steps --------------------------------------------------------------------
+
+
+def add_browser_step(
+    *,
+    kind: str,
+    application,
+    parent: ChainedGrant | None,
+    grant,
+    subject: str,
+    requested_scope: str,
+    presentation: proofs.VerifiedPresentation | None = None,
+) -> ChainedGrant:
+    """Record a user (consent) or wallet step for ``grant``, the DOT grant just created
+    for its code. Call inside the caller's transaction, with ``parent`` locked by
+    :func:`lock_parent` (or None for a wallet root). The person who acted (the
+    grant's user) becomes the person the chain acts for from this step on; the scope
+    is what they granted."""
+    step = _step_for_grant(
+        kind,
+        application,
+        grant,
+        subject=subject,
+        requested_scope=" ".join(dict.fromkeys(requested_scope.split())),
+    )
+    if presentation is not None:
+        step.proof_jti = presentation.jti[:255]
+        step.proof_claims = presentation.claims
+        step.proof_digest = presentation.digest
+    return _append(step, parent)
+
+
+def add_user_step(application, parent_code: str, user, save_grant, requested_scope: str) -> ChainedGrant:
+    """A person's consent step (authorize with ``code=<previous>``): lock the parent,
+    let ``save_grant()`` create DOT's grant for the new code in the same transaction,
+    and add a ``user`` child. A replayed (exchanged) parent revokes its subtree."""
+    with replay_revokes(), transaction.atomic():
+        parent, _ = lock_parent(application, parent_code)
+        grant = save_grant()
+        step = add_browser_step(
+            kind=ChainedGrant.Kind.USER,
+            application=application,
+            parent=parent,
+            grant=grant,
+            subject=str(user.pk),
+            requested_scope=requested_scope,
+        )
+    signals.step_created.send(sender=ChainedGrant, step=step)
+    return step
