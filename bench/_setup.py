@@ -28,8 +28,10 @@ def throwaway_database(url: str | None, name: str):
     return parts._replace(path="/" + name).geturl(), lambda: admin(drop)
 
 
-HASHERS = {"pbkdf2": "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-           "md5": "django.contrib.auth.hashers.MD5PasswordHasher"}
+HASHERS = {
+    "pbkdf2": "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "md5": "django.contrib.auth.hashers.MD5PasswordHasher",
+}
 
 
 def setup_django(database_url: str | None, name: str, hasher: str | None = None):

@@ -111,7 +111,7 @@ def fail(message):
 
 def between(text: str, before: str, after: str) -> str:
     start = text.index(before) + len(before)
-    return text[start:text.index(after, start)]
+    return text[start : text.index(after, start)]
 
 
 def code_from(response, state: str) -> str:
@@ -128,9 +128,15 @@ class Bench:
         App = get_application_model()
         alice = get_user_model().objects.create_user("alice", "alice@example.com", "alice-pw")
         self.app = App.objects.create(
-            name="Bench client", client_id="chain-client", client_secret=SECRET, client_type=App.CLIENT_CONFIDENTIAL,
-            authorization_grant_type=App.GRANT_AUTHORIZATION_CODE, redirect_uris=REDIRECT_URI, user=alice,
-            algorithm=App.RS256_ALGORITHM)
+            name="Bench client",
+            client_id="chain-client",
+            client_secret=SECRET,
+            client_type=App.CLIENT_CONFIDENTIAL,
+            authorization_grant_type=App.GRANT_AUTHORIZATION_CODE,
+            redirect_uris=REDIRECT_URI,
+            user=alice,
+            algorithm=App.RS256_ALGORITHM,
+        )
         ChainClient.objects.create(application=self.app)
         self.planner = generate_key("EC")
         agents.register_agent("planner", json.dumps(self.planner.export_public(as_dict=True)), [self.app], SCOPE)
@@ -163,8 +169,16 @@ class Bench:
         store.setdefault(label, []).append(sum(store[part][-1] for part in parts))
 
     def params(self, challenge, **extra):
-        return {"client_id": self.app.client_id, "response_type": "code", "redirect_uri": REDIRECT_URI,
-                "scope": SCOPE, "state": "st", "code_challenge": challenge, "code_challenge_method": "S256", **extra}
+        return {
+            "client_id": self.app.client_id,
+            "response_type": "code",
+            "redirect_uri": REDIRECT_URI,
+            "scope": SCOPE,
+            "state": "st",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            **extra,
+        }
 
     def consent(self, label, capture, endpoint, params):
         """GET the consent page, POST allow (DOT's form: the request's fields, not code=) -> the new code."""
@@ -188,8 +202,13 @@ class Bench:
         """Untimed: one code_chain hop by the planner agent; its code is the user step's previous code."""
         proof = sign_proof(self.planner, sub="planner", aud=ISSUER, code=code, lifetime=300)
         _, challenge = pkce_pair()
-        data = {"grant_type": "code_chain", "authorization_code": code, "id_token": proof,
-                "code_challenge": challenge, "code_challenge_method": "S256"}
+        data = {
+            "grant_type": "code_chain",
+            "authorization_code": code,
+            "id_token": proof,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
         response = self.rp.post("/oauth/token", data, HTTP_AUTHORIZATION=self.basic)
         if response.status_code != 200:
             fail(f"hop: HTTP {response.status_code} {response.content[:300]!r}")
@@ -203,7 +222,7 @@ class Bench:
         request = parse_request_url(url)
         poll = between(html, 'name="poll" value="', '"')
         complete = between(html, 'id="complete-form" method="post" action="', '"')
-        svg = html[html.index("<svg"):html.index("</svg>") + len("</svg>")]
+        svg = html[html.index("<svg") : html.index("</svg>") + len("</svg>")]
         self.sizes = {"page": len(page.content), "svg": len(svg.encode()), "url": len(url)}
         if not capture:  # the page's QR code alone, as wallet_views.start makes it (no DB, no template)
             start = time.perf_counter()
@@ -214,12 +233,19 @@ class Bench:
         id_token = self.wallet.id_token(request)
         if not capture:
             self.ms.setdefault("sign", []).append((time.perf_counter() - start) * 1000)
-        answer = self.call("w2", capture, self.device, "post", request["response_uri"],
-                           {"id_token": id_token, "state": request["state"]})
+        answer = self.call(
+            "w2",
+            capture,
+            self.device,
+            "post",
+            request["response_uri"],
+            {"id_token": id_token, "state": request["state"]},
+        )
         if "redirect_uri" not in answer.json():
             fail(f"direct_post: {answer.json()}")
-        status = self.call("wpoll", capture, self.wallet_browser, "post", complete.removesuffix("complete") + "status",
-                           {"poll": poll})
+        status = self.call(
+            "wpoll", capture, self.wallet_browser, "post", complete.removesuffix("complete") + "status", {"poll": poll}
+        )
         if status.json() != {"status": "verified"}:
             fail(f"status poll: {status.json()}")
         done = self.call("w3", capture, self.wallet_browser, "post", complete, {"poll": poll}, 302)
@@ -227,8 +253,12 @@ class Bench:
         return code_from(done, "st-w")
 
     def exchange(self, label, url, code, verifier, capture):
-        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-                "code_verifier": verifier}
+        data = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+        }
         body = self.call(label, capture, self.rp, "post", url, data, HTTP_AUTHORIZATION=self.basic).json()
         if "access_token" not in body or "id_token" not in body:
             fail(f"{label}: {body}")
@@ -253,32 +283,38 @@ class Bench:
 
 
 # (key, title, comparable stock DOT figure)
-ROWS = [("a0-get", "(a0) stock DOT: GET consent page", None),
-        ("a0-post", "(a0) stock DOT: POST allow -> code", None),
-        ("a0", "(a0) stock DOT: GET + POST", None),
-        ("a", "(a) IdP, no code=: GET + POST", "a0"),
-        ("u-get", "(u) user step: GET consent page (chain)", "a0-get"),
-        ("u-post", "(u) user step: POST allow -> code", "a0-post"),
-        ("u", "(u) user step: GET + POST", "a0"),
-        ("w1", "(w1) wallet request page GET (QR)", "a0-get"),
-        ("qr", "     of which its QR code (segno, no DB)", None),
-        ("sign", "(w2) wallet side: sign id_token (ES256)", None),
-        ("w2", "(w2) wallet direct_post (verify)", None),
-        ("w3", "(w3) browser POST complete -> code", "a0-post"),
-        ("w", "(w) wallet step: w1 + w2 + w3", "a0"),
-        ("wpoll", "    + one status poll (1/s while waiting)", None),
-        ("x0", "(x0) stock DOT token: plain DOT code", None),
-        ("x-plain", "(x) IdP token: plain DOT code", "x0"),
-        ("x-wallet", "(x) IdP token: wallet-root code", "x0"),
-        ("x-user", "(x) IdP token: user-step code (depth 2)", "x0")]
+ROWS = [
+    ("a0-get", "(a0) stock DOT: GET consent page", None),
+    ("a0-post", "(a0) stock DOT: POST allow -> code", None),
+    ("a0", "(a0) stock DOT: GET + POST", None),
+    ("a", "(a) IdP, no code=: GET + POST", "a0"),
+    ("u-get", "(u) user step: GET consent page (chain)", "a0-get"),
+    ("u-post", "(u) user step: POST allow -> code", "a0-post"),
+    ("u", "(u) user step: GET + POST", "a0"),
+    ("w1", "(w1) wallet request page GET (QR)", "a0-get"),
+    ("qr", "     of which its QR code (segno, no DB)", None),
+    ("sign", "(w2) wallet side: sign id_token (ES256)", None),
+    ("w2", "(w2) wallet direct_post (verify)", None),
+    ("w3", "(w3) browser POST complete -> code", "a0-post"),
+    ("w", "(w) wallet step: w1 + w2 + w3", "a0"),
+    ("wpoll", "    + one status poll (1/s while waiting)", None),
+    ("x0", "(x0) stock DOT token: plain DOT code", None),
+    ("x-plain", "(x) IdP token: plain DOT code", "x0"),
+    ("x-wallet", "(x) IdP token: wallet-root code", "x0"),
+    ("x-user", "(x) IdP token: user-step code (depth 2)", "x0"),
+]
 
 
 def report(bench, version):
-    print(f"chain_grant browser-step benchmark: n={ARGS.n} timed rounds (+{WARMUP} warm-up rounds counting SQL), "
-          f"client-secret hasher={ARGS.hasher}, database={connection.vendor} {version}")
+    print(
+        f"chain_grant browser-step benchmark: n={ARGS.n} timed rounds (+{WARMUP} warm-up rounds counting SQL), "
+        f"client-secret hasher={ARGS.hasher}, database={connection.vendor} {version}"
+    )
     print("Django test Client (in-process WSGI, full middleware, no network); single thread; times in ms;")
-    print("timed region = the client call; sums per round; SQL/req from the warm-up rounds; ratio = median / "
-          "the stock DOT median named")
+    print(
+        "timed region = the client call; sums per round; SQL/req from the warm-up rounds; ratio = median / "
+        "the stock DOT median named"
+    )
     print(f"{'operation':<44}{'median':>9}{'p95':>9}{'SQL/req':>9}{'ratio':>8}  vs")
     medians = {}
     for key, title, base in ROWS:
@@ -289,11 +325,17 @@ def report(bench, version):
         sql = "-" if not counts else f"{min(counts)}" + (f"-{max(counts)}" if max(counts) > min(counts) else "")
         ratio = f"x{medians[key] / medians[base]:.2f}" if base else ""
         print(f"{title:<44}{medians[key]:>9.2f}{p95:>9.2f}{sql:>9}{ratio:>8}  {base or ''}".rstrip())
-    print("against the IdP's own plain path: "
-          + "; ".join(f"{num} / {den} x{medians[num] / medians[den]:.2f}"
-                      for num, den in (("u", "a"), ("w", "a"), ("x-wallet", "x-plain"), ("x-user", "x-plain"))))
-    print(f"wallet request page: {bench.sizes['page']:,} bytes, of which the QR code's inline SVG "
-          f"{bench.sizes['svg']:,} bytes; openid:// URL {bench.sizes['url']} characters")
+    print(
+        "against the IdP's own plain path: "
+        + "; ".join(
+            f"{num} / {den} x{medians[num] / medians[den]:.2f}"
+            for num, den in (("u", "a"), ("w", "a"), ("x-wallet", "x-plain"), ("x-user", "x-plain"))
+        )
+    )
+    print(
+        f"wallet request page: {bench.sizes['page']:,} bytes, of which the QR code's inline SVG "
+        f"{bench.sizes['svg']:,} bytes; openid:// URL {bench.sizes['url']} characters"
+    )
 
 
 def main():

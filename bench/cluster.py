@@ -111,9 +111,15 @@ class Bench:
         roots = []
         for _ in range(count):
             _, challenge = pkce_pair()
-            params = {"client_id": client_id, "redirect_uri": agent_chat.REDIRECT_URI, "response_type": "code",
-                      "scope": "openid read write", "state": secrets.token_urlsafe(8), "code_challenge": challenge,
-                      "code_challenge_method": "S256"}
+            params = {
+                "client_id": client_id,
+                "redirect_uri": agent_chat.REDIRECT_URI,
+                "response_type": "code",
+                "scope": "openid read write",
+                "state": secrets.token_urlsafe(8),
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
             roots.append(browser.authorize("/oauth/authorize/", params, "a root code").code)
         return roots
 
@@ -164,12 +170,18 @@ class Bench:
         rss = [rss_mib(pid) for pid in children(master)]
         latencies.sort()
         return {
-            "client": self.label(client_id), "workers": workers, "hops": len(latencies),
-            "seconds": round(duration, 1), "hops_per_s": round(len(latencies) / duration, 1),
+            "client": self.label(client_id),
+            "workers": workers,
+            "hops": len(latencies),
+            "seconds": round(duration, 1),
+            "hops_per_s": round(len(latencies) / duration, 1),
             "p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
             "p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
-            "errors": len(errors), "error_kinds": sorted(set(errors))[:3], "roots_left": len(roots),
-            "worker_rss_mib": round(max(rss), 1) if rss else None, "master_rss_mib": round(rss_mib(master), 1),
+            "errors": len(errors),
+            "error_kinds": sorted(set(errors))[:3],
+            "roots_left": len(roots),
+            "worker_rss_mib": round(max(rss), 1) if rss else None,
+            "master_rss_mib": round(rss_mib(master), 1),
         }
 
     @staticmethod
@@ -186,16 +198,17 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL") or cluster_mod.DEFAULT_DATABASE_URL)
     args = parser.parse_args()
     started = time.monotonic()
-    cluster = cluster_mod.Cluster(args.database_url, web=1, housekeeping=False, code_expire_seconds=600,
-                                  log_format="")
+    cluster = cluster_mod.Cluster(args.database_url, web=1, housekeeping=False, code_expire_seconds=600, log_format="")
     plain_secret = secrets.token_urlsafe(24)
     results = []
     with cluster:
         cluster.python(PLAIN_CLIENT, plain_secret)
         bench = Bench(cluster, args)
-        print(f"==> one gunicorn instance at {bench.base}, PostgreSQL {cluster.db_name}, {os.cpu_count()} CPUs, "
-              f"{args.clients} client threads, {args.seconds:.0f} s per run; load average {os.getloadavg()[0]:.2f}; "
-              f"one PBKDF2 client-secret check here: {pbkdf2_ms():.0f} ms")
+        print(
+            f"==> one gunicorn instance at {bench.base}, PostgreSQL {cluster.db_name}, {os.cpu_count()} CPUs, "
+            f"{args.clients} client threads, {args.seconds:.0f} s per run; load average {os.getloadavg()[0]:.2f}; "
+            f"one PBKDF2 client-secret check here: {pbkdf2_ms():.0f} ms"
+        )
         clients = {"pbkdf2": ("chain-demo", bench.creds["client_secret"]), "plain": ("chain-bench-plain", plain_secret)}
         for name in args.clients_to_run.split(","):
             client_id, secret = clients[name]
@@ -203,10 +216,13 @@ def main() -> None:
                 result = bench.run(client_id, secret, workers)
                 results.append(result)
                 result["load_avg_1m"] = round(os.getloadavg()[0], 2)
-                print(f"{result['client']:>6}  workers {workers}:  {result['hops_per_s']:6.1f} hops/s  "
-                      f"p50 {result['p50_ms']} ms  p95 {result['p95_ms']} ms  ({result['hops']} hops, "
-                      f"{result['errors']} errors{' ' + str(result['error_kinds']) if result['errors'] else ''}; "
-                      f"worker RSS {result['worker_rss_mib']} MiB; load {result['load_avg_1m']})", flush=True)
+                print(
+                    f"{result['client']:>6}  workers {workers}:  {result['hops_per_s']:6.1f} hops/s  "
+                    f"p50 {result['p50_ms']} ms  p95 {result['p95_ms']} ms  ({result['hops']} hops, "
+                    f"{result['errors']} errors{' ' + str(result['error_kinds']) if result['errors'] else ''}; "
+                    f"worker RSS {result['worker_rss_mib']} MiB; load {result['load_avg_1m']})",
+                    flush=True,
+                )
     print(json.dumps(results))
     print(f"total runtime {time.monotonic() - started:.1f} s")
 

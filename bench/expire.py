@@ -61,8 +61,11 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="steps (multiples of 10)")
 parser.add_argument("--batch-size", type=int, default=1000, help="expire_steps: steps per batch")
 parser.add_argument("--purge-batch-size", type=int, default=200, help="purge_chains: chains per batch")
-parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/test",
-                    help="PostgreSQL server to use (a database chain_bench is created), or 'sqlite'")
+parser.add_argument(
+    "--database-url",
+    default="postgres://postgres@127.0.0.1:5432/test",
+    help="PostgreSQL server to use (a database chain_bench is created), or 'sqlite'",
+)
 parser.add_argument("--no-tracemalloc", action="store_true", help="measured phases without tracemalloc")
 parser.add_argument("--phase", choices=("expire", "purge"), help=argparse.SUPPRESS)  # child process
 parser.add_argument("--bench-url", help=argparse.SUPPRESS)
@@ -115,8 +118,19 @@ def phase():
     wall = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1] if tracemalloc.is_tracing() else None
     ru1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"wall": wall, **vars(result), "vm0": vm0, "hwm": vm("VmHWM"), "ru": (ru1 - ru0) * 1024,
-                      "tm_peak": peak, "load": [load0, os.getloadavg()[0]]}))
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                **vars(result),
+                "vm0": vm0,
+                "hwm": vm("VmHWM"),
+                "ru": (ru1 - ru0) * 1024,
+                "tm_peak": peak,
+                "load": [load0, os.getloadavg()[0]],
+            }
+        )
+    )
 
 
 def vm(key):  # a size from /proc/self/status, in bytes
@@ -125,10 +139,21 @@ def vm(key):  # a size from /proc/self/status, in bytes
 
 
 def run_child(name):
-    cmd = [sys.executable, __file__, "--phase", name, "--bench-url", os.environ["DATABASE_URL"],
-           "--batch-size", str(ARGS.batch_size), "--purge-batch-size", str(ARGS.purge_batch_size)]
-    out = subprocess.run(cmd + ["--no-tracemalloc"] * ARGS.no_tracemalloc, check=True, text=True,
-                         stdout=subprocess.PIPE).stdout
+    cmd = [
+        sys.executable,
+        __file__,
+        "--phase",
+        name,
+        "--bench-url",
+        os.environ["DATABASE_URL"],
+        "--batch-size",
+        str(ARGS.batch_size),
+        "--purge-batch-size",
+        str(ARGS.purge_batch_size),
+    ]
+    out = subprocess.run(
+        cmd + ["--no-tracemalloc"] * ARGS.no_tracemalloc, check=True, text=True, stdout=subprocess.PIPE
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -142,17 +167,54 @@ def rows(n, app_id, user_id, first_grant_id):
             paths.append((paths[p] if p is not None else "") + ids[k].hex + "/")
             code, gid = f"bench-{n}-{c}-{k}", first_grant_id + c * CHAIN + k
             yield (
-                {"id": gid, "user_id": user_id, "code": code, "application_id": app_id, "expires": expires,
-                 "redirect_uri": CB, "scope": "read", "created": now, "updated": now, "code_challenge": "",
-                 "code_challenge_method": "", "nonce": "", "claims": "", "resource": []},
-                {"id": ids[k], "parent_id": None if p is None else ids[p], "root_id": ids[0], "depth": DEPTH[k],
-                 "path": paths[k], "code_digest": codes.code_digest(code), "expires": expires, "redirect_uri": CB,
-                 "kind": "agent" if k else "user", "application_id": app_id, "user_id": user_id, "agent_id": None,
-                 "subject": f"agent{k}" if k else str(user_id), "scope": "read", "requested_scope": "read",
-                 "proof_jti": "", "proof_claims": {}, "proof_digest": "", "message_digest": "",
-                 "created": expires - timedelta(minutes=10), "grant_id": gid, "exchanged_at": None,
-                 "access_token_id": None, "token_family": None, "revoked_at": None, "revoked_reason": "",
-                 "expired_at": None, "ended_at": None, "children_count": CHILDREN[k], "link_hash": LINK_HASH},
+                {
+                    "id": gid,
+                    "user_id": user_id,
+                    "code": code,
+                    "application_id": app_id,
+                    "expires": expires,
+                    "redirect_uri": CB,
+                    "scope": "read",
+                    "created": now,
+                    "updated": now,
+                    "code_challenge": "",
+                    "code_challenge_method": "",
+                    "nonce": "",
+                    "claims": "",
+                    "resource": [],
+                },
+                {
+                    "id": ids[k],
+                    "parent_id": None if p is None else ids[p],
+                    "root_id": ids[0],
+                    "depth": DEPTH[k],
+                    "path": paths[k],
+                    "code_digest": codes.code_digest(code),
+                    "expires": expires,
+                    "redirect_uri": CB,
+                    "kind": "agent" if k else "user",
+                    "application_id": app_id,
+                    "user_id": user_id,
+                    "agent_id": None,
+                    "subject": f"agent{k}" if k else str(user_id),
+                    "scope": "read",
+                    "requested_scope": "read",
+                    "proof_jti": "",
+                    "proof_claims": {},
+                    "proof_digest": "",
+                    "message_digest": "",
+                    "created": expires - timedelta(minutes=10),
+                    "grant_id": gid,
+                    "exchanged_at": None,
+                    "access_token_id": None,
+                    "token_family": None,
+                    "revoked_at": None,
+                    "revoked_reason": "",
+                    "expired_at": None,
+                    "ended_at": None,
+                    "children_count": CHILDREN[k],
+                    "link_hash": LINK_HASH,
+                },
             )
 
 
@@ -194,30 +256,44 @@ def check(ok, what):
 
 def line(n, name, r, rates):
     tm, per_batch = "off" if r["tm_peak"] is None else f"{r['tm_peak'] / MiB:.1f} MiB", r["wall"] / max(r["batches"], 1)
-    return (f"N={n:,} {name}: {r['wall']:.1f} s wall, {rates}, {r['batches']:,} batches "
-            f"({1000 * per_batch:.0f} ms/batch), peak RSS +{(r['hwm'] - r['vm0']) / MiB:.1f} MiB "
-            f"(child {r['hwm'] / MiB:.0f} MiB), ru_maxrss +{r['ru'] / MiB:.1f} MiB, tracemalloc peak {tm}, "
-            f"load {r['load'][0]:.2f}->{r['load'][1]:.2f}")
+    return (
+        f"N={n:,} {name}: {r['wall']:.1f} s wall, {rates}, {r['batches']:,} batches "
+        f"({1000 * per_batch:.0f} ms/batch), peak RSS +{(r['hwm'] - r['vm0']) / MiB:.1f} MiB "
+        f"(child {r['hwm'] / MiB:.0f} MiB), ru_maxrss +{r['ru'] / MiB:.1f} MiB, tracemalloc peak {tm}, "
+        f"load {r['load'][0]:.2f}->{r['load'][1]:.2f}"
+    )
 
 
 def main():
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("alice", "alice@example.com", "alice-pw")
     App = get_application_model()
-    app = App.objects.create(client_id="bench", client_secret="s3cret", client_type=App.CLIENT_CONFIDENTIAL,
-                             authorization_grant_type=App.GRANT_AUTHORIZATION_CODE, redirect_uris=CB, user=user)
+    app = App.objects.create(
+        client_id="bench",
+        client_secret="s3cret",
+        client_type=App.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=App.GRANT_AUTHORIZATION_CODE,
+        redirect_uris=CB,
+        user=user,
+    )
     version = database_version()
-    print(f"chain_grant housekeeping benchmark: {connection.vendor} {version}, expire batch {ARGS.batch_size} "
-          f"steps, purge batch {ARGS.purge_batch_size} chains, chains of {CHAIN} steps (fan-out 3), "
-          f"tracemalloc {'off' if ARGS.no_tracemalloc else 'on'}, {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"chain_grant housekeeping benchmark: {connection.vendor} {version}, expire batch {ARGS.batch_size} "
+        f"steps, purge batch {ARGS.purge_batch_size} chains, chains of {CHAIN} steps (fan-out 3), "
+        f"tracemalloc {'off' if ARGS.no_tracemalloc else 'on'}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
     summary = []
     for n in ARGS.sizes:
         start = time.perf_counter()
         seed(n, app, user)
         seeded = time.perf_counter() - start
         check(ChainedGrant.objects.expired().count() == n and Grant.objects.count() == n, "seeded rows")
-        print(f"N={n:,} seed (setup): {seeded:.1f} s, {n // CHAIN:,} chains + {n:,} DOT grants "
-              f"({'COPY' if connection.vendor == 'postgresql' else 'bulk_create'}, then vacuum/analyze)", flush=True)
+        print(
+            f"N={n:,} seed (setup): {seeded:.1f} s, {n // CHAIN:,} chains + {n:,} DOT grants "
+            f"({'COPY' if connection.vendor == 'postgresql' else 'bulk_create'}, then vacuum/analyze)",
+            flush=True,
+        )
 
         ex = run_child("expire")
         check(ex["steps"] == n and ex["grants"] == n, f"expire returned {ex}")
@@ -233,12 +309,16 @@ def main():
         pu = run_child("purge")
         check(pu["chains"] == n // CHAIN and pu["steps"] == n, f"purge returned {pu}")
         check(not ChainedGrant.objects.exists(), "table empty after purge")
-        print(line(n, "purge", pu, f"{pu['chains'] / pu['wall']:,.0f} chains/s, {n / pu['wall']:,.0f} steps/s"),
-              flush=True)
-        summary.append(f"  N={n:>9,}: seed {seeded:7.1f} s | expire {ex['wall']:7.1f} s "
-                       f"({n / ex['wall']:>7,.0f} steps/s, +{(ex['hwm'] - ex['vm0']) / MiB:.1f} MiB) | "
-                       f"age {aged:6.1f} s | purge {pu['wall']:7.1f} s ({n / pu['wall']:>7,.0f} steps/s, "
-                       f"+{(pu['hwm'] - pu['vm0']) / MiB:.1f} MiB) | counts OK, table empty")
+        print(
+            line(n, "purge", pu, f"{pu['chains'] / pu['wall']:,.0f} chains/s, {n / pu['wall']:,.0f} steps/s"),
+            flush=True,
+        )
+        summary.append(
+            f"  N={n:>9,}: seed {seeded:7.1f} s | expire {ex['wall']:7.1f} s "
+            f"({n / ex['wall']:>7,.0f} steps/s, +{(ex['hwm'] - ex['vm0']) / MiB:.1f} MiB) | "
+            f"age {aged:6.1f} s | purge {pu['wall']:7.1f} s ({n / pu['wall']:>7,.0f} steps/s, "
+            f"+{(pu['hwm'] - pu['vm0']) / MiB:.1f} MiB) | counts OK, table empty"
+        )
     print("summary:", *summary, sep="\n")
 
 

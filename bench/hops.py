@@ -87,8 +87,13 @@ class Bench:
     def __init__(self):
         App = get_application_model()
         alice = get_user_model().objects.create_user("alice", "alice@example.com", "alice-pw")
-        common = {"client_secret": SECRET, "client_type": App.CLIENT_CONFIDENTIAL, "user": alice,
-                  "redirect_uris": REDIRECT_URI, "algorithm": App.RS256_ALGORITHM}
+        common = {
+            "client_secret": SECRET,
+            "client_type": App.CLIENT_CONFIDENTIAL,
+            "user": alice,
+            "redirect_uris": REDIRECT_URI,
+            "algorithm": App.RS256_ALGORITHM,
+        }
         self.app = App.objects.create(client_id="chain-client", authorization_grant_type="authorization-code", **common)
         self.cc_app = App.objects.create(client_id="cc-client", authorization_grant_type="client-credentials", **common)
         ChainClient.objects.create(application=self.app)
@@ -116,9 +121,15 @@ class Bench:
     def authorize(self):
         """A fresh DOT code from the authorize endpoint (consent POST), with its PKCE verifier."""
         verifier, challenge = pkce_pair()
-        params = {"client_id": self.app.client_id, "response_type": "code", "redirect_uri": REDIRECT_URI,
-                  "scope": "openid read write", "state": "st", "code_challenge": challenge,
-                  "code_challenge_method": "S256"}
+        params = {
+            "client_id": self.app.client_id,
+            "response_type": "code",
+            "redirect_uri": REDIRECT_URI,
+            "scope": "openid read write",
+            "state": "st",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
         response = self.client.post("/oauth/authorize/?" + urlencode(params), {**params, "allow": "Authorize"})
         if response.status_code != 302:
             raise RuntimeError(f"authorize: HTTP {response.status_code}")
@@ -130,13 +141,22 @@ class Bench:
         if not capture:
             self.ms.setdefault("sign", []).append((time.perf_counter() - start) * 1000)
         verifier, challenge = pkce_pair()
-        data = {"grant_type": "code_chain", "authorization_code": code, "id_token": proof,
-                "code_challenge": challenge, "code_challenge_method": "S256"}
+        data = {
+            "grant_type": "code_chain",
+            "authorization_code": code,
+            "id_token": proof,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
         return self.post(label, capture, "/oauth/token", data, self.app)["authorization_code"], verifier
 
     def exchange(self, label, url, code, verifier, capture):
-        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-                "code_verifier": verifier}
+        data = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+        }
         return self.post(label, capture, url, data, self.app)["access_token"]
 
     def round(self, capture=False):
@@ -169,19 +189,33 @@ def proof_crypto(n):
     return out
 
 
-ROWS = [("a0", "stock DOT: authorization_code"), ("a", "(a) authorization_code, plain DOT code"),
-        ("b", "(b) client_credentials"), ("c1", "(c) code_chain hop, DOT code -> depth 1"),
-        ("c2", "(c) code_chain hop, depth 1 -> depth 2"), ("sign", "(c) client side: sign ES256 proof"),
-        ("d", "(d) authorization_code, chained code (depth 2)"), ("e0", "stock DOT: introspect plain token"),
-        ("e-plain", "(e) introspect plain token"), ("e-chained", "(e) introspect chained token (act x2)")]
-RATIOS = [("c1", "a", "(c) first hop / (a)"), ("c2", "a", "(c) later hop / (a)"), ("d", "a", "(d) / (a)"),
-          ("e-chained", "e-plain", "(e) chained / plain"), ("a", "a0", "(a) IdP / stock DOT"),
-          ("e-plain", "e0", "(e) plain, IdP / stock DOT")]
+ROWS = [
+    ("a0", "stock DOT: authorization_code"),
+    ("a", "(a) authorization_code, plain DOT code"),
+    ("b", "(b) client_credentials"),
+    ("c1", "(c) code_chain hop, DOT code -> depth 1"),
+    ("c2", "(c) code_chain hop, depth 1 -> depth 2"),
+    ("sign", "(c) client side: sign ES256 proof"),
+    ("d", "(d) authorization_code, chained code (depth 2)"),
+    ("e0", "stock DOT: introspect plain token"),
+    ("e-plain", "(e) introspect plain token"),
+    ("e-chained", "(e) introspect chained token (act x2)"),
+]
+RATIOS = [
+    ("c1", "a", "(c) first hop / (a)"),
+    ("c2", "a", "(c) later hop / (a)"),
+    ("d", "a", "(d) / (a)"),
+    ("e-chained", "e-plain", "(e) chained / plain"),
+    ("a", "a0", "(a) IdP / stock DOT"),
+    ("e-plain", "e0", "(e) plain, IdP / stock DOT"),
+]
 
 
 def report(bench, version):
-    print(f"chain_grant hop benchmark: n={ARGS.n} timed rounds (+{WARMUP} warm-up rounds counting SQL), "
-          f"client-secret hasher={ARGS.hasher}, database={connection.vendor} {version}")
+    print(
+        f"chain_grant hop benchmark: n={ARGS.n} timed rounds (+{WARMUP} warm-up rounds counting SQL), "
+        f"client-secret hasher={ARGS.hasher}, database={connection.vendor} {version}"
+    )
     print("Django test Client (in-process WSGI, full middleware, no network); single thread; times in ms;")
     print("timed region = the client.post() call; req/s = 1000 / mean ms; SQL/req from the warm-up rounds")
     print(f"{'operation':<50}{'median':>9}{'p95':>9}{'req/s':>9}{'SQL/req':>9}")
@@ -195,12 +229,16 @@ def report(bench, version):
         print(f"{title:<50}{medians[key]:>9.2f}{p95:>9.2f}{1000 * len(ordered) / sum(ordered):>9.1f}{sql:>9}")
     print("ratios of medians (chain_grant / comparable DOT figure), and SQL per request:")
     for num, den, title in RATIOS:
-        print(f"  {title:<30} latency x{medians[num] / medians[den]:.2f}   "
-              f"SQL {bench.queries[num][-1]}/{bench.queries[den][-1]}")
+        print(
+            f"  {title:<30} latency x{medians[num] / medians[den]:.2f}   "
+            f"SQL {bench.queries[num][-1]}/{bench.queries[den][-1]}"
+        )
     crypto = proof_crypto(max(ARGS.n, 50))
-    print("proof crypto alone (jwcrypto, no DB), median ms: "
-          + "; ".join(f"{alg} sign {s:.3f} verify {v:.3f}" for alg, (s, v) in crypto.items())
-          + "  (RS512: the PoC's and bootstrap_demo's algorithm)")
+    print(
+        "proof crypto alone (jwcrypto, no DB), median ms: "
+        + "; ".join(f"{alg} sign {s:.3f} verify {v:.3f}" for alg, (s, v) in crypto.items())
+        + "  (RS512: the PoC's and bootstrap_demo's algorithm)"
+    )
 
 
 def main():

@@ -88,15 +88,21 @@ class Bench:
         self.alice = User.objects.create_user("alice", "alice@example.com", "pw")
         App = get_application_model()
         self.app = App.objects.create(
-            client_id="chain-client", client_secret="s3cret", client_type=App.CLIENT_CONFIDENTIAL,
-            authorization_grant_type=App.GRANT_AUTHORIZATION_CODE, redirect_uris="http://127.0.0.1/cb",
-            algorithm=App.RS256_ALGORITHM, user=self.staff)
+            client_id="chain-client",
+            client_secret="s3cret",
+            client_type=App.CLIENT_CONFIDENTIAL,
+            authorization_grant_type=App.GRANT_AUTHORIZATION_CODE,
+            redirect_uris="http://127.0.0.1/cb",
+            algorithm=App.RS256_ALGORITHM,
+            user=self.staff,
+        )
         ChainClient.objects.create(application=self.app)
         self.admin = Client()
         self.admin.force_login(self.staff)
         raw = uuid.uuid4().hex
-        token = AccessToken(user=self.staff, application=self.app, scope="chains:read",
-                            expires=timezone.now() + timedelta(days=1))
+        token = AccessToken(
+            user=self.staff, application=self.app, scope="chains:read", expires=timezone.now() + timedelta(days=1)
+        )
         set_token_value(token, raw)
         token.save()
         self.api = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
@@ -108,19 +114,33 @@ class Bench:
             now = timezone.now()
             steps = list(ChainedGrant.objects.chain(root.pk))
             made = AccessToken.objects.bulk_create(
-                AccessToken(user=self.alice, application=self.app, token="", scope="read",
-                            expires=now + timedelta(hours=1),
-                            token_checksum=hashlib.sha256(f"{prefix}a{i}".encode()).hexdigest())
-                for i in range(n))
+                AccessToken(
+                    user=self.alice,
+                    application=self.app,
+                    token="",
+                    scope="read",
+                    expires=now + timedelta(hours=1),
+                    token_checksum=hashlib.sha256(f"{prefix}a{i}".encode()).hexdigest(),
+                )
+                for i in range(n)
+            )
             families = [uuid.uuid4() for _ in steps]
             RefreshToken.objects.bulk_create(
-                RefreshToken(user=self.alice, application=self.app, token="", access_token=t, token_family=f,
-                             token_checksum=hashlib.sha256(f"{prefix}r{i}".encode()).hexdigest())
-                for i, (t, f) in enumerate(zip(made, families, strict=True)))
+                RefreshToken(
+                    user=self.alice,
+                    application=self.app,
+                    token="",
+                    access_token=t,
+                    token_family=f,
+                    token_checksum=hashlib.sha256(f"{prefix}r{i}".encode()).hexdigest(),
+                )
+                for i, (t, f) in enumerate(zip(made, families, strict=True))
+            )
             for step, t, f in zip(steps, made, families, strict=True):
                 step.access_token_id, step.token_family, step.exchanged_at = t.pk, f, now
-            ChainedGrant.objects.bulk_update(steps, ["access_token_id", "token_family", "exchanged_at"],
-                                             batch_size=1000)
+            ChainedGrant.objects.bulk_update(
+                steps, ["access_token_id", "token_family", "exchanged_at"], batch_size=1000
+            )
         return root, time.perf_counter() - start
 
     def read(self, client, url, n, check):
@@ -154,6 +174,7 @@ def tree_ok(n):
         body = response.json()
         if len(body["steps"]) != n or not body["verification"]["ok"]:
             fail(f"tree: {len(body['steps'])} steps, verification {body['verification']}")
+
     return check
 
 
@@ -162,6 +183,7 @@ def page_ok(n):
         html = response.content.decode()
         if html.count('class="chain-step') != n or "✓" not in html:
             fail("chain page: wrong number of steps or integrity not verified")
+
     return check
 
 
@@ -169,6 +191,7 @@ def confirm_ok(n):
     def check(response):
         if response.content.decode().count("<li style=") != n:
             fail("revoke confirmation: wrong number of listed steps")
+
     return check
 
 
@@ -176,6 +199,7 @@ def verify_ok(n):
     def check(response):
         if response.json() != {"ok": True, "checked": n, "first_bad_step": None}:
             fail(f"verify: {response.json()}")
+
     return check
 
 
@@ -184,6 +208,7 @@ def evidence_ok(n):
         body = response.json()
         if len(body["evidence"]["steps"]) != n or body["jws"].count(".") != 2:
             fail("evidence: wrong bundle")
+
     return check
 
 
@@ -191,23 +216,33 @@ def main():
     call_command("migrate", verbosity=0)
     version = database_version()
     bench = Bench()
-    print(f"chain_grant review benchmark: sizes {', '.join(f'{n:,}' for n in ARGS.sizes)} steps, "
-          f"repeat {ARGS.repeat}, database={connection.vendor} {version}")
-    print("Django test Client (in-process WSGI, full middleware, no network); single thread; times in ms "
-          "(median / min of the timed calls); SQL = queries per request (per call for revoke_subtree)")
+    print(
+        f"chain_grant review benchmark: sizes {', '.join(f'{n:,}' for n in ARGS.sizes)} steps, "
+        f"repeat {ARGS.repeat}, database={connection.vendor} {version}"
+    )
+    print(
+        "Django test Client (in-process WSGI, full middleware, no network); single thread; times in ms "
+        "(median / min of the timed calls); SQL = queries per request (per call for revoke_subtree)"
+    )
     print(f"{'N':>7}  {'operation':<44}{'median':>10}{'min':>10}{'SQL':>6}{'KiB':>9}")
     for n in ARGS.sizes:
         root, built = bench.build(n, f"b{n}-")
         chain_id = root.pk
         rows = [
-            ("admin chain page", bench.read(bench.admin, reverse("admin:chain_grant_chain_tree", args=[chain_id]),
-                                            n, page_ok(n))),
+            (
+                "admin chain page",
+                bench.read(bench.admin, reverse("admin:chain_grant_chain_tree", args=[chain_id]), n, page_ok(n)),
+            ),
             ("API tree  GET /api/chains/<id>/", bench.read(bench.api, f"/api/chains/{chain_id}/", n, tree_ok(n))),
             ("API verify", bench.read(bench.api, f"/api/chains/{chain_id}/verify/", n, verify_ok(n))),
-            ("API evidence (JSON + RS256 JWS)", bench.read(bench.api, f"/api/chains/{chain_id}/evidence/", n,
-                                                          evidence_ok(n))),
-            ("admin revoke confirmation (lists N)", bench.read(
-                bench.admin, reverse("admin:chain_grant_step_revoke", args=[chain_id]), n, confirm_ok(n))),
+            (
+                "API evidence (JSON + RS256 JWS)",
+                bench.read(bench.api, f"/api/chains/{chain_id}/evidence/", n, evidence_ok(n)),
+            ),
+            (
+                "admin revoke confirmation (lists N)",
+                bench.read(bench.admin, reverse("admin:chain_grant_step_revoke", args=[chain_id]), n, confirm_ok(n)),
+            ),
             ("revoke_subtree(root), no tokens", bench.revoke(root, n)),
         ]
         with_tokens, built_t = bench.build(n, f"t{n}-", tokens=True)
@@ -215,8 +250,11 @@ def main():
         if AccessToken.objects.filter(user=bench.alice).exists():
             fail("tokens left after revoke_subtree")
         for title, r in rows:
-            print(f"{n:>7,}  {title:<44}{r['median']:>10.1f}{r['min']:>10.1f}{r['sql']:>6}"
-                  f"{r['kib'] if r['kib'] else '':>9{'.1f' if r['kib'] else ''}}", flush=True)
+            print(
+                f"{n:>7,}  {title:<44}{r['median']:>10.1f}{r['min']:>10.1f}{r['sql']:>6}"
+                f"{r['kib'] if r['kib'] else '':>9{'.1f' if r['kib'] else ''}}",
+                flush=True,
+            )
         print(f"{n:>7,}  (setup: build_chain {built:.1f} s, with tokens {built_t:.1f} s)", flush=True)
 
 

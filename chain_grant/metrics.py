@@ -53,23 +53,45 @@ logger = logging.getLogger(__name__)
 
 AVAILABLE = prometheus_client is not None
 
-GRANT_TYPES = frozenset({
-    "authorization_code", "refresh_token", "client_credentials", "code_chain", "password",
-    "urn:ietf:params:oauth:grant-type:device_code", "urn:ietf:params:oauth:grant-type:token-exchange",
-    "urn:ietf:params:oauth:grant-type:jwt-bearer",
-})
-OAUTH_ERRORS = frozenset({
-    "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type",
-    "invalid_scope", "access_denied", "server_error", "temporarily_unavailable", "invalid_dpop_proof",
-})
+GRANT_TYPES = frozenset(
+    {
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+        "code_chain",
+        "password",
+        "urn:ietf:params:oauth:grant-type:device_code",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    }
+)
+OAUTH_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "access_denied",
+        "server_error",
+        "temporarily_unavailable",
+        "invalid_dpop_proof",
+    }
+)
 KINDS = frozenset({"wallet", "user", "agent"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 
 if AVAILABLE:
-    HANDOFFS = Counter("chain_grant_handoffs", "code_chain hand-offs at the token endpoint, by result.",
-                       ["result", "status"])
-    TOKEN_LATENCY = Histogram("chain_grant_token_request_seconds", "Token endpoint latency, by grant type.",
-                              ["grant_type"], buckets=LATENCY_BUCKETS)
+    HANDOFFS = Counter(
+        "chain_grant_handoffs", "code_chain hand-offs at the token endpoint, by result.", ["result", "status"]
+    )
+    TOKEN_LATENCY = Histogram(
+        "chain_grant_token_request_seconds",
+        "Token endpoint latency, by grant type.",
+        ["grant_type"],
+        buckets=LATENCY_BUCKETS,
+    )
     STEPS_CREATED = Counter("chain_grant_steps_created", "Chain steps created, by kind.", ["kind"])
     REPLAYS = Counter("chain_grant_replays", "Replayed (already exchanged) codes; each revokes its subtree.")
     REVOCATIONS = Counter("chain_grant_revocations", "Subtree revocations that revoked at least one step.")
@@ -227,8 +249,9 @@ def metrics_view(request):
         return response
     if not AVAILABLE:
         return HttpResponse("prometheus-client is not installed\n", status=503, content_type="text/plain")
-    response = HttpResponse(prometheus_client.generate_latest(registry()),
-                            content_type=prometheus_client.CONTENT_TYPE_LATEST)
+    response = HttpResponse(
+        prometheus_client.generate_latest(registry()), content_type=prometheus_client.CONTENT_TYPE_LATEST
+    )
     response["Cache-Control"] = "no-store"
     return response
 

@@ -29,9 +29,7 @@ class Agent(models.Model):
     """
 
     # TextField: a did:jwk of an RSA key (relaxed mode) is over 500 characters.
-    identifier = models.TextField(
-        _("identifier"), unique=True, help_text=_("The `sub` this agent signs proofs with.")
-    )
+    identifier = models.TextField(_("identifier"), unique=True, help_text=_("The `sub` this agent signs proofs with."))
     name = models.CharField(_("name"), max_length=255, blank=True)
     applications = models.ManyToManyField(
         oauth2_settings.APPLICATION_MODEL,
@@ -109,9 +107,7 @@ class ChainClient(models.Model):
 
 class ChainedGrantQuerySet(models.QuerySet):
     def live(self) -> ChainedGrantQuerySet:
-        return self.filter(
-            exchanged_at__isnull=True, revoked_at__isnull=True, expires__gt=timezone.now()
-        )
+        return self.filter(exchanged_at__isnull=True, revoked_at__isnull=True, expires__gt=timezone.now())
 
     def expired(self) -> ChainedGrantQuerySet:
         """Past ``expires`` and not otherwise ended: what the expiry job marks."""
@@ -156,13 +152,9 @@ class ChainedGrant(models.Model):
     parent = models.ForeignKey(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children", verbose_name=_("parent")
     )
-    root = models.ForeignKey(
-        "self", on_delete=models.PROTECT, related_name="+", verbose_name=_("chain root")
-    )
+    root = models.ForeignKey("self", on_delete=models.PROTECT, related_name="+", verbose_name=_("chain root"))
     depth = models.PositiveIntegerField(_("depth"), default=0)
-    path = models.TextField(
-        _("path"), help_text=_("Ids from the root to this step; a subtree is one prefix query.")
-    )
+    path = models.TextField(_("path"), help_text=_("Ids from the root to this step; a subtree is one prefix query."))
 
     code_digest = models.CharField(_("code digest"), max_length=64, unique=True)
     expires = models.DateTimeField(_("expires"))
@@ -187,9 +179,7 @@ class ChainedGrant(models.Model):
     agent = models.ForeignKey(
         Agent, on_delete=models.PROTECT, null=True, blank=True, related_name="steps", verbose_name=_("agent")
     )
-    subject = models.TextField(
-        _("actor subject"), help_text=_("`sub` of the actor: user pk, wallet DID or agent id.")
-    )
+    subject = models.TextField(_("actor subject"), help_text=_("`sub` of the actor: user pk, wallet DID or agent id."))
 
     scope = models.TextField(_("scope"), blank=True)
     requested_scope = models.TextField(_("requested scope"), blank=True)
@@ -217,11 +207,15 @@ class ChainedGrant(models.Model):
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
     revoked_reason = models.CharField(_("revoked reason"), max_length=255, blank=True)
     expired_at = models.DateTimeField(
-        _("marked expired at"), null=True, blank=True, help_text=_("Set by the expiry job; expiry itself is "
-                                                                    "enforced at use time from `expires`.")
+        _("marked expired at"),
+        null=True,
+        blank=True,
+        help_text=_("Set by the expiry job; expiry itself is enforced at use time from `expires`."),
     )
     ended_at = models.DateTimeField(
-        _("ended at"), null=True, blank=True,
+        _("ended at"),
+        null=True,
+        blank=True,
         help_text=_("When the step first stopped being live (exchanged, revoked or marked expired)."),
     )
     children_count = models.PositiveIntegerField(_("children"), default=0)

@@ -16,9 +16,25 @@ import re
 
 # Query parameters whose value is a credential. `state`, `nonce`, `code_challenge` are not.
 SECRET_PARAMS = (
-    "code", "authorization_code", "id_token", "id_token_hint", "code_verifier", "client_secret",
-    "refresh_token", "access_token", "token", "assertion", "client_assertion", "password",
-    "response_code", "poll", "vp_token", "subject_token", "actor_token", "device_code", "user_code",
+    "code",
+    "authorization_code",
+    "id_token",
+    "id_token_hint",
+    "code_verifier",
+    "client_secret",
+    "refresh_token",
+    "access_token",
+    "token",
+    "assertion",
+    "client_assertion",
+    "password",
+    "response_code",
+    "poll",
+    "vp_token",
+    "subject_token",
+    "actor_token",
+    "device_code",
+    "user_code",
 )
 REDACTED = "[REDACTED]"
 # A parameter starts after ?, &, ; or # -- also percent-encoded, once or more (a login

@@ -27,7 +27,16 @@ DEFAULTS: dict[str, Any] = {
     # Asymmetric JWS algorithms an agent proof may use. "none" and HS* are refused
     # whatever this says (system check chain_grant.E003).
     "ALLOWED_ALGORITHMS": [
-        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "EdDSA",
     ],
     # Accepted proof `aud` values. Empty = this IdP's OIDC issuer (DOT's oidc_issuer()).
     "PROOF_AUDIENCES": [],

@@ -21,8 +21,9 @@ urlpatterns = [
     # The wallet step (SIOPv2 / OpenID4VP direct_post); see chain_grant.core.wallet_step.
     re_path(r"^wallet/response/?$", wallet_views.DirectPostView.as_view(), name="chain-wallet-response"),
     path("wallet/requests/<uuid:request_id>/status", wallet_views.StatusView.as_view(), name="chain-wallet-status"),
-    path("wallet/requests/<uuid:request_id>/complete", wallet_views.CompleteView.as_view(),
-         name="chain-wallet-complete"),
+    path(
+        "wallet/requests/<uuid:request_id>/complete", wallet_views.CompleteView.as_view(), name="chain-wallet-complete"
+    ),
     path("wallet/requests/<uuid:request_id>/cancel", wallet_views.CancelView.as_view(), name="chain-wallet-cancel"),
     re_path(r"^token/?$", views.TokenView.as_view(), name="token"),
     re_path(r"^revoke_token/?$", views.RevokeTokenView.as_view(), name="revoke-token"),

@@ -1,8 +1,8 @@
 """Public names for ``OAUTH2_PROVIDER["OAUTH2_VALIDATOR_CLASS"]``.
 
-    class MyValidator(ChainValidatorMixin, MyOAuth2Validator): ...   # your IdP's own, mixin first
-    OAUTH2_PROVIDER["OAUTH2_VALIDATOR_CLASS"] = "myidp.validators.MyValidator"
-    # a new IdP may take the ready-made one: "chain_grant.validators.ChainOAuth2Validator"
+class MyValidator(ChainValidatorMixin, MyOAuth2Validator): ...   # your IdP's own, mixin first
+OAUTH2_PROVIDER["OAUTH2_VALIDATOR_CLASS"] = "myidp.validators.MyValidator"
+# a new IdP may take the ready-made one: "chain_grant.validators.ChainOAuth2Validator"
 """
 
 from .oauth.hardening import DOTHardeningMixin

@@ -1,6 +1,6 @@
 """The demo web wallet page (a wallet kept in the browser, for demos and tests).
 
-    path("wallet/", include("chain_grant.wallet_urls")),
+path("wallet/", include("chain_grant.wallet_urls")),
 """
 
 from django.urls import path

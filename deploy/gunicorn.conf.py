@@ -98,8 +98,12 @@ class JsonLogFormatter(logging.Formatter):
     converter = time.gmtime
 
     def format(self, record):
-        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if record.exc_text:
             entry["exc"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)
@@ -143,10 +147,18 @@ class RedactingLogger(glogging.Logger):
             return None
         atoms = self.atoms(resp, req, environ, request_time)
         entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "logger": "gunicorn.access",
-            "remote": atoms["h"], "method": atoms["m"], "path": atoms["U"], "query": atoms["q"] or "",
-            "protocol": atoms["H"], "status": int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"],
-            "bytes": atoms["B"], "duration_ms": atoms["M"], "referer": atoms["f"], "user_agent": atoms["a"],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "logger": "gunicorn.access",
+            "remote": atoms["h"],
+            "method": atoms["m"],
+            "path": atoms["U"],
+            "query": atoms["q"] or "",
+            "protocol": atoms["H"],
+            "status": int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"],
+            "bytes": atoms["B"],
+            "duration_ms": atoms["M"],
+            "referer": atoms["f"],
+            "user_agent": atoms["a"],
         }
         try:
             self.access_log.info(json.dumps(entry, ensure_ascii=False))

@@ -13,8 +13,18 @@ class AnswerAdmin(admin.ModelAdmin):
     list_display = ("id", "short_text", "user", "client_id", "chain_link", "chain_depth", "created")
     list_filter = ("client_id", "created")
     search_fields = ("=chain_id", "user__username", "text")
-    readonly_fields = ("text", "user", "client_id", "scope", "chain_link", "step_id", "chain_depth", "actors", "act",
-                       "created")
+    readonly_fields = (
+        "text",
+        "user",
+        "client_id",
+        "scope",
+        "chain_link",
+        "step_id",
+        "chain_depth",
+        "actors",
+        "act",
+        "created",
+    )
     exclude = ("chain_id",)
 
     @admin.display(description=_("text"))

@@ -73,8 +73,19 @@ class AnswerSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Answer
-        fields = ("id", "text", "user", "client_id", "scope", "chain_id", "step_id", "chain_depth", "actors", "act",
-                  "created")
+        fields = (
+            "id",
+            "text",
+            "user",
+            "client_id",
+            "scope",
+            "chain_id",
+            "step_id",
+            "chain_depth",
+            "actors",
+            "act",
+            "created",
+        )
 
     def get_user(self, obj) -> str | None:
         return obj.user.get_username() if obj.user_id else None
@@ -97,16 +108,20 @@ class AnswersView(APIView):
 
 
 class AnswerListView(AnswersView):
-    @extend_schema(operation_id="answers_create", auth=AUTH, request=AnswerInSerializer,
-                   responses={201: AnswerSerializer})
+    @extend_schema(
+        operation_id="answers_create", auth=AUTH, request=AnswerInSerializer, responses={201: AnswerSerializer}
+    )
     def post(self, request):
         body = AnswerInSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         token = request.auth
         step = lineage.step_for_token(token)
         if step is None:
-            return _error(status.HTTP_403_FORBIDDEN, "chain_required",
-                          "This token was not issued from an authorization code chain.")
+            return _error(
+                status.HTTP_403_FORBIDDEN,
+                "chain_required",
+                "This token was not issued from an authorization code chain.",
+            )
         if step.revoked_at:
             return _error(status.HTTP_403_FORBIDDEN, "chain_revoked", "The chain step of this token was revoked.")
         answer = Answer.objects.create(

@@ -146,8 +146,12 @@ class FailSafeRedisCache(RedisCache):
             return call(*args, **kwargs)
         except RedisError as exc:
             FailSafeRedisCache._down_until = time.monotonic() + self.RETRY_AFTER
-            logger.warning("cache: redis %s failed (%s); serving without the cache for %.0f s",
-                           operation, type(exc).__name__, self.RETRY_AFTER)
+            logger.warning(
+                "cache: redis %s failed (%s); serving without the cache for %.0f s",
+                operation,
+                type(exc).__name__,
+                self.RETRY_AFTER,
+            )
             return default
 
     def get(self, key, default=None, version=None):

@@ -13,8 +13,13 @@ from django.utils.translation import gettext_lazy as _
 class Answer(models.Model):
     text = models.TextField(_("text"))
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-        related_name="answers", verbose_name=_("user"), help_text=_("The person the chain acts for."),
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="answers",
+        verbose_name=_("user"),
+        help_text=_("The person the chain acts for."),
     )
     client_id = models.CharField(_("client id"), max_length=100)
     scope = models.TextField(_("token scope"))
@@ -22,7 +27,8 @@ class Answer(models.Model):
     step_id = models.UUIDField(_("step"), help_text=_("The step whose code was exchanged for the token."))
     chain_depth = models.PositiveIntegerField(_("chain depth"))
     actors = models.JSONField(
-        _("actors"), default=list,
+        _("actors"),
+        default=list,
         help_text=_('From the root down to the publishing step: [{"kind", "actor", "scope"}, …].'),
     )
     act = models.JSONField(_("act claim"), null=True, blank=True, help_text=_("RFC 8693 §4.1, as in introspection."))

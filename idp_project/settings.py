@@ -304,7 +304,9 @@ LOGGING = {
     "filters": {"redact": {"()": "chain_grant.redaction.RedactFilter"}},
     "formatters": {
         "django.server": {
-            "()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{",
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
         },
     },
     "handlers": {
@@ -320,7 +322,9 @@ if PRODUCTION:
     # Django prints nothing with DEBUG off (its console handler wants DEBUG): log 500s and
     # security events (e.g. DisallowedHost) to stderr, where the process manager collects them.
     LOGGING["loggers"]["django"] = {
-        "handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "ERROR"), "propagate": False,
+        "handlers": ["console"],
+        "level": os.environ.get("DJANGO_LOG_LEVEL", "ERROR"),
+        "propagate": False,
     }
 
 

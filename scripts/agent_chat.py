@@ -50,7 +50,6 @@ From Python (tests import this file with importlib)::
     result = run(["http://127.0.0.1:8000"], var_dir="var", on_step=print)
 """
 
-
 import argparse
 import hashlib
 import html.parser
@@ -117,17 +116,17 @@ ROLES = {
 # Deterministic, local "agents": the same input gives the same transcript.
 _LOCAL = {
     "researcher": "Delegation is a solved pattern: OAuth 2.0 authorization codes with PKCE, OpenID Connect "
-                  "id_tokens to prove who signs, RFC 8693 `act` claims to name the actors, and SIOPv2 wallets "
-                  "for people who hold their own keys.",
+    "id_tokens to prove who signs, RFC 8693 `act` claims to name the actors, and SIOPv2 wallets "
+    "for people who hold their own keys.",
     "security": "Risks and safeguards: a stolen code (PKCE per hop, 10-minute codes); an agent exceeding its "
-                "remit (scopes only narrow at each hop); a replayed hand-off (single-use jti, c_hash bound to "
-                "the previous code); a forged agent (only registered keys count).",
+    "remit (scopes only narrow at each hop); a replayed hand-off (single-use jti, c_hash bound to "
+    "the previous code); a forged agent (only registered keys count).",
     "implementer": "Steps: register each agent's public key with the IdP; pass one authorization code from "
-                   "agent to agent with grant_type=code_chain; ask the person before any new scope; exchange "
-                   "only the code of the agent that must act.",
+    "agent to agent with grant_type=code_chain; ask the person before any new scope; exchange "
+    "only the code of the agent that must act.",
     "critic": "Review: the draft covers standards, risks and steps. It must also say that the person stays in "
-              "control (consent is the only way to add a scope) and that the whole conversation can be audited "
-              "afterwards, step by step.",
+    "control (consent is the only way to add a scope) and that the whole conversation can be audited "
+    "afterwards, step by step.",
 }
 
 
@@ -135,17 +134,21 @@ def local_responder(agent: str, instructions: str, message: str) -> str:
     """The built-in agents: canned, deterministic text (no LLM, no network)."""
     if agent == "planner":
         first = message.strip().splitlines()[0] if message.strip() else "the question"
-        return (f"Plan for “{first}”: the researcher finds what exists, the security reviewer finds what can "
-                "go wrong, the implementer says how to build it; the merger joins them and the critic checks.")
+        return (
+            f"Plan for “{first}”: the researcher finds what exists, the security reviewer finds what can "
+            "go wrong, the implementer says how to build it; the merger joins them and the critic checks."
+        )
     if agent == "merger":
         parts = [line.split(": ", 1)[1] for line in message.splitlines() if line.startswith("- ") and ": " in line]
         return "Draft: " + " ".join(parts) if parts else "Draft: " + message
     if agent == "writer":
-        return ("Let each agent act through its own link of one authorization code chain. The person starts it "
-                "(here with a wallet), every hand-off is signed by the receiving agent's registered key and bound "
-                "to the previous code, scopes only narrow from agent to agent, and only the person adds one "
-                "(here: email, by consent). No agent ever sees a password, and an auditor can read the whole "
-                "conversation back as a tree of codes.")
+        return (
+            "Let each agent act through its own link of one authorization code chain. The person starts it "
+            "(here with a wallet), every hand-off is signed by the receiving agent's registered key and bound "
+            "to the previous code, scopes only narrow from agent to agent, and only the person adds one "
+            "(here: email, by consent). No agent ever sees a password, and an auditor can read the whole "
+            "conversation back as a tree of codes."
+        )
     return _LOCAL[agent]
 
 
@@ -260,13 +263,16 @@ class IdPPool:
                 self._next = index
         raise AgentChatError(
             f"cannot reach the IdP at {', '.join(self.all)} (connection refused). Is it running? "
-            "Start it with `make run`, or run the whole demo with `make demo`.", EXIT_UNREACHABLE)
+            "Start it with `make run`, or run the whole demo with `make demo`.",
+            EXIT_UNREACHABLE,
+        )
 
     def is_idp(self, url: str) -> bool:
         return _origin(url) in self.origins
 
-    def request(self, session: requests.Session, method: str, url: str, *, form_origin: bool = False,
-                **kwargs) -> tuple[requests.Response, str]:
+    def request(
+        self, session: requests.Session, method: str, url: str, *, form_origin: bool = False, **kwargs
+    ) -> tuple[requests.Response, str]:
         """Send to the next address. ``url`` is a path or an absolute IdP URL (rebased)."""
         parts = urllib.parse.urlsplit(url)
         tail = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
@@ -276,8 +282,9 @@ class IdPPool:
             headers = dict(extra_headers)
             if form_origin:  # a browser's form POST: Origin and Referer of the page (Django's CSRF check)
                 headers.update(Origin=base, Referer=base + tail)
-            response = session.request(method, base + tail, headers=headers, allow_redirects=False,
-                                       timeout=TIMEOUT, **kwargs)
+            response = session.request(
+                method, base + tail, headers=headers, allow_redirects=False, timeout=TIMEOUT, **kwargs
+            )
             return response, base + tail
 
         return self.call(send)
@@ -306,11 +313,18 @@ class Page(html.parser.HTMLParser):
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "form":
-            self.forms.append({"id": a.get("id"), "action": a.get("action") or "",
-                               "method": (a.get("method") or "get").lower(), "inputs": []})
+            self.forms.append(
+                {
+                    "id": a.get("id"),
+                    "action": a.get("action") or "",
+                    "method": (a.get("method") or "get").lower(),
+                    "inputs": [],
+                }
+            )
         elif tag in ("input", "textarea", "select") and self.forms and a.get("name"):
             self.forms[-1]["inputs"].append(
-                {"name": a["name"], "value": a.get("value") or "", "type": (a.get("type") or "text").lower()})
+                {"name": a["name"], "value": a.get("value") or "", "type": (a.get("type") or "text").lower()}
+            )
         elif tag == "a" and a.get("id") == "wallet-request":
             self.wallet_link = a.get("href")
         elif tag in ("h1", "h2", "h3", "p") and self._heading is None:
@@ -403,8 +417,9 @@ class HeadlessBrowser:
                 url = target
                 continue
             if response.status_code != 200:
-                raise AgentChatError(f"{what}: the IdP answered HTTP {response.status_code} "
-                                     f"({Page(response.text).error_text()})")
+                raise AgentChatError(
+                    f"{what}: the IdP answered HTTP {response.status_code} ({Page(response.text).error_text()})"
+                )
             page = Page(response.text)
             if page.wallet_link:
                 if self.wallet is None:
@@ -414,8 +429,10 @@ class HeadlessBrowser:
             login_form = page.form(with_input="password")
             if login_form is not None:
                 if self.login is None or logged_in:
-                    raise AgentChatError(f"{what}: logging in failed (is the password in demo_credentials.json "
-                                         "still the one in the database? run `make demo-data`)")
+                    raise AgentChatError(
+                        f"{what}: logging in failed (is the password in demo_credentials.json "
+                        "still the one in the database? run `make demo-data`)"
+                    )
                 username, password = self.login
                 url = urllib.parse.urljoin(here, login_form["action"]) if login_form["action"] else here
                 method, data, logged_in = "POST", form_data(login_form, username=username, password=password), True
@@ -436,10 +453,10 @@ class HeadlessBrowser:
             return self.wallet.respond(request_url_from_html(html_text), post=self._wallet_post)
         except Exception as exc:  # noqa: BLE001 (any wallet failure ends the step with its reason)
             if _refused(exc):
-                raise AgentChatError(f"{what}: the wallet cannot reach the IdP's response_uri (connection refused)",
-                                     EXIT_UNREACHABLE) from None
+                raise AgentChatError(
+                    f"{what}: the wallet cannot reach the IdP's response_uri (connection refused)", EXIT_UNREACHABLE
+                ) from None
             raise AgentChatError(f"{what}: the wallet presentation was refused ({exc})") from None
-
 
     def _wallet_post(self, url: str, data: dict[str, str]) -> tuple[int, dict[str, Any]]:
         """The wallet's direct_post to the IdP's response_uri (through the IdP's addresses)."""
@@ -461,8 +478,9 @@ def _callback(url: str, state: str, what: str) -> Callback:
         raise AgentChatError(f"{what}: the redirect's state does not match the request (possible CSRF)")
     if "error" in query:
         description = query.get("error_description", [""])[0]
-        raise AgentChatError(f"{what}: {query['error'][0]}" + (f": {description}" if description else "")
-                             + _hint(description))
+        raise AgentChatError(
+            f"{what}: {query['error'][0]}" + (f": {description}" if description else "") + _hint(description)
+        )
     if not query.get("code"):
         raise AgentChatError(f"{what}: the redirect carries no code")
     return Callback(code=query["code"][0], state=state)
@@ -500,16 +518,23 @@ class InteractiveBrowser:
         try:
             server = http.server.HTTPServer((CALLBACK_HOST, CALLBACK_PORT), Handler)
         except OSError as exc:
-            raise AgentChatError(f"cannot listen on {CALLBACK_HOST}:{CALLBACK_PORT} for the callback ({exc})",
-                                 EXIT_SETUP) from None
+            raise AgentChatError(
+                f"cannot listen on {CALLBACK_HOST}:{CALLBACK_PORT} for the callback ({exc})", EXIT_SETUP
+            ) from None
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
             url = self.pool.primary + path + "?" + urllib.parse.urlencode(params)
-            print(f"Opening {self.pool.primary}{path}?…&response_type={params['response_type']}"
-                  f"&scope={urllib.parse.quote(params['scope'])}", file=self.out)
-            print(f"Complete the {what} in your browser. Waiting for the redirect to {REDIRECT_URI} …",
-                  file=self.out, flush=True)
+            print(
+                f"Opening {self.pool.primary}{path}?…&response_type={params['response_type']}"
+                f"&scope={urllib.parse.quote(params['scope'])}",
+                file=self.out,
+            )
+            print(
+                f"Complete the {what} in your browser. Waiting for the redirect to {REDIRECT_URI} …",
+                file=self.out,
+                flush=True,
+            )
             webbrowser.open(url)
             if not done.wait(self.timeout):
                 raise AgentChatError(f"{what}: no redirect within {int(self.timeout)} s")
@@ -524,8 +549,17 @@ class InteractiveBrowser:
 
 
 class Chat:
-    def __init__(self, urls: list[str], var_dir: Path, *, interactive: bool, on_step, out: TextIO,
-                 question: str, responder: Responder):
+    def __init__(
+        self,
+        urls: list[str],
+        var_dir: Path,
+        *,
+        interactive: bool,
+        on_step,
+        out: TextIO,
+        question: str,
+        responder: Responder,
+    ):
         self.pool = IdPPool(urls)
         self.var = Path(var_dir)
         self.out = out
@@ -547,8 +581,10 @@ class Chat:
         try:
             creds = json.loads(path.read_text())
         except (OSError, ValueError):
-            raise AgentChatError(f"no demo credentials at {path}: run `make demo-data` (manage.py bootstrap_demo) "
-                                 "first, or pass --var", EXIT_SETUP) from None
+            raise AgentChatError(
+                f"no demo credentials at {path}: run `make demo-data` (manage.py bootstrap_demo) first, or pass --var",
+                EXIT_SETUP,
+            ) from None
         missing = {"client_id", "client_secret", "alice_password", "admin_password"} - set(creds)
         if missing:
             raise AgentChatError(f"{path} lacks {', '.join(sorted(missing))}: run `make demo-data`", EXIT_SETUP)
@@ -559,8 +595,9 @@ class Chat:
         try:
             return load_private_key(str(path))
         except (OSError, ValueError):
-            raise AgentChatError(f"no private key for agent {name} at {path}: run `make demo-data`",
-                                 EXIT_SETUP) from None
+            raise AgentChatError(
+                f"no private key for agent {name} at {path}: run `make demo-data`", EXIT_SETUP
+            ) from None
 
     def _wallet(self):
         from chain_grant.client.wallet import HeadlessWallet
@@ -589,12 +626,28 @@ class Chat:
 
     # -- steps --
 
-    def _record(self, kind: str, actor: str, code: str, verifier: str, parent: _Step | None,
-                scope: str | None = None, depth: int | None = None, message_sha256: str | None = None) -> _Step:
-        event = StepEvent(index=len(self.steps), kind=kind, actor=actor, chain_id=self.chain_id,
-                          depth=depth if depth is not None else (parent.event.depth + 1 if parent else 0),
-                          parent=parent.event.index if parent else None, scope=scope,
-                          code_digest_prefix=digest_prefix(code), message_sha256=message_sha256)
+    def _record(
+        self,
+        kind: str,
+        actor: str,
+        code: str,
+        verifier: str,
+        parent: _Step | None,
+        scope: str | None = None,
+        depth: int | None = None,
+        message_sha256: str | None = None,
+    ) -> _Step:
+        event = StepEvent(
+            index=len(self.steps),
+            kind=kind,
+            actor=actor,
+            chain_id=self.chain_id,
+            depth=depth if depth is not None else (parent.event.depth + 1 if parent else 0),
+            parent=parent.event.index if parent else None,
+            scope=scope,
+            code_digest_prefix=digest_prefix(code),
+            message_sha256=message_sha256,
+        )
         step = _Step(event, code, verifier)
         self.steps.append(step)
         if self.chain_id is None:
@@ -617,25 +670,51 @@ class Chat:
         elif chain_id != self.chain_id:
             raise AgentChatError(f"the IdP put a hand-off in another chain ({chain_id})", chain_id=self.chain_id)
 
-    def hop(self, parent: _Step, sender: str, agent: str, message: str, *, shown: str | None = None,
-            extra: dict[str, Any] | None = None) -> _Step:
+    def hop(
+        self,
+        parent: _Step,
+        sender: str,
+        agent: str,
+        message: str,
+        *,
+        shown: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> _Step:
         """``agent`` receives ``message`` with ``parent``'s code: code_chain → its own code."""
         verifier, challenge = pkce_pair()
-        proof = sign_proof(self.keys[agent], sub=agent, aud=self.issuer, code=parent.code, message=message,
-                           extra=extra)
+        proof = sign_proof(self.keys[agent], sub=agent, aud=self.issuer, code=parent.code, message=message, extra=extra)
         try:
-            body = self.pool.call(lambda base: code_chain(
-                base + self.token_path, self.creds["client_id"], self.creds["client_secret"], parent.code, proof,
-                code_challenge=challenge))
+            body = self.pool.call(
+                lambda base: code_chain(
+                    base + self.token_path,
+                    self.creds["client_id"],
+                    self.creds["client_secret"],
+                    parent.code,
+                    proof,
+                    code_challenge=challenge,
+                )
+            )
         except ChainClientError as exc:
             raise AgentChatError(
                 f"the IdP refused the hand-off {parent.event.actor} → {agent} (step {len(self.steps)}): "
-                f"{exc.error}: {exc.description}{_hint(exc.description)}", chain_id=self.chain_id) from None
+                f"{exc.error}: {exc.description}{_hint(exc.description)}",
+                chain_id=self.chain_id,
+            ) from None
         self._learn_chain_id(body["chain_id"])
-        step = self._record("agent", agent, body["authorization_code"], verifier, parent, body.get("scope"),
-                            body.get("depth"), message_sha256=message_digest(message))
-        self.say(f"[code_chain -> {agent}]  {mask(parent.code)} → {mask(step.code)}  depth {step.event.depth}, "
-                 f"scope “{step.event.scope}”")
+        step = self._record(
+            "agent",
+            agent,
+            body["authorization_code"],
+            verifier,
+            parent,
+            body.get("scope"),
+            body.get("depth"),
+            message_sha256=message_digest(message),
+        )
+        self.say(
+            f"[code_chain -> {agent}]  {mask(parent.code)} → {mask(step.code)}  depth {step.event.depth}, "
+            f"scope “{step.event.scope}”"
+        )
         self.say_message(sender, agent, message, shown)
         return step
 
@@ -643,12 +722,22 @@ class Chat:
         self.say("[browser -> wallet presentation]")
         wallet = None if self.interactive else self._wallet()
         verifier, challenge = pkce_pair()
-        params = {"client_id": self.creds["client_id"], "redirect_uri": REDIRECT_URI, "response_type": "id_token",
-                  "scope": ROOT_SCOPE, "state": secrets.token_urlsafe(16), "client_metadata": "{}",
-                  "prompt": "login", "code_challenge": challenge, "code_challenge_method": "S256"}
+        params = {
+            "client_id": self.creds["client_id"],
+            "redirect_uri": REDIRECT_URI,
+            "response_type": "id_token",
+            "scope": ROOT_SCOPE,
+            "state": secrets.token_urlsafe(16),
+            "client_metadata": "{}",
+            "prompt": "login",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
         if wallet is not None:
-            self.say(f"  GET {self.authorize_path} response_type=id_token scope=“{ROOT_SCOPE}” (PKCE S256); "
-                     f"headless wallet {short(wallet.did, 28)} answers the openid:// request")
+            self.say(
+                f"  GET {self.authorize_path} response_type=id_token scope=“{ROOT_SCOPE}” (PKCE S256); "
+                f"headless wallet {short(wallet.did, 28)} answers the openid:// request"
+            )
             browser = HeadlessBrowser(self.pool, wallet=wallet)
         else:
             browser = InteractiveBrowser(self.pool, self.out)
@@ -662,20 +751,32 @@ class Chat:
         self.say("[browser -> chained authorization code request]")
         username = "alice"
         verifier, challenge = pkce_pair()
-        params = {"client_id": self.creds["client_id"], "redirect_uri": REDIRECT_URI, "response_type": "code",
-                  "prompt": "login", "scope": CONSENT_SCOPE, "state": secrets.token_urlsafe(16),
-                  "code": parent.code, "code_challenge": challenge, "code_challenge_method": "S256"}
+        params = {
+            "client_id": self.creds["client_id"],
+            "redirect_uri": REDIRECT_URI,
+            "response_type": "code",
+            "prompt": "login",
+            "scope": CONSENT_SCOPE,
+            "state": secrets.token_urlsafe(16),
+            "code": parent.code,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
         if self.interactive:
             self.say(f"  log in as {username} (password in {self.var / 'demo_credentials.json'}) and consent")
             browser = InteractiveBrowser(self.pool, self.out)
         else:
-            self.say(f"  GET {self.authorize_path} response_type=code scope=“{CONSENT_SCOPE}” code={mask(parent.code)}"
-                     f" prompt=login; {username} logs in and consents")
+            self.say(
+                f"  GET {self.authorize_path} response_type=code scope=“{CONSENT_SCOPE}” code={mask(parent.code)}"
+                f" prompt=login; {username} logs in and consents"
+            )
             browser = HeadlessBrowser(self.pool, login=(username, self.creds["alice_password"]))
         callback = browser.authorize(self.authorize_path, params, f"{username}'s consent")
         step = self._record("user", username, callback.code, verifier, parent)
-        self.say(f"[authorization code request -> writer]  {mask(parent.code)} → {mask(step.code)}  "
-                 f"depth {step.event.depth}, {username} consented to “{CONSENT_SCOPE}”")
+        self.say(
+            f"[authorization code request -> writer]  {mask(parent.code)} → {mask(step.code)}  "
+            f"depth {step.event.depth}, {username} consented to “{CONSENT_SCOPE}”"
+        )
         return step
 
     # -- the conversation --
@@ -709,8 +810,13 @@ class Chat:
         outputs: dict[str, tuple[_Step, str]] = {}
         for agent in BRANCHES:  # the fan-out: three children of the planner's code
             task = f"{plan}\nYour task ({agent}): {ROLES[agent]}"
-            step = self.hop(planner, "planner", agent, task,
-                            shown=f"{plan} [your task: {agent}]" if agent == BRANCHES[0] else f"… [your task: {agent}]")
+            step = self.hop(
+                planner,
+                "planner",
+                agent,
+                task,
+                shown=f"{plan} [your task: {agent}]" if agent == BRANCHES[0] else f"… [your task: {agent}]",
+            )
             outputs[agent] = (step, self.respond(agent, task))
 
         merged_steps = []
@@ -722,8 +828,13 @@ class Chat:
 
         # The critic continues from the merger's last code (it has read all three branches by
         # then); its proof also names the three merger steps (digest prefixes, as the admin shows).
-        critic = self.hop(merged_steps[-1], "merger", "critic", draft,
-                          extra={"merged_steps": [s.event.code_digest_prefix for s in merged_steps]})
+        critic = self.hop(
+            merged_steps[-1],
+            "merger",
+            "critic",
+            draft,
+            extra={"merged_steps": [s.event.code_digest_prefix for s in merged_steps]},
+        )
         review = self.respond("critic", draft)
 
         consent = self.consent_step(critic)
@@ -735,24 +846,39 @@ class Chat:
 
     def publish(self, writer: _Step, answer: str) -> tuple[dict[str, Any], str]:
         try:
-            token = self.pool.call(lambda base: exchange_code(
-                base + self.token_path, self.creds["client_id"], self.creds["client_secret"], writer.code,
-                redirect_uri=REDIRECT_URI, code_verifier=writer.verifier))
+            token = self.pool.call(
+                lambda base: exchange_code(
+                    base + self.token_path,
+                    self.creds["client_id"],
+                    self.creds["client_secret"],
+                    writer.code,
+                    redirect_uri=REDIRECT_URI,
+                    code_verifier=writer.verifier,
+                )
+            )
         except ChainClientError as exc:
-            raise AgentChatError(f"exchanging the writer's code failed: {exc.error}: {exc.description}"
-                                 f"{_hint(exc.description)}", chain_id=self.chain_id) from None
+            raise AgentChatError(
+                f"exchanging the writer's code failed: {exc.error}: {exc.description}{_hint(exc.description)}",
+                chain_id=self.chain_id,
+            ) from None
         access = token["access_token"]
-        self.say(f"[exchange -> writer's token]  code {mask(writer.code)} → access token {mask(access)}  "
-                 f"scope “{token.get('scope')}”")
+        self.say(
+            f"[exchange -> writer's token]  code {mask(writer.code)} → access token {mask(access)}  "
+            f"scope “{token.get('scope')}”"
+        )
         session = requests.Session()
-        response, _ = self.pool.request(session, "POST", ANSWERS_PATH, json={"text": answer},
-                                        headers={"Authorization": f"Bearer {access}"})
+        response, _ = self.pool.request(
+            session, "POST", ANSWERS_PATH, json={"text": answer}, headers={"Authorization": f"Bearer {access}"}
+        )
         if response.status_code != 201:
-            raise AgentChatError(f"publishing the answer failed: HTTP {response.status_code} "
-                                 f"{_error_of(response)}", chain_id=self.chain_id)
+            raise AgentChatError(
+                f"publishing the answer failed: HTTP {response.status_code} {_error_of(response)}",
+                chain_id=self.chain_id,
+            )
         stored = response.json()
-        actors = " ← ".join(a["actor"] if a["kind"] != "wallet" else short(a["actor"], 20)
-                            for a in reversed(stored["actors"]))
+        actors = " ← ".join(
+            a["actor"] if a["kind"] != "wallet" else short(a["actor"], 20) for a in reversed(stored["actors"])
+        )
         self.say(f"[writer -> POST {ANSWERS_PATH}]  answer #{stored['id']} stored with its actor chain: {actors}")
         return stored, token.get("scope", "")
 
@@ -764,17 +890,20 @@ class Chat:
         if login_form is None:
             raise AgentChatError(f"the admin login page did not load (HTTP {response.status_code})")
         data = form_data(login_form, username="admin", password=self.creds["admin_password"])
-        response, _ = browser._send("POST", urllib.parse.urljoin(here, login_form["action"] or here), data=data,
-                                    form_origin=True)
+        response, _ = browser._send(
+            "POST", urllib.parse.urljoin(here, login_form["action"] or here), data=data, form_origin=True
+        )
         if response.status_code != 302:
             raise AgentChatError("logging in as admin failed (run `make demo-data` to reset the password)")
         results = []
         for suffix in ("", "verify/"):
-            response, _ = browser._send("GET", f"/api/chains/{self.chain_id}/{suffix}",
-                                        headers={"Accept": "application/json"})
+            response, _ = browser._send(
+                "GET", f"/api/chains/{self.chain_id}/{suffix}", headers={"Accept": "application/json"}
+            )
             if response.status_code != 200:
-                raise AgentChatError(f"the review API answered HTTP {response.status_code} {_error_of(response)}",
-                                     chain_id=self.chain_id)
+                raise AgentChatError(
+                    f"the review API answered HTTP {response.status_code} {_error_of(response)}", chain_id=self.chain_id
+                )
             results.append(response.json())
         return results[0], results[1]
 
@@ -831,14 +960,28 @@ def _error_of(response: requests.Response) -> str:
     return f"{body.get('error', '')}: {body.get('error_description', '')}".strip(": ")
 
 
-def run(idp_urls: list[str] | str, *, var_dir: str | os.PathLike | None = None, interactive: bool = False,
-        on_step: Callable[[StepEvent], None] | None = None, out: TextIO | None = None,
-        question: str = DEFAULT_QUESTION, responder: Responder | None = None) -> ChatResult:
+def run(
+    idp_urls: list[str] | str,
+    *,
+    var_dir: str | os.PathLike | None = None,
+    interactive: bool = False,
+    on_step: Callable[[StepEvent], None] | None = None,
+    out: TextIO | None = None,
+    question: str = DEFAULT_QUESTION,
+    responder: Responder | None = None,
+) -> ChatResult:
     """One conversation, one chain. Raises :class:`AgentChatError` when a step fails."""
     out = out or sys.stdout
     urls = split_urls([idp_urls] if isinstance(idp_urls, str) else list(idp_urls))
-    chat = Chat(urls, Path(var_dir or default_var_dir()), interactive=interactive, on_step=on_step, out=out,
-                question=question, responder=responder or local_responder)
+    chat = Chat(
+        urls,
+        Path(var_dir or default_var_dir()),
+        interactive=interactive,
+        on_step=on_step,
+        out=out,
+        question=question,
+        responder=responder or local_responder,
+    )
     started = time.monotonic()
     try:
         chat.discover()
@@ -860,11 +1003,19 @@ def run(idp_urls: list[str] | str, *, var_dir: str | os.PathLike | None = None, 
     chat.say(f"Admin: {chat.admin_url()}  (log in as admin)")
     chat.say(f"Done in {time.monotonic() - started:.1f} s: {len(chat.steps)} steps, answer #{stored['id']}.")
     if not verification["ok"]:
-        raise AgentChatError(f"the chain does not verify: first bad step {verification['first_bad_step']}",
-                             chain_id=chat.chain_id)
-    return ChatResult(chain_id=chat.chain_id, steps=[s.event for s in chat.steps], transcript=chat.transcript,
-                      answer=stored, tree=tree, verification=verification, admin_url=chat.admin_url(),
-                      token_scope=token_scope)
+        raise AgentChatError(
+            f"the chain does not verify: first bad step {verification['first_bad_step']}", chain_id=chat.chain_id
+        )
+    return ChatResult(
+        chain_id=chat.chain_id,
+        steps=[s.event for s in chat.steps],
+        transcript=chat.transcript,
+        answer=stored,
+        tree=tree,
+        verification=verification,
+        admin_url=chat.admin_url(),
+        token_scope=token_scope,
+    )
 
 
 def split_urls(values: list[str]) -> list[str]:
@@ -885,26 +1036,49 @@ def load_responder(spec: str) -> Responder:
         raise AgentChatError(f"cannot load the responder {spec!r} ({exc})", EXIT_SETUP) from None
 
 
-def main(argv: list[str] | None = None, *, on_step=None, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:
+def main(argv: list[str] | None = None, *, on_step=None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    parser = argparse.ArgumentParser(description="The agent chat example: wallet → agents → consent → writer, "
-                                                 "one auditable authorization code chain.")
-    parser.add_argument("--idp", action="append", metavar="URL",
-                        help=f"the IdP (repeatable or comma-separated; round-robin). Default {DEFAULT_IDP}")
-    parser.add_argument("--var", metavar="DIR", default=None,
-                        help="bootstrap_demo's var dir (demo_credentials.json, agents/). Default $IDP_VAR_DIR or var")
-    parser.add_argument("--interactive", action="store_true",
-                        help="open your browser for the wallet and consent steps (callback on 127.0.0.1:8765)")
+    parser = argparse.ArgumentParser(
+        description="The agent chat example: wallet → agents → consent → writer, "
+        "one auditable authorization code chain."
+    )
+    parser.add_argument(
+        "--idp",
+        action="append",
+        metavar="URL",
+        help=f"the IdP (repeatable or comma-separated; round-robin). Default {DEFAULT_IDP}",
+    )
+    parser.add_argument(
+        "--var",
+        metavar="DIR",
+        default=None,
+        help="bootstrap_demo's var dir (demo_credentials.json, agents/). Default $IDP_VAR_DIR or var",
+    )
+    parser.add_argument(
+        "--interactive",
+        action="store_true",
+        help="open your browser for the wallet and consent steps (callback on 127.0.0.1:8765)",
+    )
     parser.add_argument("--once", action="store_true", help="exit after the run (always so; for `make demo`)")
     parser.add_argument("--question", default=DEFAULT_QUESTION, help="what the person asks the planner")
-    parser.add_argument("--llm", metavar="MODULE:FUNCTION", default=os.environ.get("AGENT_CHAT_LLM"),
-                        help="plug in a real LLM: FUNCTION(agent, instructions, message) -> str")
+    parser.add_argument(
+        "--llm",
+        metavar="MODULE:FUNCTION",
+        default=os.environ.get("AGENT_CHAT_LLM"),
+        help="plug in a real LLM: FUNCTION(agent, instructions, message) -> str",
+    )
     args = parser.parse_args(argv)
     try:
         responder = load_responder(args.llm) if args.llm else None
-        run(split_urls(args.idp or [DEFAULT_IDP]), var_dir=args.var or default_var_dir(),
-            interactive=args.interactive, on_step=on_step, out=out, question=args.question, responder=responder)
+        run(
+            split_urls(args.idp or [DEFAULT_IDP]),
+            var_dir=args.var or default_var_dir(),
+            interactive=args.interactive,
+            on_step=on_step,
+            out=out,
+            question=args.question,
+            responder=responder,
+        )
     except AgentChatError as exc:
         print(f"agent_chat: ✗ {exc}", file=err)
         if exc.admin_url:

@@ -112,7 +112,7 @@ def metric_values(text: str, name: str) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith(name) and not line.startswith("#"):
             key, _, value = line.rpartition(" ")
-            labels = key[len(name):]
+            labels = key[len(name) :]
             if labels and not labels.startswith("{"):
                 continue  # another metric with this prefix
             values[labels] = float(value)
@@ -203,41 +203,59 @@ class Cluster:
         return urlsplit(self.database_url)._replace(path="/" + self.db_name).geturl()
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("IDP_", "CHAIN_", "GUNICORN_", "CELERY_", "PROMETHEUS_"))
-               and k not in ("DJANGO_SETTINGS_MODULE", "DEBUG", "REDIS_URL", "CACHE_URL", "LOG_FORMAT",
-                             "SECRET_KEY", "OIDC_ISSUER", "OIDC_KEY_PATH", "METRICS_TOKEN", "PYTEST_CURRENT_TEST")}
-        env.update({
-            "DJANGO_SETTINGS_MODULE": "idp_project.settings",
-            "PYTHONPATH": str(REPO),
-            "DATABASE_URL": self.cluster_database_url,
-            "CELERY_BROKER_URL": self.redis_url,
-            "CACHE_URL": self.redis_url,
-            "CACHE_KEY_PREFIX": self.db_name,
-            "IDP_VAR_DIR": str(self.var_dir),
-            "SECRET_KEY": self.secret_key,
-            "OIDC_ISSUER": self.issuer,
-            "METRICS_TOKEN": self.metrics_token,
-            "CHAIN_CODE_EXPIRE_SECONDS": str(self.code_expire_seconds),
-            "OAUTH2_CODE_EXPIRE_SECONDS": str(self.code_expire_seconds),
-            "CHAIN_EXPIRE_INTERVAL": str(self.expire_interval),
-            "CELERY_VISIBILITY_TIMEOUT": "30",
-            "LOG_FORMAT": self.log_format,
-            **self.extra_env,
-            **extra,
-        })
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("IDP_", "CHAIN_", "GUNICORN_", "CELERY_", "PROMETHEUS_"))
+            and k
+            not in (
+                "DJANGO_SETTINGS_MODULE",
+                "DEBUG",
+                "REDIS_URL",
+                "CACHE_URL",
+                "LOG_FORMAT",
+                "SECRET_KEY",
+                "OIDC_ISSUER",
+                "OIDC_KEY_PATH",
+                "METRICS_TOKEN",
+                "PYTEST_CURRENT_TEST",
+            )
+        }
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "idp_project.settings",
+                "PYTHONPATH": str(REPO),
+                "DATABASE_URL": self.cluster_database_url,
+                "CELERY_BROKER_URL": self.redis_url,
+                "CACHE_URL": self.redis_url,
+                "CACHE_KEY_PREFIX": self.db_name,
+                "IDP_VAR_DIR": str(self.var_dir),
+                "SECRET_KEY": self.secret_key,
+                "OIDC_ISSUER": self.issuer,
+                "METRICS_TOKEN": self.metrics_token,
+                "CHAIN_CODE_EXPIRE_SECONDS": str(self.code_expire_seconds),
+                "OAUTH2_CODE_EXPIRE_SECONDS": str(self.code_expire_seconds),
+                "CHAIN_EXPIRE_INTERVAL": str(self.expire_interval),
+                "CELERY_VISIBILITY_TIMEOUT": "30",
+                "LOG_FORMAT": self.log_format,
+                **self.extra_env,
+                **extra,
+            }
+        )
         return env
 
     def manage(self, *args: str, timeout: float = 300) -> str:
-        result = subprocess.run([PYTHON, "manage.py", *args], cwd=REPO, env=self.env(), capture_output=True,
-                                text=True, timeout=timeout)
+        result = subprocess.run(
+            [PYTHON, "manage.py", *args], cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
         if result.returncode:
             raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
         return result.stdout
 
     def python(self, code: str, *args: str, timeout: float = 120) -> str:
-        result = subprocess.run([PYTHON, "-c", code, *args], cwd=REPO, env=self.env(), capture_output=True,
-                                text=True, timeout=timeout)
+        result = subprocess.run(
+            [PYTHON, "-c", code, *args], cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
         if result.returncode:
             raise RuntimeError(f"cluster script failed:\n{result.stderr[-4000:]}")
         return result.stdout
@@ -266,15 +284,23 @@ class Cluster:
         log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            popen = subprocess.Popen(argv, cwd=REPO, env=self.env(**env), stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            popen = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=self.env(**env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         return Process(name, popen, log, port)
 
     def start_web(self, index: int, workers: int | None = None) -> Process:
         metrics_dir = self.workdir / f"prometheus-web{index}"
         metrics_dir.mkdir(exist_ok=True)
         process = self._spawn(
-            f"web{index}", [str(BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py")],
+            f"web{index}",
+            [str(BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py")],
             port=self.ports[index],
             GUNICORN_BIND=f"127.0.0.1:{self.ports[index]}",
             GUNICORN_WORKERS=str(workers or self.gunicorn_workers),
@@ -305,8 +331,12 @@ class Cluster:
         for web in self.webs:
             self.wait_ready(web)
         if self.housekeeping:
-            self.wait_until(lambda: http_get(f"http://127.0.0.1:{self.worker_metrics_port}/metrics")[0] == 200,
-                            60, "the Celery worker", self.worker)
+            self.wait_until(
+                lambda: http_get(f"http://127.0.0.1:{self.worker_metrics_port}/metrics")[0] == 200,
+                60,
+                "the Celery worker",
+                self.worker,
+            )
         self.timings["boot_s"] = time.monotonic() - booted
         return self
 
@@ -314,14 +344,37 @@ class Cluster:
         worker_metrics = self.workdir / "prometheus-worker"
         worker_metrics.mkdir()
         self.worker = self._spawn(
-            "worker", [str(BIN / "celery"), "-A", "idp_project", "worker", "--loglevel", "INFO", "--concurrency", "1",
-                       "--hostname", f"{self.db_name}@%h", "--without-gossip", "--without-mingle"],
+            "worker",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "idp_project",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "1",
+                "--hostname",
+                f"{self.db_name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
             port=self.worker_metrics_port,
-            PROMETHEUS_MULTIPROC_DIR=str(worker_metrics), CELERY_METRICS_PORT=str(self.worker_metrics_port),
+            PROMETHEUS_MULTIPROC_DIR=str(worker_metrics),
+            CELERY_METRICS_PORT=str(self.worker_metrics_port),
         )
         self.beat = self._spawn(
-            "beat", [str(BIN / "celery"), "-A", "idp_project", "beat", "--loglevel", "INFO",
-                     "--schedule", str(self.workdir / "celerybeat-schedule")],
+            "beat",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "idp_project",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.workdir / "celerybeat-schedule"),
+            ],
         )
 
     def wait_until(self, predicate, timeout: float, what: str, process: Process | None = None) -> None:
@@ -338,8 +391,9 @@ class Cluster:
         raise RuntimeError(f"timed out waiting for {what}" + (f":\n{process.tail()}" if process else ""))
 
     def wait_ready(self, web: Process, timeout: float = 60) -> None:
-        self.wait_until(lambda: http_get(f"http://127.0.0.1:{web.port}/readyz")[0] == 200, timeout,
-                        f"{web.name} /readyz", web)
+        self.wait_until(
+            lambda: http_get(f"http://127.0.0.1:{web.port}/readyz")[0] == 200, timeout, f"{web.name} /readyz", web
+        )
 
     def kill_web(self, index: int) -> float:
         """SIGKILL one instance (master and workers): a crash, not a shutdown. Returns when."""
@@ -398,8 +452,9 @@ class Cluster:
 # --- the scenario -------------------------------------------------------------------------
 
 
-def run_scenario(cluster: Cluster, *, kill_after: int | None = 4, kill_index: int = 0,
-                 expiry_timeout: float = 90) -> dict:
+def run_scenario(
+    cluster: Cluster, *, kill_after: int | None = 4, kill_index: int = 0, expiry_timeout: float = 90
+) -> dict:
     """The agent chat through every instance, one killed after step ``kill_after``; then the
     checks. Returns a report (figures and what the checks saw); raises AssertionError."""
     agent_chat = load_agent_chat()
@@ -418,7 +473,9 @@ def run_scenario(cluster: Cluster, *, kill_after: int | None = 4, kill_index: in
     transcript = out.getvalue()
 
     report = {
-        "chain_id": result.chain_id, "steps": len(result.steps), "run_s": round(run_seconds, 2),
+        "chain_id": result.chain_id,
+        "steps": len(result.steps),
+        "run_s": round(run_seconds, 2),
         "killed": {"instance": kill_index, **killed} if killed else None,
         "api_verification": result.verification,
     }
@@ -446,8 +503,10 @@ def run_scenario(cluster: Cluster, *, kill_after: int | None = 4, kill_index: in
 
     # 2. Both instances served the run (round-robin); the survivor finished it.
     access = {web.name: cluster.access_entries(web) for web in cluster.webs}
-    served = {name: sum(1 for e in entries if e["method"] == "POST" and e["path"].startswith("/oauth/token"))
-              for name, entries in access.items()}
+    served = {
+        name: sum(1 for e in entries if e["method"] == "POST" and e["path"].startswith("/oauth/token"))
+        for name, entries in access.items()
+    }
     report["token_requests_by_instance"] = served
     assert all(served.values()), f"every instance served token requests: {served}"
     report["requests_by_instance"] = {name: len(entries) for name, entries in access.items()}
@@ -464,8 +523,9 @@ def run_scenario(cluster: Cluster, *, kill_after: int | None = 4, kill_index: in
     # marked by the worker; a step with a longer-lived code must not be, yet.
     expiry_started = time.monotonic()
     horizon = time.time() + expiry_timeout - 4 * cluster.expire_interval - 5
-    short = {s["id"]: s["expires"] for s in steps
-             if not s["exchanged"] and not s["revoked"] and s["expires"] <= horizon}
+    short = {
+        s["id"]: s["expires"] for s in steps if not s["exchanged"] and not s["revoked"] and s["expires"] <= horizon
+    }
     assert short, "the run left live codes to expire"
     target = max(short.values())
 
@@ -507,8 +567,11 @@ def run_scenario(cluster: Cluster, *, kill_after: int | None = 4, kill_index: in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-                        help="a PostgreSQL server (a database chain_cluster_<pid> is created there and dropped)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        help="a PostgreSQL server (a database chain_cluster_<pid> is created there and dropped)",
+    )
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="flushed before and after")
     parser.add_argument("--web", type=int, default=2, help="gunicorn instances")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per instance")
@@ -518,8 +581,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     cluster = Cluster(args.database_url, args.redis_url, web=args.web, gunicorn_workers=args.workers, keep=args.keep)
     with cluster:
-        print(f"==> cluster up: {', '.join(cluster.urls)} + worker + beat, database {cluster.db_name} "
-              f"(setup {cluster.timings['setup_s']:.1f} s, boot {cluster.timings['boot_s']:.1f} s)")
+        print(
+            f"==> cluster up: {', '.join(cluster.urls)} + worker + beat, database {cluster.db_name} "
+            f"(setup {cluster.timings['setup_s']:.1f} s, boot {cluster.timings['boot_s']:.1f} s)"
+        )
         report = run_scenario(cluster, kill_after=None if args.kill_after < 0 else args.kill_after)
     report["total_s"] = round(time.monotonic() - started, 1)
     report.update({k: round(v, 1) for k, v in cluster.timings.items()})

@@ -122,8 +122,13 @@ class Flow:
         verifier, challenge = pkce_pair()
         self.client.force_login(user)
         params = {
-            "client_id": app.client_id, "response_type": "code", "redirect_uri": REDIRECT_URI,
-            "scope": scope, "state": "st", "code_challenge": challenge, "code_challenge_method": "S256",
+            "client_id": app.client_id,
+            "response_type": "code",
+            "redirect_uri": REDIRECT_URI,
+            "scope": scope,
+            "state": "st",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
         }
         url = f"{self.prefix}/authorize/?" + urlencode(params)
         page = self.client.get(url)
@@ -151,8 +156,12 @@ class Flow:
         return body["authorization_code"], response.verifier, body
 
     def exchange(self, code, verifier, app=None, redirect_uri=REDIRECT_URI):
-        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-                "code_verifier": verifier}
+        data = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        }
         return self.client.post(f"{self.prefix}/token", data, **self.auth(app))
 
     def introspect(self, token, app=None):
@@ -168,8 +177,13 @@ def flow(client, app):
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TIMEOUT_MS = 15_000
@@ -182,6 +196,7 @@ def browser_page(monkeypatch):
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian chromium not installed: .ci/run installs it")
     from playwright.sync_api import sync_playwright  # in requirements.txt: a missing install fails
+
     # Playwright's sync API drives an asyncio loop in this thread (greenlets); the ORM
     # calls the test makes in between would otherwise raise SynchronousOnlyOperation.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -192,10 +207,22 @@ def browser_page(monkeypatch):
             context.set_default_timeout(TIMEOUT_MS)
             page = context.new_page()
             page.problems = []
-            page.on("response", lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico")
-                    and page.problems.append(f"{r.status} {r.url}"))
-            page.on("console", lambda m: m.type == "error" and not m.location.get("url", "").endswith("/favicon.ico")
-                    and page.problems.append(f"console: {m.text} ({m.location.get('url')})"))
+            page.on(
+                "response",
+                lambda r: (
+                    r.status >= 400
+                    and not r.url.endswith("/favicon.ico")
+                    and page.problems.append(f"{r.status} {r.url}")
+                ),
+            )
+            page.on(
+                "console",
+                lambda m: (
+                    m.type == "error"
+                    and not m.location.get("url", "").endswith("/favicon.ico")
+                    and page.problems.append(f"console: {m.text} ({m.location.get('url')})")
+                ),
+            )
             page.on("pageerror", lambda exc: page.problems.append(f"pageerror: {exc}"))
             yield page
         finally:

@@ -20,8 +20,8 @@ def build_chain(app, user, size: int, fanout: int = 3, code_prefix: str = "c") -
     expires = timezone.now() + timedelta(minutes=5)
     codes = [f"{code_prefix}-root"] + [f"{code_prefix}{i}" for i in range(size - 1)]
     grants = Grant.objects.bulk_create(
-        Grant(application=app, user=user, code=code, redirect_uri="http://127.0.0.1/cb", expires=expires,
-              scope="read") for code in codes
+        Grant(application=app, user=user, code=code, redirect_uri="http://127.0.0.1/cb", expires=expires, scope="read")
+        for code in codes
     )
     grant_ids = {g.code: g.pk for g in grants}  # bulk_create returns pks on PostgreSQL and SQLite ≥ 3.35
     with transaction.atomic():
@@ -29,8 +29,16 @@ def build_chain(app, user, size: int, fanout: int = 3, code_prefix: str = "c") -
     nodes = [root]
     for i, code in enumerate(codes[1:]):
         parent = nodes[i // fanout]
-        step = ChainedGrant(kind="agent", code_digest=code_digest(code), expires=expires, application=app,
-                            user=user, subject=f"agent{i}", scope="read", grant_id=grant_ids[code])
+        step = ChainedGrant(
+            kind="agent",
+            code_digest=code_digest(code),
+            expires=expires,
+            application=app,
+            user=user,
+            subject=f"agent{i}",
+            scope="read",
+            grant_id=grant_ids[code],
+        )
         nodes.append(steps._append(step, parent))
     return root
 

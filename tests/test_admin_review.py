@@ -43,8 +43,7 @@ ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres", "pgsql"
 
 def staff_user(username: str, *codenames: str):
     user = User.objects.create_user(username, f"{username}@example.com", "pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="chain_grant",
-                                                         codename__in=codenames))
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="chain_grant", codename__in=codenames))
     return user
 
 
@@ -169,26 +168,32 @@ def test_step_list_and_filters(admin_client, scene):
     agent_steps = {str(real.step[name].pk) for name in real.agents}
     assert results(admin_client.get(STEPS)) == all_steps
     assert results(admin_client.get(STEPS, {"kind": "agent"})) == agent_steps | {
-        str(pk) for pk in ChainedGrant.objects.filter(kind="agent", agent__isnull=True).values_list("pk", flat=True)}
+        str(pk) for pk in ChainedGrant.objects.filter(kind="agent", agent__isnull=True).values_list("pk", flat=True)
+    }
     planner = real.agents["planner"].model
     assert results(admin_client.get(STEPS, {"agent__id__exact": planner.pk})) == {str(real.step["planner"].pk)}
     assert results(admin_client.get(STEPS, {"application__id__exact": scene.other_app.pk})) == {
-        str(pk) for pk in ChainedGrant.objects.chain(scene.other.pk).values_list("pk", flat=True)}
+        str(pk) for pk in ChainedGrant.objects.chain(scene.other.pk).values_list("pk", flat=True)
+    }
     exchanged = {str(real.step["merger"].pk), str(real.step["security"].pk)}
     assert results(admin_client.get(STEPS, {"state": "exchanged"})) == exchanged
     assert results(admin_client.get(STEPS, {"state": "revoked"})) == {
-        str(pk) for pk in ChainedGrant.objects.chain(scene.revoked.pk).values_list("pk", flat=True)}
+        str(pk) for pk in ChainedGrant.objects.chain(scene.revoked.pk).values_list("pk", flat=True)
+    }
     assert results(admin_client.get(STEPS, {"state": "expired"})) == {str(scene.expired.pk)}
     live = results(admin_client.get(STEPS, {"state": "live"}))
     assert live == {real.chain_id, str(real.step["planner"].pk), str(real.step["researcher"].pk)} | {
-        str(pk) for pk in ChainedGrant.objects.chain(scene.other.pk).values_list("pk", flat=True)}
+        str(pk) for pk in ChainedGrant.objects.chain(scene.other.pk).values_list("pk", flat=True)
+    }
     # combined, and search: an agent, a username, an exact chain id
     assert results(admin_client.get(STEPS, {"kind": "agent", "state": "exchanged"})) == exchanged
     assert results(admin_client.get(STEPS, {"q": "researcher"})) == {str(real.step["researcher"].pk)}
     assert results(admin_client.get(STEPS, {"q": "bob"})) == {
-        str(pk) for pk in ChainedGrant.objects.chain(scene.other.pk).values_list("pk", flat=True)}
+        str(pk) for pk in ChainedGrant.objects.chain(scene.other.pk).values_list("pk", flat=True)
+    }
     assert results(admin_client.get(STEPS, {"q": real.chain_id})) == {
-        str(pk) for pk in ChainedGrant.objects.chain(real.root.pk).values_list("pk", flat=True)}
+        str(pk) for pk in ChainedGrant.objects.chain(real.root.pk).values_list("pk", flat=True)
+    }
 
 
 def test_lists_link_to_the_chain_page_and_hide_codes(admin_client, scene):
@@ -227,8 +232,12 @@ def test_nothing_can_be_added_deleted_or_edited(admin_client, superuser, scene):
 
 def test_staff_without_view_permission_and_non_staff_see_nothing(alice, scene):
     nobody = staff_user("nobody")
-    for url in (CHAINS, STEPS, tree_url(scene.real.chain_id),
-                reverse("admin:chain_grant_chain_evidence", args=[scene.real.chain_id])):
+    for url in (
+        CHAINS,
+        STEPS,
+        tree_url(scene.real.chain_id),
+        reverse("admin:chain_grant_chain_evidence", args=[scene.real.chain_id]),
+    ):
         assert logged_in(nobody).get(url).status_code == 403, url
         response = logged_in(alice).get(url)  # not staff: the admin login page
         assert response.status_code == 302 and "/admin/login/" in response["Location"]
@@ -252,8 +261,9 @@ def test_chain_page_tree_and_integrity(admin_client, real_chain):
     assert "✓" in html and "Integrity verified" in html and "✗" not in html
     assert "5 steps' link_hash recomputed and matching" in html
     items = step_items(html)
-    order = [str(real_chain.root.pk)] + [str(real_chain.step[n].pk) for n in ("planner", "researcher", "merger",
-                                                                               "security")]
+    order = [str(real_chain.root.pk)] + [
+        str(real_chain.step[n].pk) for n in ("planner", "researcher", "merger", "security")
+    ]
     assert list(items) == order  # depth first, parents before children
     researcher = items[str(real_chain.step["researcher"].pk)]
     assert 'data-depth="2"' in researcher and ">researcher</strong>" in researcher
@@ -272,7 +282,8 @@ def test_chain_page_shows_the_first_bad_step_after_tampering(admin_client, real_
     html = admin_client.get(tree_url(real_chain.chain_id)).content.decode()
     assert "✗" in html and "Integrity check failed" in html and "✓" not in html
     assert f'first step that does not match: <a href="#step-{researcher.pk}">{researcher.pk}</a>' in " ".join(
-        html.split())
+        html.split()
+    )
     items = step_items(html)
     bad = [pk for pk, li in items.items() if "bad-step" in li.split(">", 1)[0]]
     assert bad == [str(researcher.pk)]
@@ -403,13 +414,28 @@ def test_revoking_a_subtree_with_many_tokens_takes_bounded_queries(app, alice, d
     steps = list(ChainedGrant.objects.chain(root.pk))
     now = timezone.now()
     tokens = AccessToken.objects.bulk_create(
-        AccessToken(user=alice, application=app, token="", scope="read", expires=now + timedelta(hours=1),
-                    token_checksum=hashlib.sha256(f"at{i}".encode()).hexdigest()) for i in range(size))
+        AccessToken(
+            user=alice,
+            application=app,
+            token="",
+            scope="read",
+            expires=now + timedelta(hours=1),
+            token_checksum=hashlib.sha256(f"at{i}".encode()).hexdigest(),
+        )
+        for i in range(size)
+    )
     families = [uuid.uuid4() for _ in steps]
     RefreshToken.objects.bulk_create(
-        RefreshToken(user=alice, application=app, token="", access_token=token, token_family=family,
-                     token_checksum=hashlib.sha256(f"rt{i}".encode()).hexdigest())
-        for i, (token, family) in enumerate(zip(tokens, families, strict=True)))
+        RefreshToken(
+            user=alice,
+            application=app,
+            token="",
+            access_token=token,
+            token_family=family,
+            token_checksum=hashlib.sha256(f"rt{i}".encode()).hexdigest(),
+        )
+        for i, (token, family) in enumerate(zip(tokens, families, strict=True))
+    )
     for step, token, family in zip(steps, tokens, families, strict=True):
         step.access_token_id, step.token_family, step.exchanged_at = token.pk, family, now
     ChainedGrant.objects.bulk_update(steps, ["access_token_id", "token_family", "exchanged_at"], batch_size=500)
@@ -422,14 +448,26 @@ def test_revoking_a_subtree_with_many_tokens_takes_bounded_queries(app, alice, d
 # --- agents -------------------------------------------------------------------------------
 
 AGENTS = "/admin/chain_grant/agent/"
-NO_INLINE_KEYS = {"keys-TOTAL_FORMS": "0", "keys-INITIAL_FORMS": "0", "keys-MIN_NUM_FORMS": "0",
-                  "keys-MAX_NUM_FORMS": "1000"}
+NO_INLINE_KEYS = {
+    "keys-TOTAL_FORMS": "0",
+    "keys-INITIAL_FORMS": "0",
+    "keys-MIN_NUM_FORMS": "0",
+    "keys-MAX_NUM_FORMS": "1000",
+}
 
 
 def agent_form(app, key_text: str, identifier="summariser", **extra) -> dict:
-    return {"identifier": identifier, "name": "Summariser", "applications": [app.pk],
-            "allowed_scopes": "openid read", "allowed_algorithms": ["ES256"], "is_active": "on",
-            "new_keys": key_text, **NO_INLINE_KEYS, **extra}
+    return {
+        "identifier": identifier,
+        "name": "Summariser",
+        "applications": [app.pk],
+        "allowed_scopes": "openid read",
+        "allowed_algorithms": ["ES256"],
+        "is_active": "on",
+        "new_keys": key_text,
+        **NO_INLINE_KEYS,
+        **extra,
+    }
 
 
 def form_errors(response) -> dict:
@@ -456,6 +494,7 @@ def test_add_agent_by_pasting_a_public_jwk(admin_su, app, flow, alice):
 
     # and it can hop right away, with that key
     from tests.conftest import TestAgent
+
     code, _ = flow.authorize(alice)
     _, _, body = flow.advance(code, TestAgent("summariser", key, agent))
     assert body["scope"] == "openid read"
@@ -471,8 +510,9 @@ def test_add_agent_with_a_public_pem_or_jwks(admin_su, app):
     assert Agent.objects.get(identifier="jwks-agent").keys.filter(is_active=True).count() == 2
 
 
-@pytest.mark.parametrize("kind", ["private-jwk", "private-jwks", "private-pem", "encrypted-pem", "symmetric",
-                                  "garbage", "empty"])
+@pytest.mark.parametrize(
+    "kind", ["private-jwk", "private-jwks", "private-pem", "encrypted-pem", "symmetric", "garbage", "empty"]
+)
 def test_add_agent_refuses_private_or_bad_keys(admin_su, app, kind):
     ec = generate_key("EC")
     text = {
@@ -497,11 +537,18 @@ def test_add_agent_refuses_private_or_bad_keys(admin_su, app, kind):
 
 def change_form(agent, key_text: str = "", **extra) -> dict:
     keys = list(agent.keys.order_by("pk"))
-    data = {"identifier": agent.identifier, "name": agent.name,
-            "applications": [a.pk for a in agent.applications.all()], "allowed_scopes": agent.allowed_scopes,
-            "allowed_algorithms": agent.allowed_algorithms, "new_keys": key_text,
-            "keys-TOTAL_FORMS": str(len(keys)), "keys-INITIAL_FORMS": str(len(keys)),
-            "keys-MIN_NUM_FORMS": "0", "keys-MAX_NUM_FORMS": "1000"}
+    data = {
+        "identifier": agent.identifier,
+        "name": agent.name,
+        "applications": [a.pk for a in agent.applications.all()],
+        "allowed_scopes": agent.allowed_scopes,
+        "allowed_algorithms": agent.allowed_algorithms,
+        "new_keys": key_text,
+        "keys-TOTAL_FORMS": str(len(keys)),
+        "keys-INITIAL_FORMS": str(len(keys)),
+        "keys-MIN_NUM_FORMS": "0",
+        "keys-MAX_NUM_FORMS": "1000",
+    }
     if agent.is_active:
         data["is_active"] = "on"
     for i, key in enumerate(keys):
@@ -514,8 +561,10 @@ def change_form(agent, key_text: str = "", **extra) -> dict:
 def test_change_agent_with_a_new_key_rotates(admin_su, planner, flow, alice):
     old = planner.model.keys.get()
     new_key = generate_key("EC")
-    response = admin_su.post(f"{AGENTS}{planner.model.pk}/change/",
-                             change_form(planner.model, json.dumps(new_key.export_public(as_dict=True))))
+    response = admin_su.post(
+        f"{AGENTS}{planner.model.pk}/change/",
+        change_form(planner.model, json.dumps(new_key.export_public(as_dict=True))),
+    )
     assert response.status_code == 302, form_errors(response)
     assert "Keys rotated: 1 active, 1 disabled." in [str(m) for m in get_messages(response.wsgi_request)]
     old.refresh_from_db()
@@ -531,8 +580,7 @@ def test_change_agent_with_a_new_key_rotates(admin_su, planner, flow, alice):
 
 
 def test_change_agent_without_a_key_keeps_its_keys(admin_su, planner):
-    response = admin_su.post(f"{AGENTS}{planner.model.pk}/change/",
-                             change_form(planner.model, allowed_scopes="read"))
+    response = admin_su.post(f"{AGENTS}{planner.model.pk}/change/", change_form(planner.model, allowed_scopes="read"))
     assert response.status_code == 302, form_errors(response)
     planner.model.refresh_from_db()
     assert planner.model.allowed_scopes == "read"
@@ -540,8 +588,9 @@ def test_change_agent_without_a_key_keeps_its_keys(admin_su, planner):
 
 
 def test_change_agent_refuses_a_private_key(admin_su, planner):
-    errors = form_errors(admin_su.post(f"{AGENTS}{planner.model.pk}/change/",
-                                       change_form(planner.model, planner.key.export_private())))
+    errors = form_errors(
+        admin_su.post(f"{AGENTS}{planner.model.pk}/change/", change_form(planner.model, planner.key.export_private()))
+    )
     assert "new_keys" in errors
     assert planner.model.keys.count() == 1 and planner.model.keys.get().is_active
 
@@ -559,12 +608,16 @@ def test_disabling_a_key_in_the_inline_records_when(admin_su, planner):
 def test_activate_and_deactivate_actions(admin_su, make_agent, flow, alice):
     a, b = make_agent("a-agent"), make_agent("b-agent")
     make_agent("c-agent")
-    response = admin_su.post(AGENTS, {"action": "deactivate", "_selected_action": [a.model.pk, b.model.pk]},
-                             follow=True)
+    response = admin_su.post(
+        AGENTS, {"action": "deactivate", "_selected_action": [a.model.pk, b.model.pk]}, follow=True
+    )
     assert response.redirect_chain == [(AGENTS, 302)]
     assert [str(m) for m in response.context["messages"]] == ["2 agents deactivated."]
     assert dict(Agent.objects.values_list("identifier", "is_active")) == {
-        "a-agent": False, "b-agent": False, "c-agent": True}
+        "a-agent": False,
+        "b-agent": False,
+        "c-agent": True,
+    }
 
     code, _ = flow.authorize(alice)
     assert flow.hop(code, a.proof(code)).json()["error"] == "invalid_grant"  # a deactivated agent cannot hop
@@ -604,17 +657,25 @@ def test_agent_controlled_claims_and_reasons_are_escaped(flow, alice, planner, r
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get(tree_url(step.root_id)).content.decode()
 
 
-ODD_PARAMS = [{"q": "a\x00b"}, {"state": "\x00"}, {"application__id__exact": "1\x00"}, {"created__gte": "\x00"},
-              {"agent__id__exact": "x"}]
+ODD_PARAMS = [
+    {"q": "a\x00b"},
+    {"state": "\x00"},
+    {"application__id__exact": "1\x00"},
+    {"created__gte": "\x00"},
+    {"agent__id__exact": "x"},
+]
 
 
-@pytest.mark.parametrize(("url", "params"), [
-    *[(url, params) for url in (CHAINS, STEPS) for params in ODD_PARAMS],
-    *[(url, {"kind": "a\x00"}) for url in (CHAINS, STEPS)],
-    (STEPS, {"agent": "x"}),
-    (CHAINS, {"agent": "x"}),
-    (CHAINS, {"agent": "1\x00"}),
-])
+@pytest.mark.parametrize(
+    ("url", "params"),
+    [
+        *[(url, params) for url in (CHAINS, STEPS) for params in ODD_PARAMS],
+        *[(url, {"kind": "a\x00"}) for url in (CHAINS, STEPS)],
+        (STEPS, {"agent": "x"}),
+        (CHAINS, {"agent": "x"}),
+        (CHAINS, {"agent": "1\x00"}),
+    ],
+)
 def test_lists_never_500(admin_client, scene, url, params):
     assert admin_client.get(url, params).status_code in (200, 302, 400)
 

@@ -31,8 +31,19 @@ from idp_project.models import Answer
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "agent_chat.py"
-ORDER = ["wallet", "planner", "researcher", "security", "implementer", "merger", "merger", "merger", "critic",
-         "alice", "writer"]
+ORDER = [
+    "wallet",
+    "planner",
+    "researcher",
+    "security",
+    "implementer",
+    "merger",
+    "merger",
+    "merger",
+    "critic",
+    "alice",
+    "writer",
+]
 SECRET_LIKE = re.compile(r"[A-Za-z0-9_-]{40,}")  # a code or a token; UUIDs (36) and shortened DIDs are shorter
 
 
@@ -124,10 +135,14 @@ def assert_run_matches_database(agent_chat, result, events, output, seen):
     assert max(row.depth for row in rows) == 6
     planner = row_of[1]
     assert sorted(review.actor_label(r) for r in rows if r.parent_id == planner.pk) == [
-        "implementer", "researcher", "security"]  # the fan-out
+        "implementer",
+        "researcher",
+        "security",
+    ]  # the fan-out
     assert [r.parent_id for r in row_of[5:8]] == [row_of[2].pk, row_of[3].pk, row_of[4].pk]  # a merger per branch
     assert row_of[8].parent_id == row_of[7].pk and row_of[8].proof_claims["merged_steps"] == [
-        r.code_digest[:8] for r in row_of[5:8]]
+        r.code_digest[:8] for r in row_of[5:8]
+    ]
     assert row_of[9].kind == "user" and row_of[9].user.username == "alice" and "email" in row_of[9].scope.split()
     assert row_of[10].exchanged_at is not None and row_of[10].access_token_id
 
@@ -143,8 +158,7 @@ def assert_run_matches_database(agent_chat, result, events, output, seen):
     # The answer is stored with the chain read from the writer's token.
     answer = Answer.objects.get(chain_id=chain_id)
     assert answer.text == result.transcript[-1][2] == result.answer["text"]
-    assert [a["actor"] for a in answer.actors][1:] == ["planner", "implementer", "merger", "critic", "alice",
-                                                       "writer"]
+    assert [a["actor"] for a in answer.actors][1:] == ["planner", "implementer", "merger", "critic", "alice", "writer"]
     assert answer.act["sub"] == "writer" and answer.user.username == "alice"
     assert answer.scope == result.token_scope and "email" in answer.scope.split()
 
@@ -177,7 +191,9 @@ def test_the_example_runs_end_to_end_and_again(agent_chat, live_server, demo_var
     assert ChainedGrant.objects.filter(depth=0).count() == 2 and Answer.objects.count() == 2
     assert again.transcript == result.transcript
     assert events2[0].actor == events[0].actor == HeadlessWallet.load(demo_var / "demo_wallet.json").did
-    assert ChainedGrant.objects.filter(root_id=again.chain_id).count() == 11 and integrity.verify_chain(again.chain_id).ok
+    assert (
+        ChainedGrant.objects.filter(root_id=again.chain_id).count() == 11 and integrity.verify_chain(again.chain_id).ok
+    )
 
 
 def free_port() -> int:
@@ -195,9 +211,23 @@ def test_the_command_line_round_robins_and_drops_a_refusing_address(live_server,
     dead = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "PYTHONPATH": ""}
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--idp", f"{dead},{live_server.url}", "--idp", f"http://127.0.0.1:{port}",
-         "--var", str(demo_var), "--once"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--idp",
+            f"{dead},{live_server.url}",
+            "--idp",
+            f"http://127.0.0.1:{port}",
+            "--var",
+            str(demo_var),
+            "--once",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Integrity: ✓ verified (11 steps" in result.stdout and not SECRET_LIKE.search(result.stdout)
     root = ChainedGrant.objects.get(depth=0)
@@ -222,10 +252,13 @@ def test_missing_demo_files_is_a_clear_error(agent_chat, tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(("after", "refused", "steps"), [
-    (4, "the IdP refused the hand-off researcher → merger (step 5): invalid_grant", 5),
-    (8, "alice's consent: invalid_request", 9),
-])
+@pytest.mark.parametrize(
+    ("after", "refused", "steps"),
+    [
+        (4, "the IdP refused the hand-off researcher → merger (step 5): invalid_grant", 5),
+        (8, "alice's consent: invalid_request", 9),
+    ],
+)
 def test_a_chain_revoked_midway_stops_the_run(agent_chat, live_server, demo_var, after, refused, steps):
     """An auditor revokes the chain while the agents work: the next hand-off (an agent's
     code_chain, or alice's consent on the authorize endpoint) is refused."""
@@ -270,8 +303,7 @@ def callback_port_free() -> bool:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_interactive_mode_opens_the_browser_and_waits_for_the_callback(agent_chat, live_server, demo_var,
-                                                                         monkeypatch):
+def test_interactive_mode_opens_the_browser_and_waits_for_the_callback(agent_chat, live_server, demo_var, monkeypatch):
     """--interactive: webbrowser.open gets the authorize URL; the person's browser (here a
     headless one with a wallet and alice's password) ends on 127.0.0.1:8765/oauth-callback."""
     if not callback_port_free():
@@ -289,8 +321,7 @@ def test_interactive_mode_opens_the_browser_and_waits_for_the_callback(agent_cha
         def act():
             try:
                 pool = agent_chat.IdPPool([live_server.url])
-                browser = agent_chat.HeadlessBrowser(pool, login=("alice", password),
-                                                     wallet=HeadlessWallet.generate())
+                browser = agent_chat.HeadlessBrowser(pool, login=("alice", password), wallet=HeadlessWallet.generate())
                 callback = browser.authorize(parts.path, params, "the person's browser")
                 answer = {"code": callback.code, "state": callback.state}
             except Exception as exc:  # noqa: BLE001 (end the run now, with the reason, instead of a timeout)
@@ -305,7 +336,9 @@ def test_interactive_mode_opens_the_browser_and_waits_for_the_callback(agent_cha
     out = io.StringIO()
     result = agent_chat.run([live_server.url], var_dir=demo_var, interactive=True, out=out)
     assert [dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(u).query))["response_type"] for u in opened] == [
-        "id_token", "code"]
+        "id_token",
+        "code",
+    ]
     assert "Waiting for the redirect to http://127.0.0.1:8765/oauth-callback" in out.getvalue()
     assert not SECRET_LIKE.search(out.getvalue())
     kinds = [s["kind"] for s in result.tree["steps"]]

@@ -26,8 +26,9 @@ def bearer(raw: str) -> dict:
 def plain_token(user, app, scope: str) -> str:
     """A DOT access token that no chain step issued."""
     raw = secrets.token_urlsafe(30)
-    token = get_access_token_model()(user=user, application=app, scope=scope,
-                                     expires=timezone.now() + timedelta(hours=1))
+    token = get_access_token_model()(
+        user=user, application=app, scope=scope, expires=timezone.now() + timedelta(hours=1)
+    )
     set_token_value(token, raw)
     token.save()
     return raw
@@ -48,15 +49,19 @@ def chained(flow, alice, make_agent):
 
 
 def test_a_chain_token_publishes_an_answer_with_its_actor_chain(client, chained, alice):
-    response = client.post(URL, {"text": "The final answer."}, content_type="application/json",
-                           **bearer(chained["token"]))
+    response = client.post(
+        URL, {"text": "The final answer."}, content_type="application/json", **bearer(chained["token"])
+    )
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["text"] == "The final answer." and body["user"] == "alice" and body["client_id"] == "chain-client"
     assert body["chain_id"] == chained["chain_id"] == str(chained["step"].root_id)
     assert body["step_id"] == str(chained["step"].pk) and body["chain_depth"] == 2
-    assert [(a["kind"], a["actor"]) for a in body["actors"]] == [("user", "alice"), ("agent", "planner"),
-                                                                 ("agent", "writer")]
+    assert [(a["kind"], a["actor"]) for a in body["actors"]] == [
+        ("user", "alice"),
+        ("agent", "planner"),
+        ("agent", "writer"),
+    ]
     assert body["actors"][-1]["scope"] == "openid email"
     assert body["act"] == {"sub": "writer", "act": {"sub": "planner"}}  # as introspection says
     answer = Answer.objects.get(pk=body["id"])
@@ -78,8 +83,9 @@ def test_the_owner_token_and_staff_read_an_answer_others_do_not(client, chained,
 
 
 def test_a_token_not_issued_from_a_chain_is_refused(client, alice, app):
-    response = client.post(URL, {"text": "x"}, content_type="application/json", **bearer(plain_token(alice, app,
-                                                                                                     "email")))
+    response = client.post(
+        URL, {"text": "x"}, content_type="application/json", **bearer(plain_token(alice, app, "email"))
+    )
     assert response.status_code == 403 and response.json()["error"] == "chain_required"
     assert not Answer.objects.exists()
 

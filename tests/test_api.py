@@ -46,8 +46,7 @@ def make_token(user, app, scope: str, expires_in: int = 3600) -> str:
     """An access token row as DOT would store it (hashed at rest when
     COMPLIANT_BCP_RFC9700_TOKEN_STORAGE is on: looked up by token_checksum)."""
     raw = secrets.token_urlsafe(30)
-    token = AccessToken(user=user, application=app, scope=scope,
-                        expires=timezone.now() + timedelta(seconds=expires_in))
+    token = AccessToken(user=user, application=app, scope=scope, expires=timezone.now() + timedelta(seconds=expires_in))
     set_token_value(token, raw)
     token.save()
     return raw
@@ -70,8 +69,9 @@ def assert_error(response, status: int | tuple[int, ...], error: str | None = No
 
 
 def grant_revoke_permission(user):
-    user.user_permissions.add(Permission.objects.get(codename="revoke_chainedgrant",
-                                                     content_type__app_label="chain_grant"))
+    user.user_permissions.add(
+        Permission.objects.get(codename="revoke_chainedgrant", content_type__app_label="chain_grant")
+    )
     return User.objects.get(pk=user.pk)  # drop the permission cache
 
 
@@ -129,9 +129,11 @@ def build_real_chain(flow, alice, make_agent):
     t.root = lifecycle.find_step(root_code)
     t.step = {name: lifecycle.find_step(getattr(t, name)[0]) for name in t.agents}
     t.chain_id = str(t.root.pk)
-    t.secrets = [root_code, root_verifier] + [
-        value for name in t.agents for value in getattr(t, name)[:2] if value
-    ] + [tok[k] for tok in t.tokens.values() for k in ("access_token", "refresh_token", "id_token") if k in tok]
+    t.secrets = (
+        [root_code, root_verifier]
+        + [value for name in t.agents for value in getattr(t, name)[:2] if value]
+        + [tok[k] for tok in t.tokens.values() for k in ("access_token", "refresh_token", "id_token") if k in tok]
+    )
     t.digests = [s.code_digest for s in ChainedGrant.objects.chain(t.root.pk)]
     return t
 
@@ -277,8 +279,9 @@ class TestRevokeAuthorisation:
 
     def test_reason_too_long_is_400(self, client, revoker, app, chain_root):
         raw = make_token(revoker, app, "chains:revoke")
-        response = client.post(self.url(chain_root), {"reason": "x" * 201}, content_type="application/json",
-                               **bearer(raw))
+        response = client.post(
+            self.url(chain_root), {"reason": "x" * 201}, content_type="application/json", **bearer(raw)
+        )
         body = assert_error(response, 400, "invalid_request")
         assert "reason" in body["error_description"]
         assert not ChainedGrant.objects.filter(revoked_at__isnull=False).exists()
@@ -360,11 +363,11 @@ def test_list_filters(api, many):
     week_ago = (timezone.now() - timedelta(days=7)).isoformat()
     assert found(created_before=week_ago) == {str(many.old.pk)}
     assert found(created_after=week_ago) == many.all - {str(many.old.pk)}
-    assert found(created_after=week_ago, user="alice", state="live") == {
-        str(many.live.pk), str(many.planned.pk)}
+    assert found(created_after=week_ago, user="alice", state="live") == {str(many.live.pk), str(many.planned.pk)}
     # "Z" and a naive date-time (read as UTC) are ISO 8601 too
     assert found(created_before=(timezone.now() - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")) == {
-        str(many.old.pk)}
+        str(many.old.pk)
+    }
 
 
 def test_list_state_per_row(api, many):
@@ -374,10 +377,15 @@ def test_list_state_per_row(api, many):
     assert states[str(many.revoked.pk)] == "revoked"
 
 
-@pytest.mark.parametrize("params", [
-    {"state": "dead"}, {"state": "LIVE"},
-    {"created_after": "yesterday"}, {"created_before": "2025-01-01T00:00:00+zz"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"state": "dead"},
+        {"state": "LIVE"},
+        {"created_after": "yesterday"},
+        {"created_before": "2025-01-01T00:00:00+zz"},
+    ],
+)
 def test_list_bad_filter_is_400_json(api, chain_root, params):
     body = assert_error(api.get("/api/chains/", params), 400, "invalid_request")
     assert next(iter(params)) in body["error_description"]
@@ -452,8 +460,7 @@ def test_tree_shows_added_scope_of_a_tampered_row(api, real_chain):
 
 
 @pytest.mark.parametrize("suffix", ["", "verify/", "evidence/"])
-@pytest.mark.parametrize("chain_id", ["00000000-0000-0000-0000-000000000000", "not-a-uuid", "12345",
-                                      "%00", "0" * 300])
+@pytest.mark.parametrize("chain_id", ["00000000-0000-0000-0000-000000000000", "not-a-uuid", "12345", "%00", "0" * 300])
 def test_unknown_or_malformed_chain_is_404_json(api, chain_root, chain_id, suffix):
     assert_error(api.get(f"/api/chains/{chain_id}/{suffix}"), 404, "not_found")
 
@@ -575,8 +582,9 @@ def test_evidence_is_signed_with_the_current_oidc_key(api, client, real_chain):
 def test_revoke_via_api_then_codes_and_tokens_are_dead(flow, revoker, app, real_chain):
     raw = make_token(revoker, app, "chains:revoke")
     researcher = real_chain.step["researcher"]
-    response = Client().post(f"/api/steps/{researcher.pk}/revoke/", {"reason": "leaked key"},
-                             content_type="application/json", **bearer(raw))
+    response = Client().post(
+        f"/api/steps/{researcher.pk}/revoke/", {"reason": "leaked key"}, content_type="application/json", **bearer(raw)
+    )
     assert response.status_code == 200, response.content
     assert response.json() == {"step": str(researcher.pk), "chain_id": real_chain.chain_id, "revoked": 2}
 
@@ -587,8 +595,11 @@ def test_revoke_via_api_then_codes_and_tokens_are_dead(flow, revoker, app, real_
     exchange = flow.exchange(r_code, r_verifier)  # its (never exchanged) code
     assert exchange.status_code == 400 and exchange.json()["error"] == "invalid_grant"
     assert flow.introspect(real_chain.tokens["merger"]["access_token"])["active"] is False  # issued below it
-    refresh = flow.client.post("/oauth/token", {"grant_type": "refresh_token",
-                               "refresh_token": real_chain.tokens["merger"]["refresh_token"]}, **flow.auth())
+    refresh = flow.client.post(
+        "/oauth/token",
+        {"grant_type": "refresh_token", "refresh_token": real_chain.tokens["merger"]["refresh_token"]},
+        **flow.auth(),
+    )
     assert refresh.json()["error"] == "invalid_grant"
 
     # the sibling and the ancestors are untouched
@@ -661,7 +672,11 @@ def test_openapi_documents_the_paginated_list(client):
     assert {"limit", "offset"} <= {p["name"] for p in op["parameters"]}
     ref = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     assert set(schema["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]) == {
-        "count", "next", "previous", "results"}
+        "count",
+        "next",
+        "previous",
+        "results",
+    }
 
 
 def test_openapi_documents_bearer_tokens_and_scopes(client):
@@ -703,8 +718,7 @@ def test_tree_query_count_is_constant(api, app, alice, size, django_assert_max_n
 
 
 @pytest.mark.parametrize("size", [10, 1000])
-def test_tree_query_count_is_constant_with_a_token(client, staff, app, alice, size,
-                                                   django_assert_max_num_queries):
+def test_tree_query_count_is_constant_with_a_token(client, staff, app, alice, size, django_assert_max_num_queries):
     root = build_chain(app, alice, size)
     raw = make_token(staff, app, "chains:read")
     for suffix in ("", "verify/", "evidence/"):
@@ -728,9 +742,18 @@ def test_list_query_count_is_constant(api, app, alice, planner, count, django_as
 # --- odd input and odd data ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [
-    "application", "agent", "user", "state", "created_after", "limit", "offset",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "application",
+        "agent",
+        "user",
+        "state",
+        "created_after",
+        "limit",
+        "offset",
+    ],
+)
 def test_list_filters_never_500_on_a_nul(api, chain_root, name):
     response = api.get("/api/chains/", {name: "a\x00b"})
     assert response.status_code in (200, 400), (response.status_code, response.content[:300])
@@ -771,10 +794,14 @@ def test_client_credentials_token_is_refused(client, make_app, staff, chain_root
     """README: "Client-credentials tokens are refused: a scope alone is not an auditor" —
     even for a client owned by a staff user (DOT issues them with user=None)."""
     Application = get_application_model()
-    machine = make_app("machine", enabled=False, user=staff,
-                       authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS)
-    issued = client.post("/oauth/token", {"grant_type": "client_credentials", "scope": "chains:read chains:revoke"},
-                         HTTP_AUTHORIZATION=basic_auth(machine.client_id, SECRET))
+    machine = make_app(
+        "machine", enabled=False, user=staff, authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS
+    )
+    issued = client.post(
+        "/oauth/token",
+        {"grant_type": "client_credentials", "scope": "chains:read chains:revoke"},
+        HTTP_AUTHORIZATION=basic_auth(machine.client_id, SECRET),
+    )
     assert issued.status_code == 200, issued.content
     raw = issued.json()["access_token"]
     assert AccessToken.objects.get(token_checksum=hashlib.sha256(raw.encode()).hexdigest()).user is None

@@ -26,9 +26,16 @@ pytestmark = pytest.mark.django_db
 
 def authorize_params(app, **extra):
     verifier, challenge = pkce_pair()
-    params = {"client_id": app.client_id, "response_type": "code", "redirect_uri": REDIRECT_URI,
-              "scope": "openid read", "state": "st-dot", "code_challenge": challenge,
-              "code_challenge_method": "S256", **extra}
+    params = {
+        "client_id": app.client_id,
+        "response_type": "code",
+        "redirect_uri": REDIRECT_URI,
+        "scope": "openid read",
+        "state": "st-dot",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
     return {k: v for k, v in params.items() if v is not None}, verifier
 
 

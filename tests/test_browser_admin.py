@@ -81,8 +81,18 @@ def test_admin_reviews_and_revokes_a_subtree_in_a_browser(browser_page, live_ser
     root = steps["root"]
     assert {s.root_id for s in steps.values()} == {root.pk} and len(steps) == 10
     # Depth-first, children by creation: the order the tree page lists them in.
-    tree_order = ["root", "planner", "researcher", "merger<researcher", "critic", "writer",
-                  "security", "merger<security", "implementer", "merger<implementer"]
+    tree_order = [
+        "root",
+        "planner",
+        "researcher",
+        "merger<researcher",
+        "critic",
+        "writer",
+        "security",
+        "merger<security",
+        "implementer",
+        "merger<implementer",
+    ]
     actors = {name: "alice" if name == "root" else name.split("<")[0] for name in tree_order}
     revoked = ["researcher", "merger<researcher", "critic", "writer"]  # researcher's subtree
     untouched = [name for name in tree_order if name not in revoked]
@@ -184,5 +194,7 @@ def test_admin_reviews_and_revokes_a_subtree_in_a_browser(browser_page, live_ser
     assert hop.status_code == 200, hop.content
     assert flow.exchange(*codes["security"]).status_code == 200
     assert set(untouched) == {"root", "planner", "security", "merger<security", "implementer", "merger<implementer"}
-    print(f"\nbrowser admin test: chain built via endpoints {built - started:.2f}s, "
-          f"browser {browsed - built:.2f}s, endpoint checks {time.monotonic() - browsed:.2f}s")
+    print(
+        f"\nbrowser admin test: chain built via endpoints {built - started:.2f}s, "
+        f"browser {browsed - built:.2f}s, endpoint checks {time.monotonic() - browsed:.2f}s"
+    )

@@ -73,9 +73,17 @@ def test_wallet_presentation_starts_a_chain_in_a_browser(browser_page, live_serv
     page = browser_page
     base = live_server.url
     verifier, challenge = pkce_pair()
-    params = {"client_id": flow.app.client_id, "redirect_uri": callback.uri, "response_type": "id_token",
-              "scope": "openid read write", "state": "browser-wallet", "client_metadata": "{}",
-              "prompt": "login", "code_challenge": challenge, "code_challenge_method": "S256"}
+    params = {
+        "client_id": flow.app.client_id,
+        "redirect_uri": callback.uri,
+        "response_type": "id_token",
+        "scope": "openid read write",
+        "state": "browser-wallet",
+        "client_metadata": "{}",
+        "prompt": "login",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     page.goto(f"{base}/oauth/authorize/?{urlencode(params)}")
 
     # The request page: QR code (inline SVG), the openid:// link, what the client gets.
@@ -131,9 +139,17 @@ def test_person_consents_midway_in_a_browser(browser_page, live_server, flow, al
     critic_step = lifecycle.find_step(critic_code)
 
     verifier, challenge = pkce_pair()
-    params = {"client_id": flow.app.client_id, "redirect_uri": callback.uri, "response_type": "code",
-              "prompt": "login", "scope": "email read", "state": "browser-user", "code": critic_code,
-              "code_challenge": challenge, "code_challenge_method": "S256"}
+    params = {
+        "client_id": flow.app.client_id,
+        "redirect_uri": callback.uri,
+        "response_type": "code",
+        "prompt": "login",
+        "scope": "email read",
+        "state": "browser-user",
+        "code": critic_code,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     page.goto(f"{base}/oauth/authorize/?{urlencode(params)}")
 
     # prompt=login: the login page first.

@@ -61,10 +61,16 @@ EVIL_LINK = "javascript:document.title='pwned'"
 
 
 def _demo_request(base: str, response_uri: str) -> str:
-    return "openid://?" + urlencode({
-        "response_type": "id_token", "response_mode": "direct_post", "client_id": base + "/oauth",
-        "response_uri": response_uri, "nonce": "n" * 43, "state": "s" * 43,
-    })
+    return "openid://?" + urlencode(
+        {
+            "response_type": "id_token",
+            "response_mode": "direct_post",
+            "client_id": base + "/oauth",
+            "response_uri": response_uri,
+            "nonce": "n" * 43,
+            "state": "s" * 43,
+        }
+    )
 
 
 @pytest.mark.parametrize("case", ["data: response_uri", "javascript: redirect_uri", "redirect_uri to another site"])
@@ -81,8 +87,12 @@ def test_demo_wallet_posts_over_http_and_follows_only_http_links_of_its_verifier
     else:  # an endpoint that answers with a javascript: link or a link to another site
         response_uri = base + "/oauth/wallet/elsewhere"
         link = EVIL_LINK if case == "javascript: redirect_uri" else "https://elsewhere.example/landing"
-        page.route(response_uri, lambda route: route.fulfill(
-            status=200, content_type="application/json", body=json.dumps({"redirect_uri": link})))
+        page.route(
+            response_uri,
+            lambda route: route.fulfill(
+                status=200, content_type="application/json", body=json.dumps({"redirect_uri": link})
+            ),
+        )
     page.goto(f"{base}/wallet/#request=" + quote(_demo_request(base, response_uri), safe=""))
     page.wait_for_function("document.getElementById('wallet-did').textContent.startsWith('did:jwk:')")
     page.click("#wallet-present")
@@ -93,14 +103,31 @@ def test_demo_wallet_posts_over_http_and_follows_only_http_links_of_its_verifier
     assert page.title() != "pwned"
 
 
-@pytest.mark.parametrize("response_uri", ["file:///etc/passwd", "ftp://testserver/x", "data:application/json,{}",
-                                          "javascript:alert(1)", "http:///no-host", "http://[::1"])
+@pytest.mark.parametrize(
+    "response_uri",
+    [
+        "file:///etc/passwd",
+        "ftp://testserver/x",
+        "data:application/json,{}",
+        "javascript:alert(1)",
+        "http:///no-host",
+        "http://[::1",
+    ],
+)
 def test_headless_wallet_posts_over_http_only(response_uri, wallet):
     """The same rule for chain_grant.wallet.HeadlessWallet (scripts, the example): a
     request's response_uri never reaches urllib's file://, ftp:// or data: handlers."""
     posted = []
-    url = "openid://?" + urlencode({"response_type": "id_token", "response_mode": "direct_post", "client_id": ISSUER,
-                                    "response_uri": response_uri, "nonce": "n" * 43, "state": "s" * 43})
+    url = "openid://?" + urlencode(
+        {
+            "response_type": "id_token",
+            "response_mode": "direct_post",
+            "client_id": ISSUER,
+            "response_uri": response_uri,
+            "nonce": "n" * 43,
+            "state": "s" * 43,
+        }
+    )
     with pytest.raises(ValueError, match="response_uri"):
         wallet.respond(url, post=lambda uri, data: (posted.append(uri), (200, {"redirect_uri": uri}))[1])
     assert posted == []
@@ -199,14 +226,20 @@ def test_a_wallet_key_never_takes_over_an_account_someone_uses(account, wflow, w
     acting for their account. Only a never-used, non-staff account is relinked now."""
     thumbprint = jwk.JWK(**public_of(wallet.key)).thumbprint()
     User = get_user_model()
-    squatter = User(username="wallet-" + thumbprint[:40], is_staff=account == "staff",
-                    is_superuser=account == "superuser",
-                    last_login=timezone.now() if account == "has logged in" else None)
+    squatter = User(
+        username="wallet-" + thumbprint[:40],
+        is_staff=account == "staff",
+        is_superuser=account == "superuser",
+        last_login=timezone.now() if account == "has logged in" else None,
+    )
     squatter.set_unusable_password()
     squatter.save()
     pending = wflow.start()
-    json_error(wflow.direct_post({"id_token": wallet.id_token(pending.request), "state": pending.state}),
-               "invalid_request", "taken by another account")
+    json_error(
+        wflow.direct_post({"id_token": wallet.id_token(pending.request), "state": pending.state}),
+        "invalid_request",
+        "taken by another account",
+    )
     assert not Wallet.objects.exists() and pending.refresh().status == "pending"
 
 
@@ -266,11 +299,14 @@ def test_crash_report_of_the_complete_view_does_not_carry_the_poll_token(wflow, 
 # --- the admin ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", [
-    "/admin/chain_grant/walletrequest/?status__exact=%00",
-    "/admin/chain_grant/walletrequest/?status=a%00b",
-    "/admin/chain_grant/wallet/?thumbprint=%00",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/chain_grant/walletrequest/?status__exact=%00",
+        "/admin/chain_grant/walletrequest/?status=a%00b",
+        "/admin/chain_grant/wallet/?thumbprint=%00",
+    ],
+)
 def test_wallet_admin_filters_with_nul_are_a_400(url, admin_client):
     """Defect (crash, PostgreSQL): a NUL in a Wallet/WalletRequest changelist filter reached
     the database (DataError, an HTTP 500); the chain lists already answered 400."""
@@ -287,7 +323,6 @@ def test_wallet_request_admin_shows_no_secret_digests(admin_client, wflow, walle
 
 
 # --- concurrency that already held (PostgreSQL: row locks) --------------------------------------------------
-
 
 
 @pytest.mark.postgres
@@ -336,11 +371,16 @@ def test_consents_wallet_steps_and_hops_in_parallel_respect_max_children(app, al
         calls.append((lambda p=pending: Client().post(p.path("complete"), {"poll": p.poll}),))
     for i in range(3):  # agent hops
         agent = make_agent(f"helper{i}")
-        data = {"grant_type": "code_chain", "authorization_code": parent_code,
-                "id_token": agent.proof(parent_code, aud=flow.issuer), "code_challenge": "c" * 43,
-                "code_challenge_method": "S256"}
-        calls.append((lambda d=data: Client().post("/oauth/token", d,
-                                                   HTTP_AUTHORIZATION=basic_auth(app.client_id, SECRET)),))
+        data = {
+            "grant_type": "code_chain",
+            "authorization_code": parent_code,
+            "id_token": agent.proof(parent_code, aud=flow.issuer),
+            "code_challenge": "c" * 43,
+            "code_challenge_method": "S256",
+        }
+        calls.append(
+            (lambda d=data: Client().post("/oauth/token", d, HTTP_AUTHORIZATION=basic_auth(app.client_id, SECRET)),)
+        )
 
     responses = run_together(lambda call: call(), calls)
 

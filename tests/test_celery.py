@@ -60,11 +60,11 @@ def worker():
     use_broker(BROKER, broker_transport_options={"visibility_timeout": 60})
     with celery_app.connection_for_write() as conn:
         conn.default_channel.client.flushdb()
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING",
-                      shutdown_timeout=30):
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30):
         yield celery_app
-    use_broker(django_settings.CELERY_BROKER_URL,
-               broker_transport_options=django_settings.CELERY_BROKER_TRANSPORT_OPTIONS)
+    use_broker(
+        django_settings.CELERY_BROKER_URL, broker_transport_options=django_settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -73,12 +73,14 @@ def test_worker_runs_expire_purge_and_dot_cleanup_from_the_queue(worker, app, al
     old = build_chain(app, alice, 4, code_prefix="old")
     ChainedGrant.objects.chain(old.pk).update(ended_at=timezone.now() - timedelta(days=120))
     AccessToken = get_access_token_model()
-    AccessToken.objects.create(user=alice, application=app, token="t", scope="read",
-                               expires=timezone.now() - timedelta(days=30))
+    AccessToken.objects.create(
+        user=alice, application=app, token="t", scope="read", expires=timezone.now() - timedelta(days=30)
+    )
 
     tasks.expire_steps.delay(batch_size=4)
-    wait_for(lambda: ChainedGrant.objects.chain(stale.pk).filter(expired_at__isnull=False).count() == 6,
-             what="expire_steps")
+    wait_for(
+        lambda: ChainedGrant.objects.chain(stale.pk).filter(expired_at__isnull=False).count() == 6, what="expire_steps"
+    )
     assert not get_grant_model().objects.filter(pk__in=ChainedGrant.objects.chain(stale.pk).values("grant_id"))
 
     tasks.purge_chains.delay()
@@ -136,16 +138,34 @@ def _worker_process(tmp_path):
         "IDP_VAR_DIR": str(tmp_path),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "idp_project", "worker", "--pool", "solo", "--loglevel", "INFO",
-         "--without-mingle", "--without-gossip", "--without-heartbeat"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "idp_project",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
 def _blocked_backends(dbname):
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
-                       [dbname])
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'", [dbname]
+        )
         return cursor.fetchone()[0]
 
 
@@ -175,8 +195,11 @@ def test_worker_killed_mid_batch_then_rerun_completes(app, alice, tmp_path):
         assert not ChainedGrant.objects.filter(expired_at__isnull=False).exists()  # its batch rolled back
 
         second = _worker_process(tmp_path)  # the unacknowledged task comes back to it
-        wait_for(lambda: ChainedGrant.objects.chain(root.pk).filter(expired_at__isnull=False).count() == 25,
-                 timeout=90, what="the rerun to complete")
+        wait_for(
+            lambda: ChainedGrant.objects.chain(root.pk).filter(expired_at__isnull=False).count() == 25,
+            timeout=90,
+            what="the rerun to complete",
+        )
     finally:
         locker.close()
         producer.release()

@@ -76,8 +76,10 @@ def test_proof_audiences_also_silence_w004(settings, chain):
 
 
 def test_w003_backend_that_drops_duplicates(settings):
-    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER,
-                                "OAUTH2_BACKEND_CLASS": "oauth2_provider.oauth2_backends.OAuthLibCore"}
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER,
+        "OAUTH2_BACKEND_CLASS": "oauth2_provider.oauth2_backends.OAuthLibCore",
+    }
     assert [c.id for c in checks.check_plugged_in()] == ["chain_grant.W003"]
 
 
@@ -131,8 +133,10 @@ def test_a_validator_with_the_mixin_is_fine(oauth2):
 
 
 def test_e001_and_e002_together(oauth2):
-    oauth2(OAUTH2_SERVER_CLASS="oauthlib.openid.Server",
-           OAUTH2_VALIDATOR_CLASS="oauth2_provider.oauth2_validators.OAuth2Validator")
+    oauth2(
+        OAUTH2_SERVER_CLASS="oauthlib.openid.Server",
+        OAUTH2_VALIDATOR_CLASS="oauth2_provider.oauth2_validators.OAuth2Validator",
+    )
     assert ids(checks.check_plugged_in()) == ["chain_grant.E001", "chain_grant.E002"]
 
 
@@ -186,9 +190,7 @@ def test_e004_max_children_not_a_positive_integer(chain, value):
     assert messages[0].level == django_checks.ERROR
 
 
-@pytest.mark.parametrize(
-    "name", ["MAX_DEPTH", "CODE_EXPIRE_SECONDS", "MAX_PROOF_LIFETIME", "PROOF_MAX_BYTES"]
-)
+@pytest.mark.parametrize("name", ["MAX_DEPTH", "CODE_EXPIRE_SECONDS", "MAX_PROOF_LIFETIME", "PROOF_MAX_BYTES"])
 def test_e004_other_limits(chain, name):
     chain(**{name: 0})
     messages = checks.check_settings()
@@ -247,7 +249,8 @@ def test_e005_only_with_deployment_checks(settings, chain, fixed_issuer):
     chain(RELAXED_PROOFS=True)
     settings.DEBUG = False
     assert chain_ids(django_checks.run_checks(include_deployment_checks=True)) == [
-        "chain_grant.E005", "chain_grant.W001",
+        "chain_grant.E005",
+        "chain_grant.W001",
     ]
     assert chain_ids(django_checks.run_checks()) == ["chain_grant.W001"]
     assert "chain_grant.E005" in chain_ids(

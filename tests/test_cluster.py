@@ -63,20 +63,27 @@ def test_two_instances_worker_and_beat_survive_losing_an_instance(capsys):
     assert not cluster.workdir.exists()
     maintenance = urlsplit(os.environ["DATABASE_URL"])._replace(scheme="postgresql", path="/postgres").geturl()
     with psycopg.connect(maintenance) as connection:
-        assert connection.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
-                                  (cluster.db_name,)).fetchone()[0] == 0
+        assert (
+            connection.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (cluster.db_name,)).fetchone()[0]
+            == 0
+        )
     assert redis.Redis.from_url(cluster_module.DEFAULT_REDIS_URL).dbsize() == 0
 
     with capsys.disabled():  # the figures, in the CI log
-        print(f"\ncluster: {report['steps']} steps in {report['run_s']} s through {len(cluster.urls)} instances "
-              f"(web0 SIGKILLed {report['killed']['at']:.1f} s in, after step 4); "
-              f"setup {cluster.timings['setup_s']:.1f} s, boot {cluster.timings['boot_s']:.1f} s; "
-              f"{report['expired_by_worker']} steps expired by the worker in {report['expiry_wait_s']} s; "
-              f"token requests {report['token_requests_by_instance']}")
+        print(
+            f"\ncluster: {report['steps']} steps in {report['run_s']} s through {len(cluster.urls)} instances "
+            f"(web0 SIGKILLed {report['killed']['at']:.1f} s in, after step 4); "
+            f"setup {cluster.timings['setup_s']:.1f} s, boot {cluster.timings['boot_s']:.1f} s; "
+            f"{report['expired_by_worker']} steps expired by the worker in {report['expiry_wait_s']} s; "
+            f"token requests {report['token_requests_by_instance']}"
+        )
 
 
 def test_cluster_script_refuses_sqlite():
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "cluster.py"), "--database-url", "sqlite:///x.db"],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "needs PostgreSQL" in result.stderr

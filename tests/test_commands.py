@@ -216,8 +216,9 @@ def add(identifier, key_file, app, *extra) -> str:
 
 def test_add_from_public_jwk(app, write):
     key = ec_key()
-    output = add("planner", write("planner.jwk", key.export_public()), app,
-                 "--scopes", "openid  read", "--name", "The planner")
+    output = add(
+        "planner", write("planner.jwk", key.export_public()), app, "--scopes", "openid  read", "--name", "The planner"
+    )
     agent = Agent.objects.get(identifier="planner")
     assert agent.name == "The planner"
     assert agent.allowed_scopes == "openid read"
@@ -271,8 +272,10 @@ def test_add_again_adds_keys_and_applications(app, make_app, write):
         (lambda: ec_key().export_private(), "private"),
         (lambda: ec_key().export_to_pem(private_key=True, password=None), "private"),
         (lambda: jwk.JWK.generate(kty="oct", size=256).export(), "symmetric"),
-        (lambda: json.dumps({"keys": [ec_key().export_public(as_dict=True),
-                                      json.loads(ec_key().export_private())]}), "private"),
+        (
+            lambda: json.dumps({"keys": [ec_key().export_public(as_dict=True), json.loads(ec_key().export_private())]}),
+            "private",
+        ),
         (lambda: "not a key at all", "not a public JWK"),
     ],
     ids=["private-jwk", "private-pem", "oct", "jwks-with-a-private-key", "garbage"],
@@ -365,7 +368,8 @@ def test_rotate_adds_new_key_and_disables_old_ones(app, write):
     agent = Agent.objects.get(identifier="planner")
     assert list(agent.keys.filter(is_active=True).values_list("kid", flat=True)) == [new.thumbprint()]
     assert set(agent.keys.filter(is_active=False).values_list("kid", flat=True)) == {
-        old1.thumbprint(), old2.thumbprint()
+        old1.thumbprint(),
+        old2.thumbprint(),
     }
     assert all(k.disabled_at is not None for k in agent.keys.filter(is_active=False))
 
@@ -390,9 +394,7 @@ def test_rotate_refuses_private_keys_and_keeps_the_old_one(app, write):
     assert list(agent.keys.values_list("kid", "is_active")) == [(old.thumbprint(), True)]
 
 
-@pytest.mark.parametrize(
-    "action", [["rotate", "ghost", "--key", "x"], ["disable", "ghost"], ["enable", "ghost"]]
-)
+@pytest.mark.parametrize("action", [["rotate", "ghost", "--key", "x"], ["disable", "ghost"], ["enable", "ghost"]])
 def test_unknown_agent(action):
     with pytest.raises(CommandError, match="No agent 'ghost'"):
         run(*action)
@@ -450,8 +452,14 @@ def test_old_key_without_kid_is_refused_after_rotate(flow, alice, app, write):
 
     def no_kid_proof(key):
         now = int(time.time())
-        claims = {"sub": "planner", "aud": ISSUER, "iat": now, "exp": now + 60,
-                  "jti": str(uuid.uuid4()), "c_hash": code_hash(code)}
+        claims = {
+            "sub": "planner",
+            "aud": ISSUER,
+            "iat": now,
+            "exp": now + 60,
+            "jti": str(uuid.uuid4()),
+            "c_hash": code_hash(code),
+        }
         token = jws.JWS(json.dumps(claims).encode())
         token.add_signature(key, alg="ES256", protected=json.dumps({"alg": "ES256"}))
         return token.serialize(compact=True)

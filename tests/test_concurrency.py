@@ -1,7 +1,6 @@
 """Concurrency, on PostgreSQL (row locks are what make these hold): parallel
 hand-offs respect the fan-out limit, and parallel exchanges mint one token."""
 
-
 import pytest
 from django.test import Client
 from oauth2_provider.models import get_access_token_model, get_id_token_model
@@ -13,7 +12,6 @@ from tests.factories import run_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 THREADS = 8
-
 
 
 @pytest.mark.parametrize("limit", [1, 3])

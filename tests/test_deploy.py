@@ -38,35 +38,55 @@ SECRET_ENV = {"SECRET_KEY", "DATABASE_URL", "METRICS_TOKEN", "POSTGRES_PASSWORD"
 def oidc_key(tmp_path_factory) -> Path:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path = tmp_path_factory.mktemp("oidc") / "oidc_rsa.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return path
 
 
 def production_env(tmp_path, oidc_key, **overrides):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("IDP_", "CHAIN_", "SECURE_", "OAUTH2_")) and k not in (
-               "DEBUG", "SECRET_KEY", "SECRET_KEY_FILE", "ALLOWED_HOSTS", "OIDC_ISSUER", "OIDC_KEY_PATH",
-               "METRICS_TOKEN", "REDIS_URL", "CACHE_URL", "CELERY_BROKER_URL", "LOG_FORMAT", "DATABASE_URL")}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "idp_project.settings",
-        "IDP_PRODUCTION": "1",
-        "IDP_VAR_DIR": str(tmp_path / "var"),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "idp.example.com",
-        "CSRF_TRUSTED_ORIGINS": "https://idp.example.com",
-        "OIDC_ISSUER": "https://idp.example.com/oauth",
-        "OIDC_KEY_PATH": str(oidc_key),
-        "REDIS_URL": "redis://127.0.0.1:6379/12",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("IDP_", "CHAIN_", "SECURE_", "OAUTH2_"))
+        and k
+        not in (
+            "DEBUG",
+            "SECRET_KEY",
+            "SECRET_KEY_FILE",
+            "ALLOWED_HOSTS",
+            "OIDC_ISSUER",
+            "OIDC_KEY_PATH",
+            "METRICS_TOKEN",
+            "REDIS_URL",
+            "CACHE_URL",
+            "CELERY_BROKER_URL",
+            "LOG_FORMAT",
+            "DATABASE_URL",
+        )
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "idp_project.settings",
+            "IDP_PRODUCTION": "1",
+            "IDP_VAR_DIR": str(tmp_path / "var"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "ALLOWED_HOSTS": "idp.example.com",
+            "CSRF_TRUSTED_ORIGINS": "https://idp.example.com",
+            "OIDC_ISSUER": "https://idp.example.com/oauth",
+            "OIDC_KEY_PATH": str(oidc_key),
+            "REDIS_URL": "redis://127.0.0.1:6379/12",
+        }
+    )
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
 
 
 def manage(env, *args, timeout=120):
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_check_deploy_is_clean_with_the_production_flag(tmp_path, oidc_key):
@@ -104,8 +124,9 @@ print(json.dumps({name: getattr(settings, name, None) for name in (
 
 
 def production_settings(env) -> dict:
-    result = subprocess.run([sys.executable, "-c", PRINT_SETTINGS], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", PRINT_SETTINGS], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
 
@@ -114,8 +135,11 @@ def test_production_settings(tmp_path, oidc_key):
     secret_file, token_file = tmp_path / "secret_key", tmp_path / "metrics_token"
     secret_file.write_text(secrets.token_urlsafe(50) + "\n")
     token_file.write_text("scrape-token\n")
-    seen = production_settings(production_env(
-        tmp_path, oidc_key, SECRET_KEY=None, SECRET_KEY_FILE=str(secret_file), METRICS_TOKEN_FILE=str(token_file)))
+    seen = production_settings(
+        production_env(
+            tmp_path, oidc_key, SECRET_KEY=None, SECRET_KEY_FILE=str(secret_file), METRICS_TOKEN_FILE=str(token_file)
+        )
+    )
     assert seen["DEBUG"] is False
     assert seen["SECRET_KEY"] == secret_file.read_text().strip()  # a mounted file, stripped
     assert seen["ALLOWED_HOSTS"] == ["idp.example.com"]
@@ -132,13 +156,19 @@ def test_production_settings(tmp_path, oidc_key):
     assert seen["DJANGO_LOGGER"]["handlers"] == ["console"]  # 500s reach stderr with DEBUG off
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"SECRET_KEY": None}, "SECRET_KEY (or SECRET_KEY_FILE)"),
-    ({"ALLOWED_HOSTS": None, "OIDC_ISSUER": None}, "ALLOWED_HOSTS, OIDC_ISSUER"),
-    ({"DEBUG": "1"}, "DEBUG on"),
-    ({"OIDC_KEY_PATH": "/nonexistent/oidc.pem"}, "is not a file"),
-    ({"SECRET_KEY": None, "SECRET_KEY_FILE": "/nonexistent/secret"}, "SECRET_KEY_FILE=/nonexistent/secret cannot be"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"SECRET_KEY": None}, "SECRET_KEY (or SECRET_KEY_FILE)"),
+        ({"ALLOWED_HOSTS": None, "OIDC_ISSUER": None}, "ALLOWED_HOSTS, OIDC_ISSUER"),
+        ({"DEBUG": "1"}, "DEBUG on"),
+        ({"OIDC_KEY_PATH": "/nonexistent/oidc.pem"}, "is not a file"),
+        (
+            {"SECRET_KEY": None, "SECRET_KEY_FILE": "/nonexistent/secret"},
+            "SECRET_KEY_FILE=/nonexistent/secret cannot be",
+        ),
+    ],
+)
 def test_production_refuses_to_start_half_configured(tmp_path, oidc_key, change, message):
     result = manage(production_env(tmp_path, oidc_key, **change), "check")
     assert result.returncode != 0
@@ -156,7 +186,8 @@ def test_defaults_without_the_flag_are_unchanged(settings):
     assert "ALLOWED_REDIRECT_URI_SCHEMES" not in idp.OAUTH2_PROVIDER
     assert idp.CHAIN_GRANT_METRICS_REQUIRE_TOKEN is False
     assert idp.CELERY_BEAT_SCHEDULE["chain-grant-expire-steps"]["schedule"] == float(
-        os.environ.get("CHAIN_EXPIRE_INTERVAL", "60"))
+        os.environ.get("CHAIN_EXPIRE_INTERVAL", "60")
+    )
     if not (os.environ.get("REDIS_URL") or os.environ.get("CACHE_URL")):
         assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
     if not os.environ.get("LOG_FORMAT"):
@@ -204,27 +235,46 @@ def test_gunicorn_config_is_accepted_by_gunicorn(monkeypatch, tmp_path):
     assert cfg.workers == namespace["workers"] and cfg.control_socket_disable is True
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ("GET /oauth/authorize/?client_id=c&code=AbC-123_x&state=s1 HTTP/1.1",
-     "GET /oauth/authorize/?client_id=c&code=[REDACTED]&state=s1 HTTP/1.1"),
-    ("code=first&code_challenge=keep&state=keep", "code=[REDACTED]&code_challenge=keep&state=keep"),
-    ("/cb?ID_TOKEN=eyJ.x.y;refresh_token=r&Access_Token=a",
-     "/cb?ID_TOKEN=[REDACTED];refresh_token=[REDACTED]&Access_Token=[REDACTED]"),
-    ("/x?code_verifier=v&client_secret=s&password=p&assertion=a&client_assertion=c&token=t",
-     "/x?code_verifier=[REDACTED]&client_secret=[REDACTED]&password=[REDACTED]&assertion=[REDACTED]"
-     "&client_assertion=[REDACTED]&token=[REDACTED]"),
-    ("/wallet/requests/1/complete?response_code=rc1&poll=pt2",
-     "/wallet/requests/1/complete?response_code=[REDACTED]&poll=[REDACTED]"),
-    ("/accounts/login/?next=/oauth/authorize/%3Fclient_id%3Dx%26code%3DSECRET1%26state%3Ds",
-     "/accounts/login/?next=/oauth/authorize/%3Fclient_id%3Dx%26code%3D[REDACTED]%26state%3Ds"),
-    ("/login?next=%252Fauthorize%253Fcode%253DSECRET2%2526x%253D1",
-     "/login?next=%252Fauthorize%253Fcode%253D[REDACTED]%2526x%253D1"),
-    ("/logout?id_token_hint=eyJhbGciOi.x.y&post_logout_redirect_uri=z",
-     "/logout?id_token_hint=[REDACTED]&post_logout_redirect_uri=z"),
-    ("/cb?xcode=keep&codes=keep&token_type_hint=keep&state=keep&nonce=keep",
-     "/cb?xcode=keep&codes=keep&token_type_hint=keep&state=keep&nonce=keep"),
-    ("/cb?code=", "/cb?code="),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "GET /oauth/authorize/?client_id=c&code=AbC-123_x&state=s1 HTTP/1.1",
+            "GET /oauth/authorize/?client_id=c&code=[REDACTED]&state=s1 HTTP/1.1",
+        ),
+        ("code=first&code_challenge=keep&state=keep", "code=[REDACTED]&code_challenge=keep&state=keep"),
+        (
+            "/cb?ID_TOKEN=eyJ.x.y;refresh_token=r&Access_Token=a",
+            "/cb?ID_TOKEN=[REDACTED];refresh_token=[REDACTED]&Access_Token=[REDACTED]",
+        ),
+        (
+            "/x?code_verifier=v&client_secret=s&password=p&assertion=a&client_assertion=c&token=t",
+            "/x?code_verifier=[REDACTED]&client_secret=[REDACTED]&password=[REDACTED]&assertion=[REDACTED]"
+            "&client_assertion=[REDACTED]&token=[REDACTED]",
+        ),
+        (
+            "/wallet/requests/1/complete?response_code=rc1&poll=pt2",
+            "/wallet/requests/1/complete?response_code=[REDACTED]&poll=[REDACTED]",
+        ),
+        (
+            "/accounts/login/?next=/oauth/authorize/%3Fclient_id%3Dx%26code%3DSECRET1%26state%3Ds",
+            "/accounts/login/?next=/oauth/authorize/%3Fclient_id%3Dx%26code%3D[REDACTED]%26state%3Ds",
+        ),
+        (
+            "/login?next=%252Fauthorize%253Fcode%253DSECRET2%2526x%253D1",
+            "/login?next=%252Fauthorize%253Fcode%253D[REDACTED]%2526x%253D1",
+        ),
+        (
+            "/logout?id_token_hint=eyJhbGciOi.x.y&post_logout_redirect_uri=z",
+            "/logout?id_token_hint=[REDACTED]&post_logout_redirect_uri=z",
+        ),
+        (
+            "/cb?xcode=keep&codes=keep&token_type_hint=keep&state=keep&nonce=keep",
+            "/cb?xcode=keep&codes=keep&token_type_hint=keep&state=keep&nonce=keep",
+        ),
+        ("/cb?code=", "/cb?code="),
+    ],
+)
 def test_redaction(gunicorn_conf, line, expected):
     assert gunicorn_conf["redact"](line) == expected
 
@@ -237,9 +287,17 @@ class FakeResponse:
 
 def fake_request(uri="/oauth/authorize/?code=PREVIOUS&state=s&response_type=code"):
     path, _, query = uri.partition("?")
-    environ = {"REQUEST_METHOD": "GET", "RAW_URI": uri, "PATH_INFO": path, "QUERY_STRING": query,
-               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "10.0.0.9", "HTTP_REFERER": "https://rp/?code=REFCODE",
-               "HTTP_USER_AGENT": "ua", "HTTP_AUTHORIZATION": "Basic Y2xpZW50OnNlY3JldA=="}
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": uri,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "10.0.0.9",
+        "HTTP_REFERER": "https://rp/?code=REFCODE",
+        "HTTP_USER_AGENT": "ua",
+        "HTTP_AUTHORIZATION": "Basic Y2xpZW50OnNlY3JldA==",
+    }
     headers = [("AUTHORIZATION", "Basic Y2xpZW50OnNlY3JldA=="), ("COOKIE", "sessionid=abc"), ("X-REQUEST-ID", "r1")]
     return type("Req", (), {"headers": headers})(), environ
 
@@ -259,7 +317,8 @@ def test_access_log_lines_never_carry_a_code(gunicorn_conf, tmp_path):
 
     fmt = gunicorn_conf["access_log_format"] + (
         " %({authorization}i)s %({cookie}i)s %({set-cookie}o)s %({location}o)s %({http_authorization}e)s"
-        " %({raw_uri}e)s %(q)s %(U)s %({x-request-id}i)s")
+        " %({raw_uri}e)s %(q)s %(U)s %({x-request-id}i)s"
+    )
     log = make_logger(gunicorn_conf, tmp_path, fmt)
     req, environ = fake_request()
     log.access(FakeResponse(), req, environ, datetime.timedelta(milliseconds=12))
@@ -317,17 +376,31 @@ def test_gunicorn_serves_with_the_config(tmp_path):
     over both workers (multiprocess mode), redacted access log, clean shutdown."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "GUNICORN_", "PROMETHEUS_"))}
-    env.update({"DJANGO_SETTINGS_MODULE": "idp_project.settings", "IDP_VAR_DIR": str(tmp_path / "var"),
-                "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "GUNICORN_BIND": f"127.0.0.1:{port}",
-                "GUNICORN_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
-                "METRICS_TOKEN": "scrape", "LOG_FORMAT": ""})
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "idp_project.settings",
+            "IDP_VAR_DIR": str(tmp_path / "var"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "GUNICORN_WORKERS": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+            "METRICS_TOKEN": "scrape",
+            "LOG_FORMAT": "",
+        }
+    )
     (tmp_path / "prom").mkdir()
     (tmp_path / "prom" / "counter_99999.db").write_bytes(b"stale")  # emptied at start
     assert manage(env, "migrate", "-v0").returncode == 0
     log = tmp_path / "gunicorn.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", str(GUNICORN_CONF)], cwd=REPO,
-                                  env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "-c", str(GUNICORN_CONF)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -348,8 +421,11 @@ def test_gunicorn_serves_with_the_config(tmp_path):
         assert get(base + "/metrics")[0] == 401
         status, text = get(base + "/metrics", token="scrape")
         assert status == 200
-        counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                      if line.startswith("chain_grant_handoffs_total{"))
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("chain_grant_handoffs_total{")
+        )
         assert counted == 6
     finally:
         server.terminate()
@@ -365,15 +441,18 @@ def test_gunicorn_serves_with_the_config(tmp_path):
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
     text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
-            for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_dockerfile():
     steps = dockerfile_instructions()
     froms = [args for op, args in steps if op == "FROM"]
     assert froms and all(f.startswith("python:3.11-slim") for f in froms)
-    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM"):]  # the runtime stage
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]  # the runtime stage
     users = [args for op, args in final if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert int(users[-1].split(":")[0]) >= 1000  # numeric: runAsNonRoot can check it
@@ -391,8 +470,11 @@ def test_dockerfile():
     all_runs = " ".join(args for op, args in steps if op == "RUN")
     assert "sed '/^# Tests and tooling/,$d' requirements.txt" in all_runs
     assert "\n# Tests and tooling\n" in (REPO / "requirements.txt").read_text()
-    ignore = [line for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    ignore = [
+        line
+        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert ignore[0] == "**"  # deny by default, then allow what the image copies
     assert not any(line.startswith("!") and ("secret" in line or "var" in line.split("/")) for line in ignore)
 
@@ -455,8 +537,10 @@ def test_make_secrets_creates_private_files_once(tmp_path):
     assert set(made) == {"secret_key", "metrics_token", "postgres_password", "database_url", "oidc_rsa.pem"}
     for path in (tmp_path / "secrets").iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o400
-    assert made["database_url"].decode().strip() == f"postgres://idp:{made['postgres_password'].decode().strip()}" \
+    assert (
+        made["database_url"].decode().strip() == f"postgres://idp:{made['postgres_password'].decode().strip()}"
         "@postgres:5432/idp"
+    )
     assert b"PRIVATE KEY" in made["oidc_rsa.pem"] and len(made["secret_key"].strip()) >= 50
     assert subprocess.run(["sh", str(script)], capture_output=True, timeout=60).returncode == 0
     assert {p.name: p.read_bytes() for p in (tmp_path / "secrets").iterdir()} == made  # never rotated by accident
@@ -549,8 +633,10 @@ def test_beat_is_a_single_replica_and_says_why(manifests):
     beat = manifests[("Deployment", "idp-beat")]
     assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"] == {"type": "Recreate"}
     assert "beat" in beat["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert not any(doc["kind"] == "HorizontalPodAutoscaler" and doc["spec"]["scaleTargetRef"]["name"] == "idp-beat"
-                   for doc in manifests.values())
+    assert not any(
+        doc["kind"] == "HorizontalPodAutoscaler" and doc["spec"]["scaleTargetRef"]["name"] == "idp-beat"
+        for doc in manifests.values()
+    )
     assert "SINGLETON REQUIREMENT" in (K8S / "beat.yaml").read_text()
     worker = manifests[("Deployment", "idp-worker")]
     assert "worker" in worker["spec"]["template"]["spec"]["containers"][0]["command"]
@@ -604,8 +690,17 @@ def test_nginx_config_structure(name):
     formats = re.findall(r"log_format\s+(\w+)\s+(.*?);", joined, re.S)
     assert formats
     for _, fmt in formats:
-        for leaky in ("$request ", '$request"', "$request_uri", "$args", "$query_string", "$http_referer",
-                      "$arg_", "$http_authorization", "$http_cookie"):
+        for leaky in (
+            "$request ",
+            '$request"',
+            "$request_uri",
+            "$args",
+            "$query_string",
+            "$http_referer",
+            "$arg_",
+            "$http_authorization",
+            "$http_cookie",
+        ):
             assert leaky not in fmt, f"{name}: the log format prints {leaky.strip()}"
     access_logs = re.findall(r"access_log\s+(\S+)(?:\s+(\w+))?;", joined)
     assert access_logs and all(fmt == "idp_redacted" for path, fmt in access_logs if path != "off")
@@ -619,37 +714,68 @@ def test_nginx_config_structure(name):
 
 
 def nginx_binary():
-    return os.environ.get("NGINX") or shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    return (
+        os.environ.get("NGINX")
+        or shutil.which("nginx")
+        or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    )
 
 
 @pytest.mark.skipif(not nginx_binary(), reason="nginx not installed: the structural test above covers the syntax")
 @pytest.mark.parametrize("name", ["idp.conf", "compose.conf"])
 def test_nginx_t_accepts_the_config(name, tmp_path):
     nginx = nginx_binary()
-    version = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", subprocess.run([nginx, "-v"], capture_output=True,
-                                                                      text=True).stderr)
+    version = re.search(
+        r"nginx/(\d+)\.(\d+)\.(\d+)", subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr
+    )
     text = (DEPLOY / "nginx" / name).read_text()
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "key.pem"),
-                    "-out", str(tmp_path / "cert.pem"), "-days", "1", "-subj", "/CN=idp.example.com"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=idp.example.com",
+        ],
+        check=True,
+        capture_output=True,
+    )
     (tmp_path / "static").mkdir()
-    for old, new in (("/etc/letsencrypt/live/idp.example.com/fullchain.pem", tmp_path / "cert.pem"),
-                     ("/etc/letsencrypt/live/idp.example.com/privkey.pem", tmp_path / "key.pem"),
-                     ("/etc/nginx/certs/fullchain.pem", tmp_path / "cert.pem"),
-                     ("/etc/nginx/certs/privkey.pem", tmp_path / "key.pem"),
-                     ("/var/log/nginx/", f"{tmp_path}/"), ("/srv/idp/static/", f"{tmp_path}/static/"),
-                     ("/srv/static/", f"{tmp_path}/static/"), ("server web:8000", "server 127.0.0.1:8000")):
+    for old, new in (
+        ("/etc/letsencrypt/live/idp.example.com/fullchain.pem", tmp_path / "cert.pem"),
+        ("/etc/letsencrypt/live/idp.example.com/privkey.pem", tmp_path / "key.pem"),
+        ("/etc/nginx/certs/fullchain.pem", tmp_path / "cert.pem"),
+        ("/etc/nginx/certs/privkey.pem", tmp_path / "key.pem"),
+        ("/var/log/nginx/", f"{tmp_path}/"),
+        ("/srv/idp/static/", f"{tmp_path}/static/"),
+        ("/srv/static/", f"{tmp_path}/static/"),
+        ("server web:8000", "server 127.0.0.1:8000"),
+    ):
         text = text.replace(old, str(new))
     if version and tuple(map(int, version.groups())) < (1, 27, 3):
         # compose.conf targets nginx:1.28 (upstream "resolve", "http2 on"); older nginx checks the rest.
         text = text.replace(" resolve ", " ").replace("    http2 on;\n", "")
     (tmp_path / "site.conf").write_text(text)
     temp = " ".join(f"{d}_temp_path {tmp_path}/{d};" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    (tmp_path / "nginx.conf").write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
-                                         f"events {{}}\nhttp {{ {temp} include {tmp_path}/site.conf; }}\n")
-    result = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                            capture_output=True, text=True, timeout=30)
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        f"events {{}}\nhttp {{ {temp} include {tmp_path}/site.conf; }}\n"
+    )
+    result = subprocess.run(
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
 
 
@@ -691,8 +817,9 @@ def test_systemd_unit_structure(name):
     assert service["User"] == "idp" and service["WorkingDirectory"] == "/srv/idp"
     assert all(v.split()[0].startswith("/") for k, v in values if k == "ExecStart")
     assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
-    assert not any(k == "Environment" and re.search(r"\b(SECRET_KEY|DATABASE_URL|METRICS_TOKEN)=", v)
-                   for k, v in values), "a secret in the unit"
+    assert not any(
+        k == "Environment" and re.search(r"\b(SECRET_KEY|DATABASE_URL|METRICS_TOKEN)=", v) for k, v in values
+    ), "a secret in the unit"
     credentials = {v.split(":", 1)[0] for k, v in values if k == "LoadCredential"}
     assert {"secret_key", "oidc_rsa.pem", "database_url"} <= credentials
     assert all(v.split(":", 1)[1].startswith("/etc/idp/") for k, v in values if k == "LoadCredential")
@@ -719,8 +846,9 @@ def test_systemd_analyze_verify(tmp_path):
         text = text.replace("/srv/idp/.venv/bin/", f"{venv_bin}/").replace("/srv/idp", str(REPO))
         (tmp_path / name).write_text(text)
     targets = [str(tmp_path / n) for n in UNITS if "@" not in n] + [str(tmp_path / "idp-web@8000.service")]
-    result = subprocess.run(["systemd-analyze", "verify", *targets], capture_output=True, text=True, timeout=60,
-                            cwd=tmp_path)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *targets], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode == 0 and not problems, "\n".join(problems)
 
@@ -730,7 +858,16 @@ def test_systemd_analyze_verify(tmp_path):
 
 def test_deploy_doc_covers_the_operator_topics():
     text = (REPO / "docs" / "deploy.md").read_text()
-    for topic in ("## One host", "## Kubernetes", "## Sizing", "## Backups", "METRICS_TOKEN", "/readyz",
-                  "check --deploy", "scripts/cluster.py", "bench/cluster.py"):
+    for topic in (
+        "## One host",
+        "## Kubernetes",
+        "## Sizing",
+        "## Backups",
+        "METRICS_TOKEN",
+        "/readyz",
+        "check --deploy",
+        "scripts/cluster.py",
+        "bench/cluster.py",
+    ):
         assert topic in text, topic
     assert "CLUSTER_FIGURES" not in text and "BENCH_FIGURES" not in text  # the measured figures are filled in

@@ -24,8 +24,17 @@ def run_existing_idp_checks() -> subprocess.CompletedProcess:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS}
     env.pop("PYTEST_ADDOPTS", None)  # the parent's options (-k, -x, --lf...) are not for the child
     command = [
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--ds={SETTINGS}",
-        "-o", "python_files=check_*.py", "-q", "--color=no", str(ROOT / "tests" / "existing_idp"),
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        f"--ds={SETTINGS}",
+        "-o",
+        "python_files=check_*.py",
+        "-q",
+        "--color=no",
+        str(ROOT / "tests" / "existing_idp"),
     ]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 

@@ -45,8 +45,14 @@ def b64(data) -> str:
 
 def claims(agent, code, **overrides) -> dict:
     now = int(time.time())
-    result = {"sub": agent.identifier, "aud": ISSUER, "iat": now, "exp": now + 60,
-              "jti": f"jti-{time.monotonic_ns()}", "c_hash": proofs.code_hash(code)}
+    result = {
+        "sub": agent.identifier,
+        "aud": ISSUER,
+        "iat": now,
+        "exp": now + 60,
+        "jti": f"jti-{time.monotonic_ns()}",
+        "c_hash": proofs.code_hash(code),
+    }
     result.update(overrides)
     return result
 
@@ -93,93 +99,174 @@ CASES = {
     # NUL bytes: PostgreSQL refuses them in text and jsonb.
     "sub NUL (unsigned)": (lambda f, p, c: f.hop(c, unsigned({"sub": "a\u0000b"})), INVALID_REQUEST),
     "kid NUL (unsigned)": (
-        lambda f, p, c: f.hop(c, unsigned({"sub": "planner"}, {"alg": "ES256", "kid": "a\u0000"})), INVALID_REQUEST),
+        lambda f, p, c: f.hop(c, unsigned({"sub": "planner"}, {"alg": "ES256", "kid": "a\u0000"})),
+        INVALID_REQUEST,
+    ),
     "jti NUL (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, jti="x\u0000"))), INVALID_REQUEST),
     "msg_sha256 NUL (signed)": (
-        lambda f, p, c: f.hop(c, signed(p, claims(p, c, msg_sha256="x\u0000"))), INVALID_REQUEST),
+        lambda f, p, c: f.hop(c, signed(p, claims(p, c, msg_sha256="x\u0000"))),
+        INVALID_REQUEST,
+    ),
     "extra claim NUL (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, note="x\u0000"))), INVALID_REQUEST),
     "scope NUL": (lambda f, p, c: f.hop(c, p.proof(c), scope="read\x00"), INVALID_SCOPE),
     "authorization_code NUL": (lambda f, p, c: f.hop("a\x00", p.proof("a\x00")), INVALID_GRANT),
     "authorization_code non-ASCII": (lambda f, p, c: f.hop("é" * 40, p.proof("é" * 40)), INVALID_GRANT),
     "authorization_code too long": (lambda f, p, c: f.hop("c" * 300, p.proof("c" * 300)), INVALID_GRANT),
-    "client_id NUL (form)": (lambda f, p, c: f.client.post("/oauth/token", {
-        "grant_type": "code_chain", "client_id": "a\x00", "client_secret": "x",
-        "authorization_code": c, "id_token": "a.b.c"}), INVALID_CLIENT),
-    "client_id NUL (Basic auth)": (lambda f, p, c: f.client.post(
-        "/oauth/token", {"grant_type": "code_chain", "authorization_code": c, "id_token": p.proof(c)},
-        HTTP_AUTHORIZATION=basic_auth("a\x00", "x")), INVALID_CLIENT),
-    "client_secret NUL": (lambda f, p, c: f.client.post(
-        "/oauth/token", {"grant_type": "code_chain", "authorization_code": c, "id_token": p.proof(c)},
-        HTTP_AUTHORIZATION=basic_auth(f.app.client_id, "s\x00")), INVALID_CLIENT),
-    "exchange code NUL": (lambda f, p, c: f.client.post("/oauth/token", {
-        "grant_type": "authorization_code", "code": "a\x00", "redirect_uri": REDIRECT_URI,
-        "code_verifier": "y" * 43}, **f.auth()), INVALID_GRANT),
-    "exchange redirect_uri NUL": (lambda f, p, c: f.client.post("/oauth/token", {
-        "grant_type": "authorization_code", "code": c, "redirect_uri": "x\x00", "code_verifier": "y" * 43},
-        **f.auth()), INVALID_GRANT),
-    "refresh_token NUL": (lambda f, p, c: f.client.post(
-        "/oauth/token", {"grant_type": "refresh_token", "refresh_token": "a\x00"}, **f.auth()), INVALID_GRANT),
+    "client_id NUL (form)": (
+        lambda f, p, c: f.client.post(
+            "/oauth/token",
+            {
+                "grant_type": "code_chain",
+                "client_id": "a\x00",
+                "client_secret": "x",
+                "authorization_code": c,
+                "id_token": "a.b.c",
+            },
+        ),
+        INVALID_CLIENT,
+    ),
+    "client_id NUL (Basic auth)": (
+        lambda f, p, c: f.client.post(
+            "/oauth/token",
+            {"grant_type": "code_chain", "authorization_code": c, "id_token": p.proof(c)},
+            HTTP_AUTHORIZATION=basic_auth("a\x00", "x"),
+        ),
+        INVALID_CLIENT,
+    ),
+    "client_secret NUL": (
+        lambda f, p, c: f.client.post(
+            "/oauth/token",
+            {"grant_type": "code_chain", "authorization_code": c, "id_token": p.proof(c)},
+            HTTP_AUTHORIZATION=basic_auth(f.app.client_id, "s\x00"),
+        ),
+        INVALID_CLIENT,
+    ),
+    "exchange code NUL": (
+        lambda f, p, c: f.client.post(
+            "/oauth/token",
+            {
+                "grant_type": "authorization_code",
+                "code": "a\x00",
+                "redirect_uri": REDIRECT_URI,
+                "code_verifier": "y" * 43,
+            },
+            **f.auth(),
+        ),
+        INVALID_GRANT,
+    ),
+    "exchange redirect_uri NUL": (
+        lambda f, p, c: f.client.post(
+            "/oauth/token",
+            {"grant_type": "authorization_code", "code": c, "redirect_uri": "x\x00", "code_verifier": "y" * 43},
+            **f.auth(),
+        ),
+        INVALID_GRANT,
+    ),
+    "refresh_token NUL": (
+        lambda f, p, c: f.client.post(
+            "/oauth/token", {"grant_type": "refresh_token", "refresh_token": "a\x00"}, **f.auth()
+        ),
+        INVALID_GRANT,
+    ),
     # Floats, NaN and Infinity: jsonb would rewrite them (and break the link_hash).
-    "extra claim NaN (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, note=float("nan")))),
-                                 INVALID_REQUEST),
-    "extra claim Infinity (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, note=float("inf")))),
-                                      INVALID_REQUEST),
-    "extra claim -Infinity (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, note=float("-inf")))),
-                                       INVALID_REQUEST),
+    "extra claim NaN (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, note=float("nan")))), INVALID_REQUEST),
+    "extra claim Infinity (signed)": (
+        lambda f, p, c: f.hop(c, signed(p, claims(p, c, note=float("inf")))),
+        INVALID_REQUEST,
+    ),
+    "extra claim -Infinity (signed)": (
+        lambda f, p, c: f.hop(c, signed(p, claims(p, c, note=float("-inf")))),
+        INVALID_REQUEST,
+    ),
     "exp float (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, exp=time.time() + 30))), INVALID_REQUEST),
     "exponent literal 1e5 (signed)": (lambda f, p, c: f.hop(c, with_raw_claim(p, c, "1e5")), INVALID_REQUEST),
     # Odd code_challenge values (RFC 7636: 43-128 unreserved characters).
-    "code_challenge NUL": (lambda f, p, c: f.hop(c, p.proof(c), code_challenge="a" * 42 + "\x00",
-                                                 code_challenge_method="S256"), INVALID_REQUEST),
-    "code_challenge non-ASCII": (lambda f, p, c: f.hop(c, p.proof(c), code_challenge="é" * 60,
-                                                       code_challenge_method="S256"), INVALID_REQUEST),
-    "code_challenge base64 (+/=)": (lambda f, p, c: f.hop(c, p.proof(c), code_challenge="a+b/" * 11 + "=",
-                                                          code_challenge_method="S256"), INVALID_REQUEST),
-    "code_challenge too short": (lambda f, p, c: f.hop(c, p.proof(c), code_challenge="a" * 42,
-                                                       code_challenge_method="S256"), INVALID_REQUEST),
-    "code_challenge too long": (lambda f, p, c: f.hop(c, p.proof(c), code_challenge="a" * 129,
-                                                      code_challenge_method="S256"), INVALID_REQUEST),
-    "code_challenge_method unknown": (lambda f, p, c: f.hop(c, p.proof(c), code_challenge="a" * 43,
-                                                            code_challenge_method="S512"), INVALID_REQUEST),
-    "repeated code_challenge": (lambda f, p, c: post_form(
-        f, f"grant_type=code_chain&authorization_code={c}&id_token={p.proof(c)}&code_challenge={'a' * 43}"
-           f"&code_challenge={'b' * 43}&code_challenge_method=S256"), INVALID_REQUEST),
+    "code_challenge NUL": (
+        lambda f, p, c: f.hop(c, p.proof(c), code_challenge="a" * 42 + "\x00", code_challenge_method="S256"),
+        INVALID_REQUEST,
+    ),
+    "code_challenge non-ASCII": (
+        lambda f, p, c: f.hop(c, p.proof(c), code_challenge="é" * 60, code_challenge_method="S256"),
+        INVALID_REQUEST,
+    ),
+    "code_challenge base64 (+/=)": (
+        lambda f, p, c: f.hop(c, p.proof(c), code_challenge="a+b/" * 11 + "=", code_challenge_method="S256"),
+        INVALID_REQUEST,
+    ),
+    "code_challenge too short": (
+        lambda f, p, c: f.hop(c, p.proof(c), code_challenge="a" * 42, code_challenge_method="S256"),
+        INVALID_REQUEST,
+    ),
+    "code_challenge too long": (
+        lambda f, p, c: f.hop(c, p.proof(c), code_challenge="a" * 129, code_challenge_method="S256"),
+        INVALID_REQUEST,
+    ),
+    "code_challenge_method unknown": (
+        lambda f, p, c: f.hop(c, p.proof(c), code_challenge="a" * 43, code_challenge_method="S512"),
+        INVALID_REQUEST,
+    ),
+    "repeated code_challenge": (
+        lambda f, p, c: post_form(
+            f,
+            f"grant_type=code_chain&authorization_code={c}&id_token={p.proof(c)}&code_challenge={'a' * 43}"
+            f"&code_challenge={'b' * 43}&code_challenge_method=S256",
+        ),
+        INVALID_REQUEST,
+    ),
     # Wrong JSON types and sizes in the proof.
     "aud nested list": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, aud=[[ISSUER]]))), INVALID_GRANT),
     "sub list": (lambda f, p, c: f.hop(c, unsigned({"sub": ["planner"]})), INVALID_GRANT),
     "sub very long": (lambda f, p, c: f.hop(c, unsigned({"sub": "p" * 6000})), INVALID_GRANT),
     "kid object": (lambda f, p, c: f.hop(c, signed(p, claims(p, c), {"kid": {"a": 1}})), INVALID_GRANT),
     "kid number": (lambda f, p, c: f.hop(c, signed(p, claims(p, c), {"kid": 5})), INVALID_GRANT),
-    "alg list": (lambda f, p, c: f.hop(c, unsigned({"sub": "planner"}, {"alg": ["ES256"], "kid": p.key["kid"]})),
-                 INVALID_GRANT),
-    "alg none, empty signature": (lambda f, p, c: f.hop(c, unsigned(claims(p, c), {"alg": "none"})[:-4]),
-                                  INVALID_GRANT),
-    "b64 false": (lambda f, p, c: f.hop(c, unsigned({"sub": "planner"}, {"alg": "ES256", "b64": False,
-                                                                          "kid": p.key["kid"]})), INVALID_GRANT),
-    "crit header": (lambda f, p, c: f.hop(c, unsigned(claims(p, c), {"alg": "ES256", "crit": ["exp"]})),
-                    INVALID_GRANT),
+    "alg list": (
+        lambda f, p, c: f.hop(c, unsigned({"sub": "planner"}, {"alg": ["ES256"], "kid": p.key["kid"]})),
+        INVALID_GRANT,
+    ),
+    "alg none, empty signature": (
+        lambda f, p, c: f.hop(c, unsigned(claims(p, c), {"alg": "none"})[:-4]),
+        INVALID_GRANT,
+    ),
+    "b64 false": (
+        lambda f, p, c: f.hop(c, unsigned({"sub": "planner"}, {"alg": "ES256", "b64": False, "kid": p.key["kid"]})),
+        INVALID_GRANT,
+    ),
+    "crit header": (lambda f, p, c: f.hop(c, unsigned(claims(p, c), {"alg": "ES256", "crit": ["exp"]})), INVALID_GRANT),
     "exp and iat huge": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, iat=10**300, exp=10**300))), INVALID_GRANT),
-    "iat hugely negative": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, iat=-10**300))), INVALID_GRANT),
+    "iat hugely negative": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, iat=-(10**300)))), INVALID_GRANT),
     "integer too long to parse": (lambda f, p, c: f.hop(c, with_raw_claim(p, c, "1" + "0" * 5000)), INVALID_REQUEST),
-    "nesting beyond the parser's limit": (lambda f, p, c: f.hop(c, with_raw_claim(p, c, "[" * 2000 + "]" * 2000)),
-                                          INVALID_REQUEST),
-    "proof over PROOF_MAX_BYTES": (lambda f, p, c: f.hop(c, "a" * (chain_grant_settings.PROOF_MAX_BYTES + 1)),
-                                   INVALID_REQUEST),
-    "proof in JSON serialization": (lambda f, p, c: f.hop(c, json.dumps({"payload": "e30", "signature": "AA"})),
-                                    INVALID_REQUEST),
+    "nesting beyond the parser's limit": (
+        lambda f, p, c: f.hop(c, with_raw_claim(p, c, "[" * 2000 + "]" * 2000)),
+        INVALID_REQUEST,
+    ),
+    "proof over PROOF_MAX_BYTES": (
+        lambda f, p, c: f.hop(c, "a" * (chain_grant_settings.PROOF_MAX_BYTES + 1)),
+        INVALID_REQUEST,
+    ),
+    "proof in JSON serialization": (
+        lambda f, p, c: f.hop(c, json.dumps({"payload": "e30", "signature": "AA"})),
+        INVALID_REQUEST,
+    ),
     "proof with four segments": (lambda f, p, c: f.hop(c, p.proof(c) + ".AAAA"), INVALID_REQUEST),
     # Bodies that are not UTF-8 (Django decodes them with replacement characters).
-    "non-UTF-8 body, percent-encoded": (lambda f, p, c: post_form(
-        f, b"grant_type=code_chain&authorization_code=%ff%fe&id_token=\xff\xfe"), (400, {"invalid_request",
-                                                                                        "invalid_grant"})),
-    "non-UTF-8 body, raw bytes": (lambda f, p, c: post_form(
-        f, b"grant_type=code_chain&authorization_code=\xff&id_token=a.b.c"), (400, {"invalid_request",
-                                                                                  "invalid_grant"})),
+    "non-UTF-8 body, percent-encoded": (
+        lambda f, p, c: post_form(f, b"grant_type=code_chain&authorization_code=%ff%fe&id_token=\xff\xfe"),
+        (400, {"invalid_request", "invalid_grant"}),
+    ),
+    "non-UTF-8 body, raw bytes": (
+        lambda f, p, c: post_form(f, b"grant_type=code_chain&authorization_code=\xff&id_token=a.b.c"),
+        (400, {"invalid_request", "invalid_grant"}),
+    ),
     # oauthlib answers a body client_id that differs from the authenticated one with
     # "server_error" (its wording) but status 400: still an OAuth error, not a crash.
-    "client_id differs from Basic auth": (lambda f, p, c: f.client.post("/oauth/token", {
-        "grant_type": "code_chain", "client_id": "someone-else", "authorization_code": c,
-        "id_token": p.proof(c)}, **f.auth()), (400, {"invalid_client", "invalid_request", "server_error"})),
+    "client_id differs from Basic auth": (
+        lambda f, p, c: f.client.post(
+            "/oauth/token",
+            {"grant_type": "code_chain", "client_id": "someone-else", "authorization_code": c, "id_token": p.proof(c)},
+            **f.auth(),
+        ),
+        (400, {"invalid_client", "invalid_request", "server_error"}),
+    ),
 }
 
 # Lone UTF-16 surrogates ("\ud800") and deep nesting pass json.loads but are not
@@ -187,14 +274,19 @@ CASES = {
 LONE_SURROGATE_SUB = '{"sub": "\\ud800"}'  # JSON text: the escape, not the character
 UNSTORABLE_CASES = {
     "sub lone surrogate (unsigned)": (lambda f, p, c: f.hop(c, unsigned(LONE_SURROGATE_SUB)), INVALID_REQUEST),
-    "sub lone surrogate (signed)": (lambda f, p, c: f.hop(c, signed_text(
-        p.key, json.dumps(claims(p, c)).replace('"planner"', '"planner\\ud800"'))), INVALID_REQUEST),
-    "jti lone surrogate (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, jti="j\ud800"))),
-                                    INVALID_REQUEST),
-    "msg_sha256 lone surrogate (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, msg_sha256="\udfff"))),
-                                           INVALID_REQUEST),
-    "extra claim lone surrogate (signed)": (lambda f, p, c: f.hop(c, with_raw_claim(p, c, '"\\udfff\\ud800"')),
-                                            INVALID_REQUEST),
+    "sub lone surrogate (signed)": (
+        lambda f, p, c: f.hop(c, signed_text(p.key, json.dumps(claims(p, c)).replace('"planner"', '"planner\\ud800"'))),
+        INVALID_REQUEST,
+    ),
+    "jti lone surrogate (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, jti="j\ud800"))), INVALID_REQUEST),
+    "msg_sha256 lone surrogate (signed)": (
+        lambda f, p, c: f.hop(c, signed(p, claims(p, c, msg_sha256="\udfff"))),
+        INVALID_REQUEST,
+    ),
+    "extra claim lone surrogate (signed)": (
+        lambda f, p, c: f.hop(c, with_raw_claim(p, c, '"\\udfff\\ud800"')),
+        INVALID_REQUEST,
+    ),
 }
 DEEP_NESTING_CASE = (lambda f, p, c: f.hop(c, with_raw_claim(p, c, "[" * 900 + "]" * 900)), INVALID_REQUEST)
 
@@ -256,13 +348,17 @@ def test_strict_mode_never_trusts_a_jwk_header(flow, planner, code):
 # --- introspection ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("data", [
-    {"token": "a\x00"},
-    {"token": ""},
-    {"token": "x" * 100_000},
-    {"token": "é" * 50},
-    {"token": "a\x00", "token_type_hint": "refresh_token"},
-], ids=["NUL", "empty", "100k chars", "non-ASCII", "NUL with hint"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"token": "a\x00"},
+        {"token": ""},
+        {"token": "x" * 100_000},
+        {"token": "é" * 50},
+        {"token": "a\x00", "token_type_hint": "refresh_token"},
+    ],
+    ids=["NUL", "empty", "100k chars", "non-ASCII", "NUL with hint"],
+)
 def test_odd_token_to_introspect_is_inactive(flow, data):
     """Rule: introspecting a token that cannot exist is ``{"active": false}`` (RFC 7662
     §2.2), never a 500."""
@@ -303,10 +399,21 @@ def token_requests(flow, alice, planner):
     _, challenge = pkce_pair()
     auth_in_body = {"client_id": flow.app.client_id, "client_secret": SECRET}
     return {
-        "code_chain": {"grant_type": "code_chain", "authorization_code": code, "id_token": planner.proof(code),
-                       "code_challenge": challenge, "code_challenge_method": "S256", **auth_in_body},
-        "authorization_code": {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-                               "redirect_uri": REDIRECT_URI, **auth_in_body},
+        "code_chain": {
+            "grant_type": "code_chain",
+            "authorization_code": code,
+            "id_token": planner.proof(code),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            **auth_in_body,
+        },
+        "authorization_code": {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": REDIRECT_URI,
+            **auth_in_body,
+        },
         "refresh_token": {"grant_type": "refresh_token", "refresh_token": "r" * 30, **auth_in_body},
     }
 

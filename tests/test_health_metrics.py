@@ -209,12 +209,22 @@ def test_only_the_token_endpoint_is_measured_and_labels_stay_bounded(client, flo
     assert sample("chain_grant_token_request_seconds_count", grant_type="other") == timed + 1
     assert sample("chain_grant_token_request_seconds_count", grant_type="x" * 200) == 0
 
-    total = sum(s.value for m in REGISTRY.collect() if m.name == "chain_grant_token_request_seconds"
-                for s in m.samples if s.name.endswith("_count"))
+    total = sum(
+        s.value
+        for m in REGISTRY.collect()
+        if m.name == "chain_grant_token_request_seconds"
+        for s in m.samples
+        if s.name.endswith("_count")
+    )
     client.post("/oauth/introspect/", {"token": "nope"}, **flow.auth())
     client.get("/oauth/.well-known/openid-configuration")
-    assert total == sum(s.value for m in REGISTRY.collect() if m.name == "chain_grant_token_request_seconds"
-                        for s in m.samples if s.name.endswith("_count"))
+    assert total == sum(
+        s.value
+        for m in REGISTRY.collect()
+        if m.name == "chain_grant_token_request_seconds"
+        for s in m.samples
+        if s.name.endswith("_count")
+    )
 
 
 @pytest.mark.django_db
@@ -267,8 +277,14 @@ def test_metrics_view_serves_the_exposition(client):
     assert response["Content-Type"].startswith("text/plain")
     assert response["Cache-Control"] == "no-store"
     body = response.content.decode()
-    for name in ("chain_grant_handoffs_total", "chain_grant_token_request_seconds", "chain_grant_replays_total",
-                 "chain_grant_revocations_total", "chain_grant_steps_expired_total", "chain_grant_chains_purged_total"):
+    for name in (
+        "chain_grant_handoffs_total",
+        "chain_grant_token_request_seconds",
+        "chain_grant_replays_total",
+        "chain_grant_revocations_total",
+        "chain_grant_steps_expired_total",
+        "chain_grant_chains_purged_total",
+    ):
         assert f"# TYPE {name.removesuffix('_total')}" in body
     assert client.post("/metrics").status_code == 405
 
@@ -346,14 +362,21 @@ print(json.dumps({
 
 
 def test_the_app_works_without_prometheus_client(tmp_path):
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "IDP_VAR_DIR": str(tmp_path),
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "ALLOWED_HOSTS": "testserver"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "IDP_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "ALLOWED_HOSTS": "testserver",
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    result = subprocess.run([sys.executable, "-c", WITHOUT_PROMETHEUS], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PROMETHEUS], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
-        "available": False, "prometheus_imported": False,
+        "available": False,
+        "prometheus_imported": False,
         "metrics": 503,  # says why, instead of an empty exposition
         "healthz": 200,
         "token_endpoint": [400, "invalid_request"],  # the token endpoint still answers (OAuth error, no 500)
@@ -376,13 +399,21 @@ def test_json_formatter_writes_one_object_per_line():
 
 
 def test_log_format_json_configures_django_and_chain_grant(tmp_path):
-    code = ("import django, logging; django.setup(); logging.getLogger('chain_grant').warning('hello %s', 'json');"
-            "logging.getLogger('django.request').error('Internal Server Error: /x')")
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "idp_project.settings", "LOG_FORMAT": "json",
-           "IDP_VAR_DIR": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=60)
+    code = (
+        "import django, logging; django.setup(); logging.getLogger('chain_grant').warning('hello %s', 'json');"
+        "logging.getLogger('django.request').error('Internal Server Error: /x')"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "idp_project.settings",
+        "LOG_FORMAT": "json",
+        "IDP_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     entries = [json.loads(line) for line in result.stderr.strip().splitlines()]
     assert [(e["logger"], e["message"]) for e in entries] == [
-        ("chain_grant", "hello json"), ("django.request", "Internal Server Error: /x")]
+        ("chain_grant", "hello json"),
+        ("django.request", "Internal Server Error: /x"),
+    ]

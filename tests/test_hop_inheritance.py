@@ -18,9 +18,16 @@ RESOURCE = "https://api.example.com/"
 
 def authorize_with_resource(flow, client, user):
     verifier, challenge = pkce_pair()
-    params = {"client_id": flow.app.client_id, "response_type": "code", "redirect_uri": REDIRECT_URI,
-              "scope": "openid read", "state": "st", "code_challenge": challenge, "code_challenge_method": "S256",
-              "resource": RESOURCE}
+    params = {
+        "client_id": flow.app.client_id,
+        "response_type": "code",
+        "redirect_uri": REDIRECT_URI,
+        "scope": "openid read",
+        "state": "st",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "resource": RESOURCE,
+    }
     client.force_login(user)
     url = "/oauth/authorize/?" + urlencode(params)
     assert client.get(url).status_code == 200
@@ -55,6 +62,8 @@ def test_a_chain_acting_for_a_disabled_person_stops(flow, alice, planner, make_a
     critic = make_agent("critic", scopes="openid read")
     response = flow.hop(code1, critic.proof(code1, aud=flow.issuer))
     assert response.status_code == 400
-    assert response.json() == {"error": "invalid_grant",
-                               "error_description": "The person this chain acts for is disabled."}
+    assert response.json() == {
+        "error": "invalid_grant",
+        "error_description": "The person this chain acts for is disabled.",
+    }
     assert ChainedGrant.objects.count() == 2 and lifecycle.find_step(code1).children_count == 0

@@ -270,9 +270,15 @@ def _wallet_request(app, *, expires, parent=None, step=None):
     from chain_grant.models import WalletRequest
 
     return WalletRequest.objects.create(
-        state=f"s{WalletRequest.objects.count()}", nonce="n", verifier_id="http://testserver/oauth",
+        state=f"s{WalletRequest.objects.count()}",
+        nonce="n",
+        verifier_id="http://testserver/oauth",
         poll_digest="0" * 64,
-        application=app, redirect_uri="http://127.0.0.1/cb", expires=expires, parent=parent, step=step,
+        application=app,
+        redirect_uri="http://127.0.0.1/cb",
+        expires=expires,
+        parent=parent,
+        step=step,
     )
 
 

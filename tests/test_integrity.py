@@ -30,7 +30,8 @@ def test_rehashed_edit_is_found_at_the_child(app, alice):
     victim.subject = "mallory"
     parent = ChainedGrant.objects.get(pk=victim.parent_id)
     ChainedGrant.objects.filter(pk=victim.pk).update(
-        subject="mallory", link_hash=integrity.compute_link_hash(victim, parent.link_hash))
+        subject="mallory", link_hash=integrity.compute_link_hash(victim, parent.link_hash)
+    )
     result = integrity.verify_chain(root.pk)
     assert not result.ok
     assert ChainedGrant.objects.get(pk=result.first_bad_step).parent_id == victim.pk

@@ -34,8 +34,14 @@ def b64(data) -> str:
 
 def claims_for(agent, code, **overrides):
     now = int(time.time())
-    claims = {"sub": agent.identifier, "aud": ISSUER, "iat": now, "exp": now + 60,
-              "jti": f"jti-{time.monotonic_ns()}", "c_hash": proofs.code_hash(code)}
+    claims = {
+        "sub": agent.identifier,
+        "aud": ISSUER,
+        "iat": now,
+        "exp": now + 60,
+        "jti": f"jti-{time.monotonic_ns()}",
+        "c_hash": proofs.code_hash(code),
+    }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -61,8 +67,13 @@ def ctx(flow, alice, make_agent):
 
 
 def snapshot():
-    return (ChainedGrant.objects.count(), Grant.objects.count(), Agent.objects.count(),
-            AgentKey.objects.count(), list(ChainedGrant.objects.values_list("children_count", flat=True)))
+    return (
+        ChainedGrant.objects.count(),
+        Grant.objects.count(),
+        Agent.objects.count(),
+        AgentKey.objects.count(),
+        list(ChainedGrant.objects.values_list("children_count", flat=True)),
+    )
 
 
 def hop(flow, ctx, proof=None, agent=None, **extra):
@@ -89,9 +100,20 @@ def tampered(ctx):
 def duplicated(flow, ctx, extra: str):
     """A request that would succeed, but for one parameter sent twice (RFC 6749 §3.1)."""
     _, challenge = pkce_pair()
-    body = urlencode({"grant_type": "code_chain", "authorization_code": ctx.code, "scope": "read",
-                      "id_token": ctx.researcher.proof(ctx.code), "code_challenge": challenge,
-                      "code_challenge_method": "S256"}) + "&" + extra
+    body = (
+        urlencode(
+            {
+                "grant_type": "code_chain",
+                "authorization_code": ctx.code,
+                "scope": "read",
+                "id_token": ctx.researcher.proof(ctx.code),
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+        + "&"
+        + extra
+    )
     return flow.client.post("/oauth/token", body, content_type="application/x-www-form-urlencoded", **flow.auth())
 
 
@@ -127,78 +149,191 @@ def exchange_parent(flow, ctx):
 # name: (request(flow, ctx, make_app) -> response, status, error[, prepare(flow, ctx, make_app)])
 CASES = {
     # -- request ----------------------------------------------------------------------
-    "missing authorization_code": (lambda f, c, m: f.client.post(
-        "/oauth/token", {"grant_type": "code_chain", "id_token": c.researcher.proof(c.code)}, **f.auth()),
-        400, "invalid_request"),
-    "missing id_token": (lambda f, c, m: f.client.post(
-        "/oauth/token", {"grant_type": "code_chain", "authorization_code": c.code}, **f.auth()),
-        400, "invalid_request"),
-    "duplicate authorization_code": (lambda f, c, m: duplicated(f, c, f"authorization_code={c.code}"),
-                                     400, "invalid_request"),
+    "missing authorization_code": (
+        lambda f, c, m: f.client.post(
+            "/oauth/token", {"grant_type": "code_chain", "id_token": c.researcher.proof(c.code)}, **f.auth()
+        ),
+        400,
+        "invalid_request",
+    ),
+    "missing id_token": (
+        lambda f, c, m: f.client.post(
+            "/oauth/token", {"grant_type": "code_chain", "authorization_code": c.code}, **f.auth()
+        ),
+        400,
+        "invalid_request",
+    ),
+    "duplicate authorization_code": (
+        lambda f, c, m: duplicated(f, c, f"authorization_code={c.code}"),
+        400,
+        "invalid_request",
+    ),
     "duplicate scope": (lambda f, c, m: duplicated(f, c, "scope=read"), 400, "invalid_request"),
     "missing code_challenge (PKCE required)": (lambda f, c, m: hop(f, c, pkce=False), 400, "invalid_request"),
-    "plain code_challenge_method": (lambda f, c, m: hop(
-        f, c, code_challenge="x" * 43, code_challenge_method="plain"), 400, "invalid_request"),
-    "scope beyond the parent's": (lambda f, c, m: hop(
-        f, c, agent=c.planner, proof=c.planner.proof(c.code), scope="read email"), 400, "invalid_scope"),
-    "scope beyond the agent's allowed scopes": (lambda f, c, m: hop(f, c, scope="read write"),
-                                                400, "invalid_scope"),
-    "client secret wrong": (lambda f, c, m: f.client.post(
-        "/oauth/token", {"grant_type": "code_chain", "authorization_code": c.code,
-                         "id_token": c.researcher.proof(c.code)},
-        HTTP_AUTHORIZATION=basic_auth(f.app.client_id, "wrong")), 401, "invalid_client"),
-    "client not enabled for code_chain": (lambda f, c, m: hop(f, c), 400, "unauthorized_client",
-                                          lambda f, c, m: ChainClient.objects.update(code_chain_enabled=False)),
-    "client_credentials-only client": (lambda f, c, m: f.hop(c.code, c.researcher.proof(c.code), app=c.other),
-                                       400, "unauthorized_client", lambda f, c, m: setattr(c, "other", m(
-                                           "cc-client",
-                                           authorization_grant_type=get_application_model().GRANT_CLIENT_CREDENTIALS))),
+    "plain code_challenge_method": (
+        lambda f, c, m: hop(f, c, code_challenge="x" * 43, code_challenge_method="plain"),
+        400,
+        "invalid_request",
+    ),
+    "scope beyond the parent's": (
+        lambda f, c, m: hop(f, c, agent=c.planner, proof=c.planner.proof(c.code), scope="read email"),
+        400,
+        "invalid_scope",
+    ),
+    "scope beyond the agent's allowed scopes": (lambda f, c, m: hop(f, c, scope="read write"), 400, "invalid_scope"),
+    "client secret wrong": (
+        lambda f, c, m: f.client.post(
+            "/oauth/token",
+            {"grant_type": "code_chain", "authorization_code": c.code, "id_token": c.researcher.proof(c.code)},
+            HTTP_AUTHORIZATION=basic_auth(f.app.client_id, "wrong"),
+        ),
+        401,
+        "invalid_client",
+    ),
+    "client not enabled for code_chain": (
+        lambda f, c, m: hop(f, c),
+        400,
+        "unauthorized_client",
+        lambda f, c, m: ChainClient.objects.update(code_chain_enabled=False),
+    ),
+    "client_credentials-only client": (
+        lambda f, c, m: f.hop(c.code, c.researcher.proof(c.code), app=c.other),
+        400,
+        "unauthorized_client",
+        lambda f, c, m: setattr(
+            c, "other", m("cc-client", authorization_grant_type=get_application_model().GRANT_CLIENT_CREDENTIALS)
+        ),
+    ),
     # -- parent code ------------------------------------------------------------------
-    "unknown code": (lambda f, c, m: hop(f, c, code="no-such-code",
-                                          proof=c.researcher.proof("no-such-code")), 400, "invalid_grant"),
+    "unknown code": (
+        lambda f, c, m: hop(f, c, code="no-such-code", proof=c.researcher.proof("no-such-code")),
+        400,
+        "invalid_grant",
+    ),
     "expired code": (lambda f, c, m: hop(f, c), 400, "invalid_grant", lambda f, c, m: expire_parent(c)),
     "revoked code": (lambda f, c, m: hop(f, c), 400, "invalid_grant", lambda f, c, m: revoke_parent(c)),
     "exchanged code": (lambda f, c, m: hop(f, c), 400, "invalid_grant", lambda f, c, m: exchange_parent(f, c)),
-    "another client's code": (lambda f, c, m: f.hop(c.code, c.researcher.proof(c.code), app=c.other),
-                              400, "invalid_grant", lambda f, c, m: setattr(c, "other", m("other-client"))),
+    "another client's code": (
+        lambda f, c, m: f.hop(c.code, c.researcher.proof(c.code), app=c.other),
+        400,
+        "invalid_grant",
+        lambda f, c, m: setattr(c, "other", m("other-client")),
+    ),
     # -- proof ------------------------------------------------------------------------
-    "alg none": (lambda f, c, m: hop(f, c, proof=f"{b64({'alg': 'none'})}.{b64(claims_for(c.researcher, c.code))}."),
-                 400, "invalid_grant"),
+    "alg none": (
+        lambda f, c, m: hop(f, c, proof=f"{b64({'alg': 'none'})}.{b64(claims_for(c.researcher, c.code))}."),
+        400,
+        "invalid_grant",
+    ),
     "HS256 keyed with the public key": (lambda f, c, m: hop(f, c, proof=forged_hs256(c)), 400, "invalid_grant"),
-    "unknown kid": (lambda f, c, m: hop(f, c, proof=signed(
-        c.researcher, claims_for(c.researcher, c.code), {"kid": "nope"})), 400, "invalid_grant"),
-    "another agent's key": (lambda f, c, m: hop(f, c, proof=signed(
-        c.researcher, claims_for(c.researcher, c.code), {"kid": c.researcher.key["kid"]}, key=c.planner.key)),
-        400, "invalid_grant"),
-    "another agent's key and kid": (lambda f, c, m: hop(f, c, proof=signed(
-        c.researcher, claims_for(c.researcher, c.code), key=c.planner.key)), 400, "invalid_grant"),
+    "unknown kid": (
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code), {"kid": "nope"})),
+        400,
+        "invalid_grant",
+    ),
+    "another agent's key": (
+        lambda f, c, m: hop(
+            f,
+            c,
+            proof=signed(
+                c.researcher, claims_for(c.researcher, c.code), {"kid": c.researcher.key["kid"]}, key=c.planner.key
+            ),
+        ),
+        400,
+        "invalid_grant",
+    ),
+    "another agent's key and kid": (
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code), key=c.planner.key)),
+        400,
+        "invalid_grant",
+    ),
     "inactive agent": (lambda f, c, m: hop(f, c), 400, "invalid_grant", lambda f, c, m: disable_agent(c)),
     "disabled key": (lambda f, c, m: hop(f, c), 400, "invalid_grant", lambda f, c, m: disable_key(c)),
-    "agent not registered for this client": (lambda f, c, m: hop(f, c), 400, "invalid_grant",
-                                              lambda f, c, m: unregister_for_client(c)),
+    "agent not registered for this client": (
+        lambda f, c, m: hop(f, c),
+        400,
+        "invalid_grant",
+        lambda f, c, m: unregister_for_client(c),
+    ),
     "bad signature": (lambda f, c, m: hop(f, c, proof=tampered(c)), 400, "invalid_grant"),
-    "expired proof": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
-        c.researcher, c.code, iat=int(time.time()) - 200, exp=int(time.time()) - 100))), 400, "invalid_grant"),
-    "iat in the future": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
-        c.researcher, c.code, iat=int(time.time()) + 120, exp=int(time.time()) + 180))), 400, "invalid_grant"),
-    "lifetime too long": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
-        c.researcher, c.code, exp=int(time.time()) + 3600))), 400, "invalid_grant"),
-    "wrong aud": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
-        c.researcher, c.code, aud="https://evil.example"))), 400, "invalid_grant"),
-    "missing aud": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
-        c.researcher, c.code, aud=None))), 400, "invalid_grant"),
-    "missing jti": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
-        c.researcher, c.code, jti=None))), 400, "invalid_grant"),
-    "reused jti": (lambda f, c, m: hop(f, c, signed(c.researcher, {**c.claims, "iat": c.claims["iat"] - 1})),
-                   400, "invalid_grant", lambda f, c, m: use_jti_once(f, c)),
-    "wrong c_hash": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
-        c.researcher, c.code, c_hash=proofs.code_hash("another-code")))), 400, "invalid_grant"),
-    "missing c_hash": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
-        c.researcher, c.code, c_hash=None))), 400, "invalid_grant"),
-    "sub is not the signer": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
-        c.researcher, c.code, sub="planner")), ), 400, "invalid_grant"),
-    "oversized proof": (lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(
-        c.researcher, c.code, pad="x" * 9000))), 400, "invalid_request"),
+    "expired proof": (
+        lambda f, c, m: hop(
+            f,
+            c,
+            proof=signed(
+                c.researcher, claims_for(c.researcher, c.code, iat=int(time.time()) - 200, exp=int(time.time()) - 100)
+            ),
+        ),
+        400,
+        "invalid_grant",
+    ),
+    "iat in the future": (
+        lambda f, c, m: hop(
+            f,
+            c,
+            proof=signed(
+                c.researcher, claims_for(c.researcher, c.code, iat=int(time.time()) + 120, exp=int(time.time()) + 180)
+            ),
+        ),
+        400,
+        "invalid_grant",
+    ),
+    "lifetime too long": (
+        lambda f, c, m: hop(
+            f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, exp=int(time.time()) + 3600))
+        ),
+        400,
+        "invalid_grant",
+    ),
+    "wrong aud": (
+        lambda f, c, m: hop(
+            f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, aud="https://evil.example"))
+        ),
+        400,
+        "invalid_grant",
+    ),
+    "missing aud": (
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, aud=None))),
+        400,
+        "invalid_grant",
+    ),
+    "missing jti": (
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, jti=None))),
+        400,
+        "invalid_grant",
+    ),
+    "reused jti": (
+        lambda f, c, m: hop(f, c, signed(c.researcher, {**c.claims, "iat": c.claims["iat"] - 1})),
+        400,
+        "invalid_grant",
+        lambda f, c, m: use_jti_once(f, c),
+    ),
+    "wrong c_hash": (
+        lambda f, c, m: hop(
+            f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, c_hash=proofs.code_hash("another-code")))
+        ),
+        400,
+        "invalid_grant",
+    ),
+    "missing c_hash": (
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, c_hash=None))),
+        400,
+        "invalid_grant",
+    ),
+    "sub is not the signer": (
+        lambda f, c, m: hop(
+            f,
+            c,
+            proof=signed(c.researcher, claims_for(c.researcher, c.code, sub="planner")),
+        ),
+        400,
+        "invalid_grant",
+    ),
+    "oversized proof": (
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, pad="x" * 9000))),
+        400,
+        "invalid_request",
+    ),
     "not base64": (lambda f, c, m: hop(f, c, proof="not!base64.at@all.sig"), 400, "invalid_request"),
     "not JSON": (lambda f, c, m: hop(f, c, proof=f"{b64(b'{nope')}.{b64(b'[]')}.c2ln"), 400, "invalid_request"),
 }

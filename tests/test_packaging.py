@@ -33,8 +33,19 @@ DIST_NAME = "django-chain-grant"
 TIMEOUT = 600  # seconds, per subprocess: pip may have to download Django & co.
 
 # Top-level entries of the working tree that are never part of a build.
-_NOT_SOURCE_TOP = {".git", ".venv", "venv", "var", "build", "dist", ".pytest_cache", ".ruff_cache",
-                   ".mypy_cache", "test-artifacts", "node_modules"}
+_NOT_SOURCE_TOP = {
+    ".git",
+    ".venv",
+    "venv",
+    "var",
+    "build",
+    "dist",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    "test-artifacts",
+    "node_modules",
+}
 # Anywhere in the tree: bytecode, caches, build leftovers, editor droppings.
 _NOT_SOURCE_ANY = ("__pycache__", "*.pyc", "*.pyo", "*.egg-info", ".DS_Store", "*~", "*.swp")
 # Nothing from these must end up in the wheel.
@@ -87,9 +98,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     repository or another interpreter's packages (pip's own settings are kept: CI may
     point it at a mirror)."""
     env = {
-        k: v for k, v in os.environ.items()
-        if k not in {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "DJANGO_SETTINGS_MODULE",
-                     "DATABASE_URL", "PYTHONSAFEPATH"}
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "PYTHONPATH",
+            "PYTHONHOME",
+            "PYTHONSTARTUP",
+            "VIRTUAL_ENV",
+            "DJANGO_SETTINGS_MODULE",
+            "DATABASE_URL",
+            "PYTHONSAFEPATH",
+        }
     }
     env["PYTHONNOUSERSITE"] = "1"
     env.update(extra)
@@ -112,7 +132,9 @@ def wheel(tmp_path_factory) -> Path:
     outdir = tmp_path_factory.mktemp("dist")
     run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", outdir, src],
-        cwd=src, env=clean_env(), what="building the wheel",
+        cwd=src,
+        env=clean_env(),
+        what="building the wheel",
     )
     leftovers = {p.name for p in REPO.iterdir()} - before
     assert not {n for n in leftovers if n in {"build", "dist"} or n.endswith(".egg-info")}, (
@@ -136,8 +158,12 @@ def venv(tmp_path_factory, wheel) -> Path:
     cwd = tmp_path_factory.mktemp("cwd")
     run([sys.executable, "-m", "venv", path], cwd=cwd, env=clean_env(), what="creating a venv")
     python = venv_bin(path, "python")
-    run([python, "-m", "pip", "install", "--quiet", wheel], cwd=cwd, env=clean_env(),
-        what="pip install of the wheel (and its dependencies) into a clean venv")
+    run(
+        [python, "-m", "pip", "install", "--quiet", wheel],
+        cwd=cwd,
+        env=clean_env(),
+        what="pip install of the wheel (and its dependencies) into a clean venv",
+    )
     run([python, "-m", "pip", "check"], cwd=cwd, env=clean_env(), what="pip check in the clean venv")
     return path
 
@@ -217,8 +243,12 @@ def idp(tmp_path_factory, venv):
     env["PATH"] = os.pathsep.join([str(venv_bin(venv, "")), env.get("PATH", "")])
 
     def django_admin(*args: str):
-        return run([venv_bin(venv, "django-admin"), *args], cwd=site, env=env,
-                   what=f"django-admin {' '.join(args)} (clean venv, minimal settings)")
+        return run(
+            [venv_bin(venv, "django-admin"), *args],
+            cwd=site,
+            env=env,
+            what=f"django-admin {' '.join(args)} (clean venv, minimal settings)",
+        )
 
     django_admin.python = venv_bin(venv, "python")
     django_admin.site = site
@@ -243,8 +273,12 @@ def test_wheel_holds_only_the_package(wheel_files):
 
 def test_wheel_ships_every_package_file(wheel_files):
     shipped = {n for n in wheel_files if n.startswith(f"{PACKAGE}/")}
-    for required in (f"{PACKAGE}/py.typed", f"{PACKAGE}/models.py", f"{PACKAGE}/migrations/__init__.py",
-                     f"{PACKAGE}/migrations/0001_initial.py"):
+    for required in (
+        f"{PACKAGE}/py.typed",
+        f"{PACKAGE}/models.py",
+        f"{PACKAGE}/migrations/__init__.py",
+        f"{PACKAGE}/migrations/0001_initial.py",
+    ):
         assert required in shipped, f"{required} is missing from the wheel"
     # Templates, static files, locale... whatever the source tree has must ship.
     expected = source_files(REPO / PACKAGE)
@@ -279,7 +313,9 @@ def test_wheel_metadata(wheel, wheel_files):
 def test_installed_package_comes_from_the_venv(idp, venv):
     result = run(
         [idp.python, "-c", "import chain_grant, oauth2_provider; print(chain_grant.__file__)"],
-        cwd=idp.site, env=idp.env, what="importing the installed chain_grant",
+        cwd=idp.site,
+        env=idp.env,
+        what="importing the installed chain_grant",
     )
     location = Path(result.stdout.strip()).resolve()
     assert venv.resolve() in location.parents, f"chain_grant imported from {location}, not from the venv"

@@ -148,9 +148,11 @@ def test_refuses_a_jwks_with_one_private_key(ec_key):
     [serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL],
 )
 def test_refuses_a_private_pem(ec_key, private_format):
-    pem = ec_key.get_op_key("sign").private_bytes(
-        serialization.Encoding.PEM, private_format, serialization.NoEncryption()
-    ).decode()
+    pem = (
+        ec_key.get_op_key("sign")
+        .private_bytes(serialization.Encoding.PEM, private_format, serialization.NoEncryption())
+        .decode()
+    )
     assert "PRIVATE KEY" in pem.splitlines()[0]
     with pytest.raises(ValueError, match="private"):
         proofs.load_public_keys(pem)
@@ -172,8 +174,15 @@ def test_refuses_a_symmetric_key():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "not a key", "[]", '{"keys": []}', '{"kty": "EC"}', '{"keys": "abc"}',
-     "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"],
+    [
+        "",
+        "not a key",
+        "[]",
+        '{"keys": []}',
+        '{"kty": "EC"}',
+        '{"keys": "abc"}',
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
+    ],
 )
 def test_refuses_garbage(text):
     with pytest.raises(ValueError):
@@ -187,7 +196,7 @@ def test_did_jwk_round_trip(ec_key):
     public = ec_key.export_public(as_dict=True)
     did = jose.did_jwk(public)
     assert did.startswith("did:jwk:")
-    suffix = did[len("did:jwk:"):]
+    suffix = did[len("did:jwk:") :]
     assert "=" not in suffix and "+" not in suffix and "/" not in suffix
     decoded = json.loads(b64url_decode(suffix))
     assert decoded == public

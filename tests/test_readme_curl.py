@@ -20,8 +20,9 @@ def test_readme_curl_sequence(live_server, settings, tmp_path):
     settings.VAR_DIR = tmp_path
     call_command("bootstrap_demo", stdout=io.StringIO())
     env = {**os.environ, "IDP": live_server.url, "IDP_VAR_DIR": str(tmp_path), "PY": sys.executable}
-    result = subprocess.run(["bash", str(REPO / "scripts/curl_chain.sh")], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts/curl_chain.sh")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     introspection = json.loads(result.stdout.split("introspection: ", 1)[1])
     assert introspection["active"] and introspection["act"] == {"sub": "planner"}

@@ -46,8 +46,11 @@ def test_replay_is_refused_and_revokes_the_subtree_tokens(flow, tree):
     assert flow.introspect(tree.tokens["researcher"]["access_token"])["active"] is False
     assert flow.introspect(tree.tokens["merger"]["access_token"])["active"] is False  # descendant
     assert flow.introspect(tree.tokens["security"]["access_token"])["active"] is True  # sibling untouched
-    refresh = flow.client.post("/oauth/token", {"grant_type": "refresh_token",
-                               "refresh_token": tree.tokens["merger"]["refresh_token"]}, **flow.auth())
+    refresh = flow.client.post(
+        "/oauth/token",
+        {"grant_type": "refresh_token", "refresh_token": tree.tokens["merger"]["refresh_token"]},
+        **flow.auth(),
+    )
     assert refresh.json()["error"] == "invalid_grant"
 
     step = lifecycle.find_step(code)
@@ -57,8 +60,9 @@ def test_replay_is_refused_and_revokes_the_subtree_tokens(flow, tree):
 
 def test_replay_revokes_tokens_minted_by_refreshing(flow, tree):
     first = tree.tokens["security"]
-    refreshed = flow.client.post("/oauth/token", {"grant_type": "refresh_token",
-                                 "refresh_token": first["refresh_token"]}, **flow.auth()).json()
+    refreshed = flow.client.post(
+        "/oauth/token", {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, **flow.auth()
+    ).json()
     assert flow.introspect(refreshed["access_token"])["active"] is True
     code, verifier, _ = tree.security
     assert flow.exchange(code, verifier).json()["error"] == "invalid_grant"

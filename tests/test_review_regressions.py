@@ -50,8 +50,9 @@ def error_of(response) -> tuple[int, str]:
 
 
 def refresh(flow, refresh_token):
-    return flow.client.post("/oauth/token", {"grant_type": "refresh_token", "refresh_token": refresh_token},
-                            **flow.auth())
+    return flow.client.post(
+        "/oauth/token", {"grant_type": "refresh_token", "refresh_token": refresh_token}, **flow.auth()
+    )
 
 
 def is_active(flow, token_response) -> bool:
@@ -134,8 +135,15 @@ def agent_chain(app, alice, make_agent):
     flow = Flow(Client(), app)
     root_code, _ = flow.authorize(alice, scope="openid read")
     p_code, p_verifier, _ = flow.advance(root_code, planner)
-    return SimpleNamespace(flow=flow, researcher=researcher, writer=writer, root_code=root_code,
-                           code=p_code, verifier=p_verifier, step=lifecycle.find_step(p_code))
+    return SimpleNamespace(
+        flow=flow,
+        researcher=researcher,
+        writer=writer,
+        root_code=root_code,
+        code=p_code,
+        verifier=p_verifier,
+        step=lifecycle.find_step(p_code),
+    )
 
 
 @pytest.mark.postgres
@@ -305,8 +313,9 @@ def test_hop_from_an_exchanged_code_is_refused_and_revokes_its_token(parent, flo
     and the token issued from it (and everything chained from it) is revoked."""
     researcher = make_agent("researcher", scopes="openid read")
     replayed = []
-    signals.replay_detected.connect(lambda sender, step, **kw: replayed.append(step.pk), weak=False,
-                                    dispatch_uid="test-hop-replay")
+    signals.replay_detected.connect(
+        lambda sender, step, **kw: replayed.append(step.pk), weak=False, dispatch_uid="test-hop-replay"
+    )
     try:
         root_code, root_verifier = flow.authorize(alice, scope="openid read")
         p_code, p_verifier, _ = flow.advance(root_code, planner)
@@ -335,11 +344,21 @@ def test_duplicate_parameters_are_invalid_request(param, flow, alice, planner):
     """Rule (RFC 6749 §3.1): a code_chain parameter sent twice is invalid_request, not
     silently "last value wins"; nothing is chained."""
     code, _ = flow.authorize(alice, scope="openid read")
-    fields = {"grant_type": "code_chain", "client_id": flow.app.client_id, "authorization_code": code,
-              "id_token": planner.proof(code), "scope": "openid read", "code_challenge": pkce_pair()[1],
-              "code_challenge_method": "S256"}
-    other = {"authorization_code": "bogus", "id_token": planner.proof(code), "scope": "openid",
-             "code_challenge": pkce_pair()[1]}.get(param, fields[param])  # same value is a duplicate too
+    fields = {
+        "grant_type": "code_chain",
+        "client_id": flow.app.client_id,
+        "authorization_code": code,
+        "id_token": planner.proof(code),
+        "scope": "openid read",
+        "code_challenge": pkce_pair()[1],
+        "code_challenge_method": "S256",
+    }
+    other = {
+        "authorization_code": "bogus",
+        "id_token": planner.proof(code),
+        "scope": "openid",
+        "code_challenge": pkce_pair()[1],
+    }.get(param, fields[param])  # same value is a duplicate too
     body = "&".join(f"{k}={v}" for k, v in [(param, other), *fields.items()])  # the real value comes last
     response = flow.client.post("/oauth/token", body, content_type=FORM, **flow.auth())
     assert error_of(response) == (400, "invalid_request")
@@ -369,11 +388,15 @@ def relaxed(settings):
 
 
 @pytest.mark.usefixtures("relaxed")
-@pytest.mark.parametrize(("params", "alg"), [
-    ({"kty": "RSA", "size": 2048}, "RS512"),
-    ({"kty": "RSA", "size": 4096}, "PS256"),
-    ({"kty": "EC", "crv": "P-521"}, "ES512"),
-], ids=["RSA-2048", "RSA-4096", "P-521"])
+@pytest.mark.parametrize(
+    ("params", "alg"),
+    [
+        ({"kty": "RSA", "size": 2048}, "RS512"),
+        ({"kty": "RSA", "size": 4096}, "PS256"),
+        ({"kty": "EC", "crv": "P-521"}, "ES512"),
+    ],
+    ids=["RSA-2048", "RSA-4096", "P-521"],
+)
 def test_relaxed_mode_takes_long_did_jwk_identifiers(params, alg, flow, alice):
     """Rule: a did:jwk of any allowed key (an RSA-4096 one is ~960 characters) is an
     identifier like any other: the hop works on both databases, no 500."""
@@ -397,16 +420,30 @@ def test_relaxed_mode_refuses_self_asserted_keys_from_public_clients(alice, make
     owner = Flow(Client(), public)
     stolen_code, verifier = owner.authorize(alice, scope="openid read write")
     _, challenge = pkce_pair()
-    response = Client().post("/oauth/token", {
-        "grant_type": "code_chain", "client_id": public.client_id, "authorization_code": stolen_code,
-        "id_token": poc_proof(jwk.JWK.generate(kty="EC", crv="P-256")),
-        "code_challenge": challenge, "code_challenge_method": "S256"})
+    response = Client().post(
+        "/oauth/token",
+        {
+            "grant_type": "code_chain",
+            "client_id": public.client_id,
+            "authorization_code": stolen_code,
+            "id_token": poc_proof(jwk.JWK.generate(kty="EC", crv="P-256")),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+    )
     assert error_of(response) == (400, "invalid_grant")
     assert not Agent.objects.exists() and not ChainedGrant.objects.exists()
 
-    exchange = Client().post("/oauth/token", {"grant_type": "authorization_code", "client_id": public.client_id,
-                                              "code": stolen_code, "redirect_uri": REDIRECT_URI,
-                                              "code_verifier": verifier})
+    exchange = Client().post(
+        "/oauth/token",
+        {
+            "grant_type": "authorization_code",
+            "client_id": public.client_id,
+            "code": stolen_code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+        },
+    )
     assert exchange.status_code == 200, exchange.content
 
 
@@ -473,15 +510,25 @@ def test_relaxed_mode_refuses_a_disabled_self_asserted_account(disable, flow, al
 
 def signed_claims(agent, code, **extra) -> str:
     now = int(time.time())
-    claims = {"sub": agent.identifier, "aud": ISSUER, "iat": now, "exp": now + 60,
-              "jti": f"jti-{time.monotonic_ns()}", "c_hash": code_hash(code), **extra}
+    claims = {
+        "sub": agent.identifier,
+        "aud": ISSUER,
+        "iat": now,
+        "exp": now + 60,
+        "jti": f"jti-{time.monotonic_ns()}",
+        "c_hash": code_hash(code),
+        **extra,
+    }
     token = jws.JWS(json.dumps(claims).encode())
     token.add_signature(agent.key, alg="ES256", protected=json.dumps({"alg": "ES256", "kid": agent.key["kid"]}))
     return token.serialize(compact=True)
 
 
-@pytest.mark.parametrize("value", [-0.0, 1e20, 1.5, 2.0, 1e-7, [1, 0.5], {"nested": 3.0}],
-                         ids=["-0.0", "1e20", "1.5", "2.0", "1e-7", "in a list", "in an object"])
+@pytest.mark.parametrize(
+    "value",
+    [-0.0, 1e20, 1.5, 2.0, 1e-7, [1, 0.5], {"nested": 3.0}],
+    ids=["-0.0", "1e20", "1.5", "2.0", "1e-7", "in a list", "in an object"],
+)
 def test_float_claims_are_refused_and_write_nothing(value, flow, alice, planner):
     """Rule: proofs carrying floats are invalid_request (PostgreSQL's jsonb would
     rewrite them, so verify_chain would raise a false alarm); nothing is written."""
@@ -498,8 +545,15 @@ def test_verify_chain_holds_for_every_stored_claim_type(flow, alice, planner, ma
     any key order, booleans, null) is stored as signed, so verify_chain is ok on the
     database it was created on (jsonb reorders keys and normalises numbers)."""
     researcher = make_agent("researcher")
-    extra = {"big": 2**70, "negative": -(2**63), "zero": 0, "text": "é\u2028日本", "empty": "",
-             "nested": {"z": [1, {"b": True, "a": None}], "a": {"y": False}}, "list": [3, 2, 1]}
+    extra = {
+        "big": 2**70,
+        "negative": -(2**63),
+        "zero": 0,
+        "text": "é\u2028日本",
+        "empty": "",
+        "nested": {"z": [1, {"b": True, "a": None}], "a": {"y": False}},
+        "list": [3, 2, 1],
+    }
     root_code, _ = flow.authorize(alice, scope="openid read")
     first = flow.hop(root_code, signed_claims(planner, root_code, **extra))
     assert first.status_code == 200, first.content
@@ -525,8 +579,17 @@ def test_adding_a_key_keeps_the_agents_policy(flow, alice, tmp_path):
         (tmp_path / name).write_text(key.export_public())
 
     def add(key_file, *options):
-        call_command("chain_grant_agent", "add", "planner", "--key", str(tmp_path / key_file),
-                     "--application", flow.app.client_id, *options, stdout=StringIO())
+        call_command(
+            "chain_grant_agent",
+            "add",
+            "planner",
+            "--key",
+            str(tmp_path / key_file),
+            "--application",
+            flow.app.client_id,
+            *options,
+            stdout=StringIO(),
+        )
 
     add("first.jwk", "--scopes", "openid read", "--algorithms", "ES256")
     add("second.jwk")
@@ -534,7 +597,8 @@ def test_adding_a_key_keeps_the_agents_policy(flow, alice, tmp_path):
     assert agent.allowed_scopes == "openid read"
     assert agent.allowed_algorithms == ["ES256"]
     assert sorted(agent.keys.filter(is_active=True).values_list("kid", flat=True)) == sorted(
-        [first.thumbprint(), second.thumbprint()])
+        [first.thumbprint(), second.thumbprint()]
+    )
 
     code, _ = flow.authorize(alice, scope="openid read write")
     response = flow.hop(code, sign_proof(second, sub="planner", aud=ISSUER, code=code))
@@ -566,8 +630,7 @@ def test_refresh_token_of_a_revoked_step_is_refused(flow, alice, planner):
     assert RefreshToken.objects.filter(token_family=step.token_family).count() == 2  # nothing new minted
 
 
-@pytest.mark.parametrize(("nbf_offset", "expected"), [(120, 400), (-10, 200), (0, 200)],
-                         ids=["future", "past", "now"])
+@pytest.mark.parametrize(("nbf_offset", "expected"), [(120, 400), (-10, 200), (0, 200)], ids=["future", "past", "now"])
 def test_proof_nbf_in_the_future_is_refused(nbf_offset, expected, flow, alice, planner):
     """Rule: a proof is not accepted before its ``nbf`` (beyond the clock skew)."""
     code, _ = flow.authorize(alice, scope="openid read")

@@ -28,9 +28,17 @@ REFUSED = steps.PREVIOUS_CODE_REFUSED
 def consent_url(app, code, scope="email", **extra):
     """The authorize URL of a user step (and the PKCE verifier of its new code)."""
     verifier, challenge = pkce_pair()
-    params = {"client_id": app.client_id, "response_type": "code", "redirect_uri": REDIRECT_URI, "scope": scope,
-              "state": "st-user", "code": code, "code_challenge": challenge, "code_challenge_method": "S256",
-              **extra}
+    params = {
+        "client_id": app.client_id,
+        "response_type": "code",
+        "redirect_uri": REDIRECT_URI,
+        "scope": scope,
+        "state": "st-user",
+        "code": code,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
     return "/oauth/authorize/?" + urlencode({k: v for k, v in params.items() if v is not None}), verifier
 
 
@@ -139,8 +147,9 @@ PREVIOUS_CODES = {
 @pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize("case", PREVIOUS_CODES)
 def test_previous_code_refused(case, method, chain, client, flow, alice, make_app, make_agent, settings):
-    code = PREVIOUS_CODES[case](chain, flow=flow, alice=alice, make_app=make_app, make_agent=make_agent,
-                                settings=settings)
+    code = PREVIOUS_CODES[case](
+        chain, flow=flow, alice=alice, make_app=make_app, make_agent=make_agent, settings=settings
+    )
     url, _ = consent_url(flow.app, code)
     client.force_login(alice)
     before = counts()
@@ -155,9 +164,13 @@ def test_previous_code_refused(case, method, chain, client, flow, alice, make_ap
 def test_no_redirect_to_a_client_that_cannot_be_told(case, chain, client, flow, alice):
     url, _ = consent_url(flow.app, chain.code)
     query = parse_qs(urlparse(url).query)
-    query.update({"unknown client_id": {"client_id": ["nobody"]},
-                  "unregistered redirect_uri": {"redirect_uri": ["https://evil.example/cb"]},
-                  "NUL in client_id": {"client_id": ["chain\x00client"]}}[case])
+    query.update(
+        {
+            "unknown client_id": {"client_id": ["nobody"]},
+            "unregistered redirect_uri": {"redirect_uri": ["https://evil.example/cb"]},
+            "NUL in client_id": {"client_id": ["chain\x00client"]},
+        }[case]
+    )
     client.force_login(alice)
     response = client.get("/oauth/authorize/?" + urlencode(query, doseq=True))
     assert 400 <= response.status_code < 500, response.status_code
@@ -189,7 +202,8 @@ def test_previous_code_exchanged_before_consent_is_a_replay(chain, client, flow,
     assert not ChainedGrant.objects.filter(kind="user", depth__gt=0).exists()
     # the replay revoked the step's subtree and the tokens issued from it
     assert set(ChainedGrant.objects.filter(revoked_at__isnull=False).values_list("revoked_reason", flat=True)) == {
-        "authorization code replay"}
+        "authorization code replay"
+    }
     assert ChainedGrant.objects.filter(revoked_at__isnull=False).count() == 2
     assert flow.introspect(token)["active"] is False
     assert flow.introspect(child_token)["active"] is False
@@ -289,8 +303,12 @@ def test_consent_page_shows_the_chain_and_marks_new_scopes(chain, client, flow, 
     assert len(steps) == 3  # alice's consent, planner, and "you"
     root = ChainedGrant.objects.get(depth=0)
     for text, (kind, actor, scope, created) in zip(
-        steps[:2], [("user", "alice", "openid read write", root.created),
-                    ("agent", "planner", "openid read write", chain.step.created)], strict=True
+        steps[:2],
+        [
+            ("user", "alice", "openid read write", root.created),
+            ("agent", "planner", "openid read write", chain.step.created),
+        ],
+        strict=True,
     ):
         assert f'cg-kind {kind}">{kind}<' in text and actor in text and scope in text
         assert created.strftime("%Y-%m-%d %H:%M:%S") in text

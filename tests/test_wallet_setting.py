@@ -12,8 +12,14 @@ from .conftest import REDIRECT_URI
 @pytest.mark.django_db
 def test_wallet_step_off_leaves_id_token_to_dot(client, app, alice, settings):
     settings.CHAIN_GRANT = {**settings.CHAIN_GRANT, "WALLET_STEP": False}
-    params = {"client_id": app.client_id, "redirect_uri": REDIRECT_URI, "response_type": "id_token",
-              "scope": "openid", "state": "s", "nonce": "n"}
+    params = {
+        "client_id": app.client_id,
+        "redirect_uri": REDIRECT_URI,
+        "response_type": "id_token",
+        "scope": "openid",
+        "state": "s",
+        "nonce": "n",
+    }
     client.force_login(alice)
     response = client.get("/oauth/authorize/?" + urlencode(params))
     # DOT's answer: an authorization-code client may not use the implicit id_token flow.

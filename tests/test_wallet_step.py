@@ -50,8 +50,16 @@ def craft(key: jwk.JWK | None, claims: dict, header: dict | None = None, signatu
 def claims_for(wallet: HeadlessWallet, request: dict, **overrides) -> dict:
     """A valid self-issued id_token's claims for ``request``; None removes a claim."""
     now = int(time.time())
-    claims = {"iss": wallet.did, "sub": wallet.did, "aud": request["client_id"], "nonce": request["nonce"],
-              "iat": now, "exp": now + 120, "jti": f"j-{time.monotonic_ns()}", **overrides}
+    claims = {
+        "iss": wallet.did,
+        "sub": wallet.did,
+        "aud": request["client_id"],
+        "nonce": request["nonce"],
+        "iat": now,
+        "exp": now + 120,
+        "jti": f"j-{time.monotonic_ns()}",
+        **overrides,
+    }
     return {k: v for k, v in claims.items() if v is not None}
 
 
@@ -91,9 +99,16 @@ class WalletFlow:
         self.verifier, self.challenge = pkce_pair()
 
     def params(self, **extra):
-        params = {"client_id": self.app.client_id, "redirect_uri": REDIRECT_URI, "response_type": "id_token",
-                  "scope": "openid read write", "state": "client-state", "client_metadata": "{}",
-                  "code_challenge": self.challenge, "code_challenge_method": "S256"}
+        params = {
+            "client_id": self.app.client_id,
+            "redirect_uri": REDIRECT_URI,
+            "response_type": "id_token",
+            "scope": "openid read write",
+            "state": "client-state",
+            "client_metadata": "{}",
+            "code_challenge": self.challenge,
+            "code_challenge_method": "S256",
+        }
         params.update(extra)
         return {k: v for k, v in params.items() if v is not None}
 
@@ -132,13 +147,19 @@ class WalletFlow:
     def poll_token(page) -> str:
         html = page.content.decode()
         start = html.index('name="poll" value="') + len('name="poll" value="')
-        return html[start:html.index('"', start)]
+        return html[start : html.index('"', start)]
 
     def exchange(self, code, verifier=None):
-        return self.client.post("/oauth/token/", {"grant_type": "authorization_code", "code": code,
-                                                  "redirect_uri": REDIRECT_URI,
-                                                  "code_verifier": verifier or self.verifier},
-                                HTTP_AUTHORIZATION=basic_auth(self.app.client_id, SECRET))
+        return self.client.post(
+            "/oauth/token/",
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": REDIRECT_URI,
+                "code_verifier": verifier or self.verifier,
+            },
+            HTTP_AUTHORIZATION=basic_auth(self.app.client_id, SECRET),
+        )
 
 
 @pytest.fixture
@@ -197,8 +218,9 @@ def nothing_issued():
 
 
 def test_request_page_and_pending_row(wflow):
-    page = wflow.open(client_metadata=json.dumps({"client_name": "Demo RP", "logo_uri": "https://rp/logo.png"}),
-                      nonce="oidc-nonce-1")
+    page = wflow.open(
+        client_metadata=json.dumps({"client_name": "Demo RP", "logo_uri": "https://rp/logo.png"}), nonce="oidc-nonce-1"
+    )
     assert page.status_code == 200 and "no-store" in page["Cache-Control"]
     html = page.content.decode()
     url = request_url_from_html(html)
@@ -223,44 +245,68 @@ def test_request_page_and_pending_row(wflow):
     nothing_issued()
 
 
-@pytest.mark.parametrize("metadata, fragment", [
-    ("not json", "JSON object"),
-    ("[1, 2]", "JSON object"),
-    ('"a string"', "JSON object"),
-    ('{"a": 1.5}', "JSON object"),
-    ('{"a": "\\u0000"}', "JSON object"),
-    (json.dumps({"pad": "x" * 5000}), "too large"),
-])
+@pytest.mark.parametrize(
+    "metadata, fragment",
+    [
+        ("not json", "JSON object"),
+        ("[1, 2]", "JSON object"),
+        ('"a string"', "JSON object"),
+        ('{"a": 1.5}', "JSON object"),
+        ('{"a": "\\u0000"}', "JSON object"),
+        (json.dumps({"pad": "x" * 5000}), "too large"),
+    ],
+)
 def test_request_client_metadata_must_be_a_json_object(metadata, fragment, wflow):
     query = landing(wflow.open(client_metadata=metadata), error="invalid_request")
     assert fragment in query["error_description"]
     assert not WalletRequest.objects.exists()
 
 
-@pytest.mark.parametrize("params", [
-    {"client_id": "nobody"},
-    {"client_id": "chain\x00client"},
-    {"client_id": None},
-    {"redirect_uri": "https://evil.example/cb"},
-    {"redirect_uri": REDIRECT_URI + "\x00"},
-    {"state": ["a", "b"]},
-], ids=["unknown client", "NUL client_id", "no client_id", "unregistered redirect_uri", "NUL redirect_uri",
-        "duplicate state"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"client_id": "nobody"},
+        {"client_id": "chain\x00client"},
+        {"client_id": None},
+        {"redirect_uri": "https://evil.example/cb"},
+        {"redirect_uri": REDIRECT_URI + "\x00"},
+        {"state": ["a", "b"]},
+    ],
+    ids=[
+        "unknown client",
+        "NUL client_id",
+        "no client_id",
+        "unregistered redirect_uri",
+        "NUL redirect_uri",
+        "duplicate state",
+    ],
+)
 def test_request_refused_without_redirect(params, wflow):
     error_page(wflow.open(**params))
     assert not WalletRequest.objects.exists()
 
 
-@pytest.mark.parametrize("params, error, fragment", [
-    ({"code_challenge": None, "code_challenge_method": None}, "invalid_request", "challenge required"),
-    ({"code_challenge_method": "plain"}, "invalid_request", "plain"),
-    ({"code_challenge": "short"}, "invalid_request", "43 to 128"),
-    ({"scope": "openid teleport"}, "invalid_scope", "teleport"),
-    ({"code": "no-such-code"}, "invalid_request", steps.PREVIOUS_CODE_REFUSED),
-    ({"code": "x\x00y"}, "invalid_request", steps.PREVIOUS_CODE_REFUSED),
-    ({"code": "A" * 20000}, "invalid_request", steps.PREVIOUS_CODE_REFUSED),
-], ids=["no PKCE", "plain PKCE", "bad challenge", "unknown scope", "unknown previous code", "NUL previous code",
-        "long previous code"])
+@pytest.mark.parametrize(
+    "params, error, fragment",
+    [
+        ({"code_challenge": None, "code_challenge_method": None}, "invalid_request", "challenge required"),
+        ({"code_challenge_method": "plain"}, "invalid_request", "plain"),
+        ({"code_challenge": "short"}, "invalid_request", "43 to 128"),
+        ({"scope": "openid teleport"}, "invalid_scope", "teleport"),
+        ({"code": "no-such-code"}, "invalid_request", steps.PREVIOUS_CODE_REFUSED),
+        ({"code": "x\x00y"}, "invalid_request", steps.PREVIOUS_CODE_REFUSED),
+        ({"code": "A" * 20000}, "invalid_request", steps.PREVIOUS_CODE_REFUSED),
+    ],
+    ids=[
+        "no PKCE",
+        "plain PKCE",
+        "bad challenge",
+        "unknown scope",
+        "unknown previous code",
+        "NUL previous code",
+        "long previous code",
+    ],
+)
 def test_request_refused_with_error_redirect(params, error, fragment, wflow):
     query = landing(wflow.open(**params), error=error)
     assert fragment in query["error_description"]
@@ -274,9 +320,14 @@ def test_request_from_a_client_not_enabled_for_chains(client, make_app):
     assert not WalletRequest.objects.exists()
 
 
-@pytest.mark.parametrize("field, value, fragment", [
-    ("state", "a\x00b", "NUL"), ("nonce", "a\x00b", "NUL"), ("nonce", "n" * 256, "longer than 255"),
-])
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("state", "a\x00b", "NUL"),
+        ("nonce", "a\x00b", "NUL"),
+        ("nonce", "n" * 256, "longer than 255"),
+    ],
+)
 def test_request_with_unstorable_client_values(field, value, fragment, wflow):
     response = wflow.open(**{field: value})
     assert response.status_code == 302
@@ -357,15 +408,24 @@ def _now():
 G, R = "invalid_grant", "invalid_request"
 BAD_ID_TOKENS = {
     # subject and key
-    "iss != sub": (lambda w, r: craft(w.key, claims_for(w, r, iss=HeadlessWallet.generate().did)), G,
-                   "iss must equal sub"),
+    "iss != sub": (
+        lambda w, r: craft(w.key, claims_for(w, r, iss=HeadlessWallet.generate().did)),
+        G,
+        "iss must equal sub",
+    ),
     "no sub": (lambda w, r: craft(w.key, claims_for(w, r, sub=None)), G, "sub is missing"),
-    "sub not a key id": (lambda w, r: craft(w.key, claims_for(w, r, iss="did:web:x.example", sub="did:web:x.example")),
-                         G, "did:jwk or a JWK thumbprint URI"),
+    "sub not a key id": (
+        lambda w, r: craft(w.key, claims_for(w, r, iss="did:web:x.example", sub="did:web:x.example")),
+        G,
+        "did:jwk or a JWK thumbprint URI",
+    ),
     "did:jwk of a private key": (_private_did, G, "not a did:jwk of a public key"),
     "did:jwk of a symmetric key": (_symmetric_did, G, "not a did:jwk of a public key"),
-    "did:jwk of garbage": (lambda w, r: craft(w.key, claims_for(w, r, iss="did:jwk:e30", sub="did:jwk:e30")),
-                           G, "not a did:jwk of a public key"),
+    "did:jwk of garbage": (
+        lambda w, r: craft(w.key, claims_for(w, r, iss="did:jwk:e30", sub="did:jwk:e30")),
+        G,
+        "not a did:jwk of a public key",
+    ),
     "thumbprint mismatch": (lambda w, r: _thumbprint(w, r, tp_key=_other()), G, "not the thumbprint of sub_jwk"),
     "thumbprint without sub_jwk": (lambda w, r: _thumbprint(w, r, sub_jwk="none"), G, "sub_jwk"),
     "thumbprint with a private sub_jwk": (lambda w, r: _thumbprint(w, r, sub_jwk="private"), G, "sub_jwk"),
@@ -375,8 +435,11 @@ BAD_ID_TOKENS = {
     "alg HS256 (key confusion)": (_hs256_confusion, G, "'HS256' is not allowed"),
     "alg not in the allow-list": (_es256k, G, "'ES256K' is not allowed"),
     "alg missing": (lambda w, r: craft(None, claims_for(w, r), {"alg": None}), G, "None is not allowed"),
-    "crit header": (lambda w, r: craft(None, claims_for(w, r), {"crit": ["exp"], "exp": 1}, b"s" * 64), G,
-                    "critical"),  # refused before the signature is even checked
+    "crit header": (
+        lambda w, r: craft(None, claims_for(w, r), {"crit": ["exp"], "exp": 1}, b"s" * 64),
+        G,
+        "critical",
+    ),  # refused before the signature is even checked
     # audience and nonce
     "wrong aud": (lambda w, r: craft(w.key, claims_for(w, r, aud="https://rp.example")), G, "audience"),
     "no aud": (lambda w, r: craft(w.key, claims_for(w, r, aud=None)), G, "audience"),
@@ -384,10 +447,12 @@ BAD_ID_TOKENS = {
     "no nonce": (lambda w, r: craft(w.key, claims_for(w, r, nonce=None)), G, "nonce"),
     "nonce not a string": (lambda w, r: craft(w.key, claims_for(w, r, nonce=123)), G, "nonce"),
     # times
-    "iat in the future": (lambda w, r: craft(w.key, claims_for(w, r, iat=_now() + 3600, exp=_now() + 3700)), G,
-                          "future"),
-    "exp in the past": (lambda w, r: craft(w.key, claims_for(w, r, iat=_now() - 500, exp=_now() - 100)), G,
-                        "expired"),
+    "iat in the future": (
+        lambda w, r: craft(w.key, claims_for(w, r, iat=_now() + 3600, exp=_now() + 3700)),
+        G,
+        "future",
+    ),
+    "exp in the past": (lambda w, r: craft(w.key, claims_for(w, r, iat=_now() - 500, exp=_now() - 100)), G, "expired"),
     "lifetime too long": (lambda w, r: craft(w.key, claims_for(w, r, iat=_now(), exp=_now() + 601)), G, "too long"),
     "no iat": (lambda w, r: craft(w.key, claims_for(w, r, iat=None)), G, "'iat'"),
     "exp a string": (lambda w, r: craft(w.key, claims_for(w, r, exp="tomorrow")), G, "'exp'"),
@@ -407,8 +472,9 @@ BAD_ID_TOKENS = {
 @pytest.mark.parametrize("case", BAD_ID_TOKENS)
 def test_bad_id_token_is_refused_and_the_request_stays_open(case, wflow, pending, wallet):
     make, error, fragment = BAD_ID_TOKENS[case]
-    body = json_error(wflow.direct_post({"id_token": make(wallet, pending.request), "state": pending.state}),
-                      error, fragment)
+    body = json_error(
+        wflow.direct_post({"id_token": make(wallet, pending.request), "state": pending.state}), error, fragment
+    )
     row = pending.refresh()
     assert row.status == "pending" and row.wallet is None and row.response_code_digest == ""
     assert row.last_error == body["error_description"]
@@ -435,8 +501,11 @@ STATE_ERRORS = {
 @pytest.mark.parametrize("case", STATE_ERRORS)
 def test_bad_direct_post_parameters(case, wflow, pending, wallet):
     data = STATE_ERRORS[case](pending, wallet.id_token(pending.request))
-    fragment = {"duplicate state": "more than once", "duplicate id_token": "more than once",
-                "no id_token": "Missing"}.get(case, "state")
+    fragment = {
+        "duplicate state": "more than once",
+        "duplicate id_token": "more than once",
+        "no id_token": "Missing",
+    }.get(case, "state")
     json_error(wflow.direct_post(data), "invalid_request", fragment)
     assert pending.refresh().status == "pending"
     assert wallet.respond(pending.url, post=wflow.post)  # still answerable
@@ -553,8 +622,11 @@ def test_cancel(wflow, pending, wallet):
     assert "cancelled" in query["error_description"]
     assert pending.refresh().status == "cancelled"
     assert wflow.status(pending).json() == {"status": "cancelled"}
-    json_error(wflow.direct_post({"id_token": wallet.id_token(pending.request), "state": pending.state}),
-               "invalid_request", "already answered")
+    json_error(
+        wflow.direct_post({"id_token": wallet.id_token(pending.request), "state": pending.state}),
+        "invalid_request",
+        "already answered",
+    )
     error_page(wflow.complete(pending))
     nothing_issued()
 
@@ -608,11 +680,14 @@ def test_wallet_step_on_an_ordinary_dot_code(wflow, wallet, flow, alice):
     assert (step.parent_id, step.depth) == (root.pk, 1)
 
 
-@pytest.mark.parametrize("change, fragment", [
-    ("exchanged", "exchanged"),
-    ("revoked", "revoked"),
-    ("expired", "expired"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ("exchanged", "exchanged"),
+        ("revoked", "revoked"),
+        ("expired", "expired"),
+    ],
+)
 def test_previous_code_spent_before_completion(change, fragment, wflow, wallet, flow, agent_code):
     code, verifier = agent_code
     parent = lifecycle.find_step(code)
@@ -697,7 +772,6 @@ def test_introspection_of_wallet_chain_tokens(wflow, wallet, flow, planner):
 THREADS = 8
 
 
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_parallel_completions_issue_one_code(app, wallet):
@@ -705,8 +779,7 @@ def test_parallel_completions_issue_one_code(app, wallet):
     pending = wflow.start()
     wallet.respond(pending.url, post=wflow.post)
 
-    responses = run_together(lambda: Client().post(pending.path("complete"), {"poll": pending.poll}),
-                             [()] * THREADS)
+    responses = run_together(lambda: Client().post(pending.path("complete"), {"poll": pending.poll}), [()] * THREADS)
 
     codes = [r for r in responses if r.status_code == 302]
     assert len(codes) == 1, [r.status_code for r in responses]
@@ -743,7 +816,6 @@ def test_parallel_first_presentations_of_one_key_make_one_account(app, wallet):
     assert [r.status_code for r in responses] == [200] * THREADS, [r.content for r in responses]
     assert Wallet.objects.count() == 1
     assert get_user_model().objects.filter(username__startswith="wallet-").count() == 1
-
 
 
 def test_client_disabled_before_completion(wflow, pending, wallet):

@@ -69,8 +69,10 @@ def request_url_from_html(html: str) -> str:
 
 def _urllib_post(url: str, data: dict[str, str]) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
-        url, urllib.parse.urlencode(data).encode(),
-        {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}, method="POST",
+        url,
+        urllib.parse.urlencode(data).encode(),
+        {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -111,8 +113,16 @@ class HeadlessWallet:
     def id_token(self, request: dict[str, str], *, lifetime: int = 300, claims: dict[str, Any] | None = None) -> str:
         """A self-issued id_token answering ``request`` (iss = sub = did, aud, nonce)."""
         now = int(time.time())
-        payload = {"iss": self.did, "sub": self.did, "aud": request["client_id"], "nonce": request["nonce"],
-                   "iat": now, "exp": now + lifetime, "jti": str(uuid.uuid4()), **(claims or {})}
+        payload = {
+            "iss": self.did,
+            "sub": self.did,
+            "aud": request["client_id"],
+            "nonce": request["nonce"],
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": str(uuid.uuid4()),
+            **(claims or {}),
+        }
         token = jws.JWS(json.dumps(payload, separators=(",", ":")).encode())
         token.add_signature(self.key, alg=self.alg, protected=json.dumps({"alg": self.alg, "typ": "JWT"}))
         return token.serialize(compact=True)

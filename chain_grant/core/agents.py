@@ -28,8 +28,11 @@ def register_agent(
     Idempotent per kid. ``scopes``/``algorithms``/``name`` change an existing agent
     only when given. Raises ValueError for private, symmetric or unparsable keys."""
     public_keys = load_public_keys(key_text)
-    policy = {"allowed_scopes": None if scopes is None else " ".join(scopes.split()),
-              "allowed_algorithms": algorithms, "name": name}
+    policy = {
+        "allowed_scopes": None if scopes is None else " ".join(scopes.split()),
+        "allowed_algorithms": algorithms,
+        "name": name,
+    }
     policy = {field: value for field, value in policy.items() if value is not None}
     agent, created = Agent.objects.get_or_create(identifier=identifier, defaults={"name": identifier, **policy})
     if not created and policy:

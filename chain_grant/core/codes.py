@@ -17,6 +17,7 @@ def plausible_code(code: str) -> bool:
     before querying DOT's table, where a NUL byte would be a database error."""
     return 0 < len(code) <= 255 and code.isascii() and code.isprintable()
 
+
 def new_code() -> str:
     """A fresh authorization code: 256 random bits, URL-safe."""
     return secrets.token_urlsafe(32)

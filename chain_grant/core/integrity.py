@@ -15,10 +15,28 @@ from ..client.jose import sha256_hex
 from ..models import ChainedGrant
 
 _LINKED_FIELDS = (
-    "id", "parent_id", "root_id", "depth", "path", "code_digest", "kind", "application_id",
-    "user_id", "agent_id", "subject", "scope", "requested_scope", "proof_jti", "proof_claims",
-    "proof_digest", "message_digest", "redirect_uri", "created", "expires",
+    "id",
+    "parent_id",
+    "root_id",
+    "depth",
+    "path",
+    "code_digest",
+    "kind",
+    "application_id",
+    "user_id",
+    "agent_id",
+    "subject",
+    "scope",
+    "requested_scope",
+    "proof_jti",
+    "proof_claims",
+    "proof_digest",
+    "message_digest",
+    "redirect_uri",
+    "created",
+    "expires",
 )
+
 
 def _canonical(value: Any) -> Any:
     if isinstance(value, datetime):
@@ -27,11 +45,13 @@ def _canonical(value: Any) -> Any:
         return value
     return str(value)  # UUIDs
 
+
 def compute_link_hash(step: ChainedGrant, parent_link_hash: str) -> str:
     """SHA-256 over the parent's link_hash and this step's immutable fields."""
     fields = {name: _canonical(getattr(step, name)) for name in _LINKED_FIELDS}
     blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return sha256_hex(parent_link_hash + "\n" + blob)
+
 
 @dataclass
 class Verification:
@@ -39,9 +59,11 @@ class Verification:
     checked: int
     first_bad_step: Any = None  # id of the first step whose link_hash does not match
 
+
 def verify_chain(chain_id) -> Verification:
     """Recompute every link_hash of a chain (root first) against the stored values."""
     return verify_steps(ChainedGrant.objects.chain(chain_id).order_by("depth", "created").iterator(chunk_size=2000))
+
 
 def verify_steps(steps) -> Verification:
     """verify_chain over steps already loaded, ordered parents first (depth, created)."""
@@ -60,6 +82,7 @@ def verify_steps(steps) -> Verification:
         checked += 1
     return Verification(checked > 0, checked, None)
 
+
 def _link_matches(step: ChainedGrant, parent_hash: str, principal) -> bool:
     if compute_link_hash(step, parent_hash) == step.link_hash:
         return True
@@ -72,6 +95,7 @@ def _link_matches(step: ChainedGrant, parent_hash: str, principal) -> bool:
         finally:
             step.user_id = None
     return False
+
 
 def _user_pk(subject: str):
     try:

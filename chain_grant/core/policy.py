@@ -27,6 +27,7 @@ PKCE_METHODS = ("S256", "plain")
 
 _PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
+
 def attenuate_scope(parent_scope: str, allowed: set[str], requested: str | None) -> str:
     """Agents only narrow: the result is ⊆ parent ∩ allowed (default: all of that)."""
     parent_scopes = parent_scope.split()
@@ -43,6 +44,7 @@ def attenuate_scope(parent_scope: str, allowed: set[str], requested: str | None)
         )
     return " ".join(dict.fromkeys(wanted))
 
+
 def check_pkce(code_challenge: str | None, method: str | None, required: bool) -> tuple[str, str]:
     if not code_challenge:
         if method:
@@ -58,6 +60,7 @@ def check_pkce(code_challenge: str | None, method: str | None, required: bool) -
     if not _PKCE_CHALLENGE.fullmatch(code_challenge):
         raise ChainError("code_challenge must be 43 to 128 unreserved characters (RFC 7636).", "invalid_request")
     return code_challenge, method
+
 
 def refuse_resource(resource: list[str]) -> None:
     """RFC 8707 ``resource`` on a browser step (consent or wallet): refused. The step's

@@ -310,7 +310,7 @@ def _holder_key(sub: str, payload: dict[str, Any]) -> dict[str, Any]:
             public = _one_public_key(payload.get("sub_jwk"))
         except (ValueError, TypeError) as exc:
             raise ProofError("id_token with a JWK thumbprint sub must carry its public key in sub_jwk.") from exc
-        if not hmac.compare_digest(sub[len(JWK_THUMBPRINT_URI):], jwk.JWK(**public).thumbprint()):
+        if not hmac.compare_digest(sub[len(JWK_THUMBPRINT_URI) :], jwk.JWK(**public).thumbprint()):
             raise ProofError("id_token sub is not the thumbprint of sub_jwk.")
         return public
     raise ProofError("id_token sub must be a did:jwk or a JWK thumbprint URI (self-issued).")

@@ -76,9 +76,7 @@ def expire_steps(*, batch_size: int | None = None, dry_run: bool = False, now: d
             # (ended_at, expires) is index chain_grant_ended_expires's order, so the scan
             # starts at the due steps; by expires alone PostgreSQL walks chain_grant_expires
             # past every step already marked (quadratic over a run).
-            batch = list(
-                _lock_batch(due.order_by("ended_at", "expires")).values_list("pk", "grant_id")[:batch_size]
-            )
+            batch = list(_lock_batch(due.order_by("ended_at", "expires")).values_list("pk", "grant_id")[:batch_size])
             if not batch:
                 break
             marked = ChainedGrant.objects.filter(pk__in=[pk for pk, _ in batch], ended_at__isnull=True).update(

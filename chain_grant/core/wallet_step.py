@@ -184,8 +184,10 @@ def wallet_for(presentation: proofs.VerifiedPresentation) -> Wallet:
             with transaction.atomic():
                 user.save()
                 wallet = Wallet.objects.create(
-                    thumbprint=presentation.thumbprint, subject=presentation.subject,
-                    public_jwk=presentation.public_jwk, user=user,
+                    thumbprint=presentation.thumbprint,
+                    subject=presentation.subject,
+                    public_jwk=presentation.public_jwk,
+                    user=user,
                 )
         except IntegrityError:  # a concurrent first presentation of the same key, or an account
             wallet = Wallet.objects.select_related("user").filter(thumbprint=presentation.thumbprint).first()
@@ -205,16 +207,24 @@ def _relink(presentation: proofs.VerifiedPresentation, username: str) -> Wallet:
         raise ChainError("The account name for this wallet is taken by another account.", "invalid_request")
     try:
         with transaction.atomic():
-            return Wallet.objects.create(thumbprint=presentation.thumbprint, subject=presentation.subject,
-                                         public_jwk=presentation.public_jwk, user=user)
+            return Wallet.objects.create(
+                thumbprint=presentation.thumbprint,
+                subject=presentation.subject,
+                public_jwk=presentation.public_jwk,
+                user=user,
+            )
     except IntegrityError:  # relinked concurrently
         return Wallet.objects.select_related("user").get(thumbprint=presentation.thumbprint)
 
 
 def _machine_account(user) -> bool:
     """What wallet_for makes: no usable password, never logged in, no admin rights."""
-    return not (user.has_usable_password() or getattr(user, "last_login", None)
-                or getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
+    return not (
+        user.has_usable_password()
+        or getattr(user, "last_login", None)
+        or getattr(user, "is_staff", False)
+        or getattr(user, "is_superuser", False)
+    )
 
 
 def client_redirect(wallet_request: WalletRequest, params: dict[str, str], issuer: str | None) -> str:
@@ -237,13 +247,15 @@ class RequestEnded(ChainError):
         self.redirect = redirect
 
 
-def _error_redirect(wallet_request: WalletRequest, description: str, issuer: str | None,
-                    error: str = "access_denied") -> str:
+def _error_redirect(
+    wallet_request: WalletRequest, description: str, issuer: str | None, error: str = "access_denied"
+) -> str:
     return client_redirect(wallet_request, {"error": error, "error_description": description}, issuer)
 
 
-def complete(request_id, *, poll_token: str | None = None, response_code: str | None = None,
-             issuer: str | None = None) -> tuple[ChainedGrant, str]:
+def complete(
+    request_id, *, poll_token: str | None = None, response_code: str | None = None, issuer: str | None = None
+) -> tuple[ChainedGrant, str]:
     """The browser collects the result: create the wallet step and its code, and
     return the step and the client redirect (``code``, ``state``). Exactly once.
 
@@ -255,7 +267,8 @@ def complete(request_id, *, poll_token: str | None = None, response_code: str | 
                 # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the wallet join
                 WalletRequest.objects.select_for_update(of=("self",))
                 .select_related("application", "wallet__user", "parent")
-                .filter(pk=request_id).first()
+                .filter(pk=request_id)
+                .first()
             )
             if wallet_request is None or not (
                 _matches(poll_token, wallet_request.poll_digest)
@@ -269,13 +282,16 @@ def complete(request_id, *, poll_token: str | None = None, response_code: str | 
                 raise RequestEnded("The wallet request was cancelled.")
             if _is_expired(wallet_request):
                 raise RequestEnded(
-                    "The wallet request expired.", _error_redirect(wallet_request, "The wallet request expired.", issuer)
+                    "The wallet request expired.",
+                    _error_redirect(wallet_request, "The wallet request expired.", issuer),
                 )
             if status == WalletRequest.Status.PENDING:
                 raise ChainError("The wallet has not answered yet.", "authorization_pending")
             if not client_may_chain(wallet_request.application):  # an operator turned it off meanwhile
                 description = "This client may not use the wallet step."
-                raise RequestEnded(description, _error_redirect(wallet_request, description, issuer, "unauthorized_client"))
+                raise RequestEnded(
+                    description, _error_redirect(wallet_request, description, issuer, "unauthorized_client")
+                )
             if wallet_request.wallet is None:  # the holder's account was deleted meanwhile
                 description = "The wallet's account no longer exists."
                 raise RequestEnded(description, _error_redirect(wallet_request, description, issuer))
@@ -291,7 +307,9 @@ def complete(request_id, *, poll_token: str | None = None, response_code: str | 
                 except CodeReused:
                     raise
                 except ChainError as exc:
-                    raise RequestEnded(exc.description, _error_redirect(wallet_request, exc.description, issuer)) from None
+                    raise RequestEnded(
+                        exc.description, _error_redirect(wallet_request, exc.description, issuer)
+                    ) from None
             step, code = _issue(wallet_request, parent)
     except CodeReused:  # the previous code was exchanged meanwhile: a replay, revoked
         description = "The previous authorization code was already exchanged."
@@ -314,14 +332,21 @@ def _issue(wallet_request: WalletRequest, parent: ChainedGrant | None) -> tuple[
         nonce=wallet_request.oidc_nonce,
     )
     presentation = proofs.VerifiedPresentation(
-        subject=wallet.subject, public_jwk=wallet.public_jwk, thumbprint=wallet.thumbprint,
-        claims=wallet_request.presentation_claims, digest=wallet_request.presentation_digest,
+        subject=wallet.subject,
+        public_jwk=wallet.public_jwk,
+        thumbprint=wallet.thumbprint,
+        claims=wallet_request.presentation_claims,
+        digest=wallet_request.presentation_digest,
         jti=str(wallet_request.presentation_claims.get("jti", "")),
     )
     step = add_browser_step(
-        kind=ChainedGrant.Kind.WALLET, application=wallet_request.application, parent=parent, grant=grant,
+        kind=ChainedGrant.Kind.WALLET,
+        application=wallet_request.application,
+        parent=parent,
+        grant=grant,
         subject=wallet_request.presentation_claims.get("sub", wallet.subject),
-        requested_scope=wallet_request.scope, presentation=presentation,
+        requested_scope=wallet_request.scope,
+        presentation=presentation,
     )
     wallet_request.status = WalletRequest.Status.DONE
     wallet_request.step = step
@@ -346,9 +371,9 @@ def cancel(request_id, poll_token: str, issuer: str | None = None) -> str:
 
 def status(request_id, poll_token: str) -> dict[str, str]:
     """What the waiting browser page polls: pending, verified, done, cancelled or expired."""
-    wallet_request = WalletRequest.objects.filter(pk=request_id).only(
-        "status", "poll_digest", "expires", "last_error"
-    ).first()
+    wallet_request = (
+        WalletRequest.objects.filter(pk=request_id).only("status", "poll_digest", "expires", "last_error").first()
+    )
     if wallet_request is None or not _matches(poll_token, wallet_request.poll_digest):
         raise ChainError("Unknown wallet request.", "invalid_request")
     state = wallet_request.status
@@ -358,4 +383,3 @@ def status(request_id, poll_token: str) -> dict[str, str]:
     if wallet_request.last_error and state == WalletRequest.Status.PENDING:
         result["last_error"] = wallet_request.last_error
     return result
-

@@ -16,8 +16,15 @@ from ..settings import chain_grant_settings
 
 GRANT_TYPE = "code_chain"
 REQUIRED_PARAMS = ("authorization_code", "id_token")
-SINGLE_PARAMS = ("grant_type", "client_id", "authorization_code", "id_token", "scope",
-                 "code_challenge", "code_challenge_method")
+SINGLE_PARAMS = (
+    "grant_type",
+    "client_id",
+    "authorization_code",
+    "id_token",
+    "scope",
+    "code_challenge",
+    "code_challenge_method",
+)
 
 
 def hop_response(step, code: str) -> dict:

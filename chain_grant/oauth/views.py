@@ -112,8 +112,10 @@ class AuthorizationView(dot_views.AuthorizationView):
                 # 3.1.2.6). Its silent approvals (skip_authorization, approval_prompt=auto)
                 # are redirects and pass through.
                 return self._redirect_error(
-                    "consent_required", "prompt=none, and the person has not approved this client.",
-                    self.oauth2_data, self.oauth2_data.get("application"),
+                    "consent_required",
+                    "prompt=none, and the person has not approved this client.",
+                    self.oauth2_data,
+                    self.oauth2_data.get("application"),
                 )
             return response
         try:
@@ -157,8 +159,10 @@ class AuthorizationView(dot_views.AuthorizationView):
     def error_response(self, error, application, **kwargs):
         response = super().error_response(error, application, **kwargs)
         # RFC 9207 §2: error responses carry iss too (DOT 3.4.1 adds it to successes only).
-        if self.previous_code() is not None and response.status_code == 302 and (
-            oauth2_settings.COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS
+        if (
+            self.previous_code() is not None
+            and response.status_code == 302
+            and (oauth2_settings.COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS)
         ):
             issuer = oauth2_settings.oauth2_authorization_server_issuer(self.request)
             response["Location"] = _add_iss_to_redirect(response["Location"], issuer)
@@ -166,8 +170,9 @@ class AuthorizationView(dot_views.AuthorizationView):
 
     def _redirect_error(self, error: str, description: str, credentials, application):
         """An OAuth error redirect to the (validated) redirect_uri, with the state."""
-        oauth_error = oauth_errors.CustomOAuth2Error(error=error, description=description,
-                                                     state=credentials.get("state"))
+        oauth_error = oauth_errors.CustomOAuth2Error(
+            error=error, description=description, state=credentials.get("state")
+        )
         oauth_error.redirect_uri = credentials["redirect_uri"]
         return self.error_response(OAuthToolkitError(error=oauth_error), application)
 
@@ -181,8 +186,11 @@ class AuthorizationView(dot_views.AuthorizationView):
         if code is not None:
             # Read by ChainValidatorMixin.save_authorization_code (oauthlib copies
             # credentials onto its request).
-            credentials = {**credentials, "chain_parent_code": code,
-                           "chain_parent_code_count": len(request.GET.getlist("code"))}
+            credentials = {
+                **credentials,
+                "chain_parent_code": code,
+                "chain_parent_code_count": len(request.GET.getlist("code")),
+            }
         return super().create_authorization_response(request, scopes, credentials, allow)
 
 

@@ -37,11 +37,23 @@ from ..models import WalletRequest
 try:  # Django ≥ 5.1: exempt from LoginRequiredMiddleware
     from django.contrib.auth.decorators import login_not_required
 except ImportError:  # pragma: no cover
+
     def login_not_required(view):
         return view
 
-_SINGLE = ("client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code", "client_metadata",
-           "code_challenge", "code_challenge_method")
+
+_SINGLE = (
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "scope",
+    "state",
+    "nonce",
+    "code",
+    "client_metadata",
+    "code_challenge",
+    "code_challenge_method",
+)
 _STATE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_NONCE = 255  # DOT's Grant.nonce
 
@@ -62,8 +74,9 @@ def _no_store(response):
 def error_page(request, description: str, status: int = 400, error: str = "invalid_request"):
     """Shown when the client cannot be told (unknown client or redirect_uri, or the
     request already ended): never a redirect to an unregistered URI."""
-    return _no_store(render(request, "chain_grant/wallet_error.html",
-                            {"error": error, "description": description}, status=status))
+    return _no_store(
+        render(request, "chain_grant/wallet_error.html", {"error": error, "description": description}, status=status)
+    )
 
 
 def _issuer(request) -> str:
@@ -108,9 +121,7 @@ def start(request):
     if any(len(params.getlist(name)) > 1 for name in _SINGLE):
         return error_page(request, "A parameter was given more than once.")
     client_id = params.get("client_id", "")
-    application = plausible_code(client_id) and (
-        get_application_model().objects.filter(client_id=client_id).first()
-    )
+    application = plausible_code(client_id) and (get_application_model().objects.filter(client_id=client_id).first())
     if not application:
         return error_page(request, "Unknown client_id.", error="invalid_client")
     redirect_uri = params.get("redirect_uri") or (

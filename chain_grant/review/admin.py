@@ -33,7 +33,8 @@ STATE_COLOURS = {"live": "#2b8a3e", "exchanged": "#495057", "expired": "#868e96"
 def badge(text: str, colour: str):
     return format_html(
         '<span style="background:{};color:#fff;border-radius:3px;padding:1px 6px;font-size:11px">{}</span>',
-        colour, text,
+        colour,
+        text,
     )
 
 
@@ -69,8 +70,17 @@ def refuse_nul_filters(request):
 class ReviewMixin:
     """Read-only lists of steps, with the chain page, revoke and evidence views."""
 
-    list_display = ("digest", "kind_badge", "actor", "application", "scope", "state_badge", "created",
-                    "expires", "chain_link")
+    list_display = (
+        "digest",
+        "kind_badge",
+        "actor",
+        "application",
+        "scope",
+        "state_badge",
+        "created",
+        "expires",
+        "chain_link",
+    )
     list_filter = ("kind", StateFilter, "application", "agent", "created")
     list_select_related = ("application", "agent", "user")
     search_fields = ("subject", "agent__identifier", "=root__id", "user__username")
@@ -144,8 +154,9 @@ class ChainAdmin(ReviewMixin, admin.ModelAdmin):
         found, duplicates = super().get_search_results(request, queryset, search_term)
         term = search_term.strip()
         if term:
-            found |= queryset.filter(Exists(ChainedGrant.objects.filter(root_id=OuterRef("pk"),
-                                                                        agent__identifier=term)))
+            found |= queryset.filter(
+                Exists(ChainedGrant.objects.filter(root_id=OuterRef("pk"), agent__identifier=term))
+            )
         return found, duplicates
 
     def get_urls(self):
@@ -193,13 +204,15 @@ class ChainAdmin(ReviewMixin, admin.ModelAdmin):
         step = ChainedGrant.objects.filter(pk=step_id).first()
         if step is None:
             raise Http404(_("No such step."))
-        subtree = list(ChainedGrant.objects.subtree_of(step).select_related("agent", "user")
-                       .order_by("depth", "created"))
+        subtree = list(
+            ChainedGrant.objects.subtree_of(step).select_related("agent", "user").order_by("depth", "created")
+        )
         if request.method == "POST":
             reason = (request.POST.get("reason") or "revoked by an administrator")[:200]
             count = lifecycle.revoke_subtree(step, f"{reason} ({request.user.get_username()})")
-            self.message_user(request, ngettext("Revoked %d step.", "Revoked %d steps.", count) % count,
-                              messages.SUCCESS)
+            self.message_user(
+                request, ngettext("Revoked %d step.", "Revoked %d steps.", count) % count, messages.SUCCESS
+            )
             return HttpResponseRedirect(reverse("admin:chain_grant_chain_tree", args=[step.root_id]))
         context = {
             **self.admin_site.each_context(request),
@@ -234,12 +247,18 @@ def algorithm_choices():
 
 class AgentForm(forms.ModelForm):
     new_keys = forms.CharField(
-        label=_("Public key(s)"), required=False, widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
-        help_text=_("Paste a public JWK, JWKS or PEM. Private keys are refused. On an existing agent this "
-                    "rotates: the pasted key(s) become the only active ones."),
+        label=_("Public key(s)"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
+        help_text=_(
+            "Paste a public JWK, JWKS or PEM. Private keys are refused. On an existing agent this "
+            "rotates: the pasted key(s) become the only active ones."
+        ),
     )
     allowed_algorithms = forms.MultipleChoiceField(
-        required=False, choices=algorithm_choices, widget=forms.CheckboxSelectMultiple,
+        required=False,
+        choices=algorithm_choices,
+        widget=forms.CheckboxSelectMultiple,
         help_text=_("None selected = the global allow-list."),
     )
 
@@ -305,8 +324,9 @@ class AgentAdmin(admin.ModelAdmin):
             text = json.dumps({"keys": keys})
             if change:
                 new, disabled = agents.rotate_keys(form.instance, text)
-                self.message_user(request, _("Keys rotated: %(new)d active, %(old)d disabled.")
-                                  % {"new": len(new), "old": disabled})
+                self.message_user(
+                    request, _("Keys rotated: %(new)d active, %(old)d disabled.") % {"new": len(new), "old": disabled}
+                )
             else:
                 agents.add_keys(form.instance, keys)
 
@@ -326,7 +346,6 @@ class ChainClientAdmin(admin.ModelAdmin):
     list_display = ("application", "code_chain_enabled")
     list_select_related = ("application",)
     raw_id_fields = ("application",)
-
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -354,6 +373,19 @@ class WalletRequestAdmin(ReadOnlyAdmin):
     list_display = ("id", "application", "status", "created", "expires", "step")
     list_filter = ("status",)
     # Never the digests of the poll token or response code: nothing to gain from showing them.
-    fields = ("id", "application", "redirect_uri", "scope", "status", "last_error", "parent", "wallet",
-              "presentation_claims", "step", "created", "expires", "completed_at")
+    fields = (
+        "id",
+        "application",
+        "redirect_uri",
+        "scope",
+        "status",
+        "last_error",
+        "parent",
+        "wallet",
+        "presentation_claims",
+        "step",
+        "created",
+        "expires",
+        "completed_at",
+    )
     readonly_fields = fields

@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover
     def extend_schema(*args, **kwargs):
         return lambda view: view
 
+
 READ_SCOPE = "chains:read"
 REVOKE_SCOPE = "chains:revoke"
 REVOKE_PERMISSION = "chain_grant.revoke_chainedgrant"
@@ -62,8 +63,14 @@ def error_handler(exc, context):
     response = exception_handler(exc, context)
     if response is None:
         return None
-    codes = {400: "invalid_request", 401: "invalid_token", 403: "insufficient_scope", 404: "not_found",
-             405: "method_not_allowed", 429: "throttled"}
+    codes = {
+        400: "invalid_request",
+        401: "invalid_token",
+        403: "insufficient_scope",
+        404: "not_found",
+        405: "method_not_allowed",
+        429: "throttled",
+    }
     detail = response.data.get("detail") if isinstance(response.data, dict) else None
     response.data = {
         "error": codes.get(response.status_code, "server_error"),
@@ -178,11 +185,24 @@ class ChainListView(BaseView):
 
     pagination_class = ChainPagination
 
-    @extend_schema(operation_id="chains_list", auth=READ_AUTH, responses=ChainSummarySerializer(many=True), parameters=[
-        OpenApiParameter(name, str, description=text) for name, text in (
-            ("application", "client_id"), ("agent", "agent identifier"), ("user", "username"),
-            ("state", "live | ended | revoked"), ("created_after", "ISO 8601"), ("created_before", "ISO 8601"))
-    ] if OpenApiParameter else None)
+    @extend_schema(
+        operation_id="chains_list",
+        auth=READ_AUTH,
+        responses=ChainSummarySerializer(many=True),
+        parameters=[
+            OpenApiParameter(name, str, description=text)
+            for name, text in (
+                ("application", "client_id"),
+                ("agent", "agent identifier"),
+                ("user", "username"),
+                ("state", "live | ended | revoked"),
+                ("created_after", "ISO 8601"),
+                ("created_before", "ISO 8601"),
+            )
+        ]
+        if OpenApiParameter
+        else None,
+    )
     def get(self, request):
         qs = self._filter(self._queryset(), request.query_params)
         page = self.pagination_class()
@@ -194,10 +214,14 @@ class ChainListView(BaseView):
         members = ChainedGrant.objects.filter(root_id=OuterRef("pk"))
         step_count = members.order_by().values("root_id").annotate(n=Count("pk")).values("n")
         live_count = members.live().order_by().values("root_id").annotate(n=Count("pk")).values("n")
-        return Chain.objects.select_related("application", "user", "agent").annotate(
-            steps=Coalesce(Subquery(step_count, output_field=IntegerField()), 0),
-            live_steps=Coalesce(Subquery(live_count, output_field=IntegerField()), 0),
-        ).order_by("-created")
+        return (
+            Chain.objects.select_related("application", "user", "agent")
+            .annotate(
+                steps=Coalesce(Subquery(step_count, output_field=IntegerField()), 0),
+                live_steps=Coalesce(Subquery(live_count, output_field=IntegerField()), 0),
+            )
+            .order_by("-created")
+        )
 
     @staticmethod
     def _filter(qs, params):
@@ -265,8 +289,11 @@ class ChainEvidenceView(BaseView):
 
     @extend_schema(operation_id="chains_evidence", auth=READ_AUTH, responses=EvidenceSerializer)
     def get(self, request, chain_id):
-        bundle = review.evidence_bundle(chain_id, oauth2_settings.oidc_issuer(request._request)) \
-            if _is_uuid(chain_id) else None
+        bundle = (
+            review.evidence_bundle(chain_id, oauth2_settings.oidc_issuer(request._request))
+            if _is_uuid(chain_id)
+            else None
+        )
         if bundle is None:
             raise Http404("No such chain.")
         return Response(bundle)
@@ -281,8 +308,9 @@ class StepRevokeView(BaseView):
 
     required_scope = REVOKE_SCOPE
 
-    @extend_schema(operation_id="steps_revoke", auth=REVOKE_AUTH, request=RevokeSerializer,
-                   responses=RevokeResultSerializer)
+    @extend_schema(
+        operation_id="steps_revoke", auth=REVOKE_AUTH, request=RevokeSerializer, responses=RevokeResultSerializer
+    )
     def post(self, request, step_id):
         body = RevokeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -291,8 +319,9 @@ class StepRevokeView(BaseView):
             raise Http404("No such step.")
         who = request.user.get_username()
         count = lifecycle.revoke_subtree(step, f"{body.validated_data['reason']} ({who})")
-        return Response({"step": str(step.pk), "chain_id": str(step.root_id), "revoked": count},
-                        status=status.HTTP_200_OK)
+        return Response(
+            {"step": str(step.pk), "chain_id": str(step.root_id), "revoked": count}, status=status.HTTP_200_OK
+        )
 
 
 def _is_uuid(value) -> bool:

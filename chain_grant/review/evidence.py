@@ -43,9 +43,7 @@ class ChainView:
 def load_steps(chain_id) -> list[ChainedGrant]:
     """Every step of a chain, with actor, person and client, in one query."""
     return list(
-        ChainedGrant.objects.chain(chain_id)
-        .select_related("agent", "user", "application")
-        .order_by("depth", "created")
+        ChainedGrant.objects.chain(chain_id).select_related("agent", "user", "application").order_by("depth", "created")
     )
 
 
@@ -132,12 +130,11 @@ def evidence_bundle(chain_id, issuer: str) -> dict[str, Any] | None:
     view = chain_view(chain_id)
     if view is None:
         return None
-    payload = {"iss": issuer, "iat": int(timezone.now().timestamp()), "typ": "chain-evidence+json",
-               **chain_data(view)}
+    payload = {"iss": issuer, "iat": int(timezone.now().timestamp()), "typ": "chain-evidence+json", **chain_data(view)}
     body = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     key = jwk_from_pem(oauth2_settings.OIDC_RSA_PRIVATE_KEY)  # DOT's OIDC key; kid as in DOT's JWKS
     token = jws.JWS(body.encode("utf-8"))
-    token.add_signature(key, alg="RS256", protected=json.dumps({"alg": "RS256", "kid": key.thumbprint(),
-                                                                "typ": "chain-evidence+jws"}))
+    token.add_signature(
+        key, alg="RS256", protected=json.dumps({"alg": "RS256", "kid": key.thumbprint(), "typ": "chain-evidence+jws"})
+    )
     return {"evidence": payload, "jws": token.serialize(compact=True)}
-

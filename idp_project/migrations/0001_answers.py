@@ -21,21 +21,38 @@ class Migration(migrations.Migration):
                 ("client_id", models.CharField(max_length=100, verbose_name="client id")),
                 ("scope", models.TextField(verbose_name="token scope")),
                 ("chain_id", models.UUIDField(verbose_name="chain id")),
-                ("step_id", models.UUIDField(
-                    help_text="The step whose code was exchanged for the token.", verbose_name="step")),
+                (
+                    "step_id",
+                    models.UUIDField(help_text="The step whose code was exchanged for the token.", verbose_name="step"),
+                ),
                 ("chain_depth", models.PositiveIntegerField(verbose_name="chain depth")),
-                ("actors", models.JSONField(
-                    default=list,
-                    help_text='From the root down to the publishing step: [{"kind", "actor", "scope"}, …].',
-                    verbose_name="actors")),
-                ("act", models.JSONField(
-                    blank=True, help_text="RFC 8693 §4.1, as in introspection.", null=True,
-                    verbose_name="act claim")),
+                (
+                    "actors",
+                    models.JSONField(
+                        default=list,
+                        help_text='From the root down to the publishing step: [{"kind", "actor", "scope"}, …].',
+                        verbose_name="actors",
+                    ),
+                ),
+                (
+                    "act",
+                    models.JSONField(
+                        blank=True, help_text="RFC 8693 §4.1, as in introspection.", null=True, verbose_name="act claim"
+                    ),
+                ),
                 ("created", models.DateTimeField(auto_now_add=True, verbose_name="created")),
-                ("user", models.ForeignKey(
-                    blank=True, help_text="The person the chain acts for.", null=True,
-                    on_delete=django.db.models.deletion.SET_NULL, related_name="answers",
-                    to=settings.AUTH_USER_MODEL, verbose_name="user")),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The person the chain acts for.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="answers",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
             ],
             options={
                 "verbose_name": "answer",

@@ -44,8 +44,13 @@ class AcmeFlow(Flow):
     def authorize_params(self, scope, app=None):
         verifier, challenge = pkce_pair()
         params = {
-            "client_id": (app or self.app).client_id, "response_type": "code", "redirect_uri": REDIRECT_URI,
-            "scope": scope, "state": "st", "code_challenge": challenge, "code_challenge_method": "S256",
+            "client_id": (app or self.app).client_id,
+            "response_type": "code",
+            "redirect_uri": REDIRECT_URI,
+            "scope": scope,
+            "state": "st",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
         }
         return params, verifier
 

@@ -1,10 +1,10 @@
 """Register agents and manage their keys without the admin.
 
-    manage.py chain_grant_agent add planner --key planner.pub.jwk --application CLIENT_ID --scopes "openid read"
-    manage.py chain_grant_agent list
-    manage.py chain_grant_agent rotate planner --key planner-2026.pub.pem
-    manage.py chain_grant_agent disable planner [--kid=KID]   (write --kid=…: thumbprints may start with "-")
-    manage.py chain_grant_agent enable planner
+manage.py chain_grant_agent add planner --key planner.pub.jwk --application CLIENT_ID --scopes "openid read"
+manage.py chain_grant_agent list
+manage.py chain_grant_agent rotate planner --key planner-2026.pub.pem
+manage.py chain_grant_agent disable planner [--kid=KID]   (write --kid=…: thumbprints may start with "-")
+manage.py chain_grant_agent enable planner
 """
 
 from pathlib import Path

@@ -54,8 +54,9 @@ class Command(BaseCommand):
         creds.update(client_id=CLIENT_ID, redirect_uri=REDIRECT_URIS.split()[0], scope=ROOT_SCOPES)
         _write_private(creds_path, creds)
 
-        admin = self._user("admin user", "admin", creds["admin_password"],
-                           is_staff=True, is_superuser=True, email="admin@example.com")
+        admin = self._user(
+            "admin user", "admin", creds["admin_password"], is_staff=True, is_superuser=True, email="admin@example.com"
+        )
         self._user("demo user", "alice", creds["alice_password"], email="alice@example.com", first_name="Alice")
 
         Application = get_application_model()
