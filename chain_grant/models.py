@@ -105,13 +105,49 @@ class ChainClient(models.Model):
         return str(self.application)
 
 
+# A step is in exactly one of these states (the admin, the API, evidence, housekeeping
+# and metrics all read them from here):
+#   revoked     revoked (itself, an ancestor, or by a replay); ``revoked_reason`` says why
+#   exchanged   its code was exchanged for a token
+#   handed_off  its code is past its expiry, unexchanged, and it has children: the
+#               chain went on from it (a success, not a failure)
+#   expired     its code is past its expiry, unexchanged, unused
+#   live        its code can still be exchanged or continued
+# ``ended`` is every state but live.
+STEP_STATES = ("live", "handed_off", "exchanged", "expired", "revoked")
+
+
 class ChainedGrantQuerySet(models.QuerySet):
     def live(self) -> ChainedGrantQuerySet:
         return self.filter(exchanged_at__isnull=True, revoked_at__isnull=True, expires__gt=timezone.now())
 
+    def revoked(self) -> ChainedGrantQuerySet:
+        return self.filter(revoked_at__isnull=False)
+
+    def exchanged(self) -> ChainedGrantQuerySet:
+        return self.filter(exchanged_at__isnull=False, revoked_at__isnull=True)
+
+    def _past_unused(self) -> ChainedGrantQuerySet:
+        return self.filter(exchanged_at__isnull=True, revoked_at__isnull=True, expires__lte=timezone.now())
+
+    def handed_off(self) -> ChainedGrantQuerySet:
+        return self._past_unused().filter(children_count__gt=0)
+
     def expired(self) -> ChainedGrantQuerySet:
-        """Past ``expires`` and not otherwise ended: what the expiry job marks."""
-        return self.filter(ended_at__isnull=True, expires__lte=timezone.now())
+        return self._past_unused().filter(children_count=0)
+
+    def ended(self) -> ChainedGrantQuerySet:
+        return self.exclude(pk__in=self.live().values("pk"))
+
+    def in_state(self, state: str) -> ChainedGrantQuerySet:
+        """One of STEP_STATES (or ``ended``), by name."""
+        if state not in (*STEP_STATES, "ended"):
+            raise ValueError(f"unknown step state {state!r}")
+        return getattr(self, state)()
+
+    def due_to_end(self, now=None) -> ChainedGrantQuerySet:
+        """Past ``expires`` and not yet marked ended: what the expiry job marks."""
+        return self.filter(ended_at__isnull=True, expires__lte=now or timezone.now())
 
     def chain(self, root_id) -> ChainedGrantQuerySet:
         return self.filter(root_id=root_id)
@@ -255,12 +291,13 @@ class ChainedGrant(models.Model):
 
     @property
     def state(self) -> str:
+        """One of STEP_STATES, as the querysets of the same names define them."""
         if self.revoked_at:
             return "revoked"
         if self.exchanged_at:
             return "exchanged"
         if self.expires <= timezone.now():
-            return "expired"
+            return "handed_off" if self.children_count else "expired"
         return "live"
 
 

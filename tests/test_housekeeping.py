@@ -63,7 +63,11 @@ def test_expire_marks_due_steps_and_deletes_their_grants(app, alice, received):
     result = housekeeping.expire_steps(batch_size=3)
 
     assert (result.steps, result.grants, result.batches) == (7, 7, 3)
-    assert ChainedGrant.objects.chain(stale.pk).filter(expired_at__isnull=False).count() == 7
+    assert ChainedGrant.objects.chain(stale.pk).filter(ended_at__isnull=False).count() == 7
+    # Honest states: the two steps the chain went on from were handed off, not expired.
+    assert ChainedGrant.objects.chain(stale.pk).handed_off().count() == 2
+    assert ChainedGrant.objects.chain(stale.pk).filter(expired_at__isnull=False).count() == 5
+    assert ChainedGrant.objects.chain(stale.pk).expired().count() == 5
     assert live_grants(stale) == 0
     assert ChainedGrant.objects.chain(fresh.pk).filter(ended_at__isnull=True).count() == 4
     assert live_grants(fresh) == 4
@@ -124,12 +128,12 @@ def test_a_batch_killed_midway_is_redone_without_loss_or_double_count(app, alice
     monkeypatch.setattr(housekeeping, "get_grant_model", CrashingManager)
     with pytest.raises(Crash):
         housekeeping.expire_steps(batch_size=3)
-    first = dict(ChainedGrant.objects.filter(expired_at__isnull=False).values_list("pk", "expired_at"))
+    first = dict(ChainedGrant.objects.filter(ended_at__isnull=False).values_list("pk", "ended_at"))
     assert len(first) == 3  # batch 1 committed, batch 2 rolled back
 
     monkeypatch.setattr(housekeeping, "get_grant_model", real)
     assert housekeeping.expire_steps(batch_size=3).steps == 6
-    marked = dict(ChainedGrant.objects.filter(expired_at__isnull=False).values_list("pk", "expired_at"))
+    marked = dict(ChainedGrant.objects.filter(ended_at__isnull=False).values_list("pk", "ended_at"))
     assert len(marked) == 9
     assert all(marked[pk] == when for pk, when in first.items())
 

@@ -59,11 +59,12 @@ def _lock_batch(qs):
 
 def expire_steps(*, batch_size: int | None = None, dry_run: bool = False, now: datetime | None = None) -> ExpireResult:
     """Mark steps whose code passed ``expires`` (and that did not end otherwise) as
-    expired, and delete their DOT ``Grant`` rows. One transaction per batch, so a
+    ended -- ``expired_at`` too for those never used (no children; one with children
+    was handed off) -- and delete their DOT ``Grant`` rows. One transaction per batch, so a
     worker killed mid-batch leaves that batch for the next run."""
     batch_size = batch_size or chain_grant_settings.EXPIRE_BATCH_SIZE
     now = now or timezone.now()
-    due = ChainedGrant.objects.filter(ended_at__isnull=True, expires__lte=now)
+    due = ChainedGrant.objects.due_to_end(now)
     if dry_run:
         return ExpireResult(
             steps=due.count(),
@@ -79,9 +80,10 @@ def expire_steps(*, batch_size: int | None = None, dry_run: bool = False, now: d
             batch = list(_lock_batch(due.order_by("ended_at", "expires")).values_list("pk", "grant_id")[:batch_size])
             if not batch:
                 break
-            marked = ChainedGrant.objects.filter(pk__in=[pk for pk, _ in batch], ended_at__isnull=True).update(
-                expired_at=now, ended_at=now
-            )
+            ids = [pk for pk, _ in batch]
+            marked = ChainedGrant.objects.filter(pk__in=ids, ended_at__isnull=True).update(ended_at=now)
+            # Only an unused step expired; one with children was handed off (its state).
+            ChainedGrant.objects.filter(pk__in=ids, ended_at=now, children_count=0).update(expired_at=now)
             grant_ids = [grant_id for _, grant_id in batch if grant_id]
             deleted = get_grant_model().objects.filter(pk__in=grant_ids).delete()[0] if grant_ids else 0
         result.steps += marked

@@ -21,13 +21,19 @@ from django.utils.translation import ngettext
 from oauth2_provider.settings import oauth2_settings
 
 from ..core import agents, lifecycle
-from ..models import Agent, AgentKey, Chain, ChainClient, ChainedGrant, Wallet, WalletRequest
+from ..models import STEP_STATES, Agent, AgentKey, Chain, ChainClient, ChainedGrant, Wallet, WalletRequest
 from ..settings import chain_grant_settings
 from . import evidence as review
 
 REVOKE_PERMISSION = "chain_grant.revoke_chainedgrant"
 KIND_COLOURS = {"wallet": "#6f42c1", "user": "#1864ab", "agent": "#2b8a3e"}
-STATE_COLOURS = {"live": "#2b8a3e", "exchanged": "#495057", "expired": "#868e96", "revoked": "#c92a2a"}
+STATE_COLOURS = {
+    "live": "#2b8a3e",
+    "handed_off": "#1864ab",
+    "exchanged": "#495057",
+    "expired": "#868e96",
+    "revoked": "#c92a2a",
+}
 
 
 def badge(text: str, colour: str):
@@ -43,19 +49,11 @@ class StateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request, model_admin):
-        return [(s, _(s)) for s in ("live", "exchanged", "expired", "revoked")]
+        return [(state, _(state.replace("_", " "))) for state in STEP_STATES]
 
     def queryset(self, request, queryset):
-        now = timezone.now()
-        match self.value():
-            case "live":
-                return queryset.live()
-            case "exchanged":
-                return queryset.filter(exchanged_at__isnull=False, revoked_at__isnull=True)
-            case "expired":
-                return queryset.filter(exchanged_at__isnull=True, revoked_at__isnull=True, expires__lte=now)
-            case "revoked":
-                return queryset.filter(revoked_at__isnull=False)
+        if self.value() in STEP_STATES:
+            return queryset.in_state(self.value())
         return queryset
 
 

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
 from ..core import integrity, lifecycle
-from ..models import Chain, ChainedGrant
+from ..models import STEP_STATES, Chain, ChainedGrant
 from . import evidence as review
 
 try:  # OpenAPI descriptions, when drf-spectacular is installed
@@ -135,7 +135,7 @@ class StepSerializer(serializers.Serializer):
     message_digest = serializers.CharField(allow_null=True)
     code_digest_prefix = serializers.CharField()
     link_hash = serializers.CharField()
-    state = serializers.ChoiceField(choices=["live", "exchanged", "expired", "revoked"])
+    state = serializers.ChoiceField(choices=list(STEP_STATES))
     created = serializers.DateTimeField()
     expires = serializers.DateTimeField()
     exchanged_at = serializers.DateTimeField(allow_null=True)
