@@ -1,10 +1,17 @@
 """``DOTHardeningMixin``: DOT 3.4.1 validator paths that answer an HTTP 500 for input
-an attacker controls, answered as OAuth errors instead. Nothing chain-specific;
-``ChainValidatorMixin`` includes it. An IdP's own implementation wins (super())."""
+an attacker controls, answered as OAuth errors instead (a code consumed by a racing
+exchange is also checked for replay). ``ChainValidatorMixin`` includes it; an IdP's
+own implementation wins (super())."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+from oauth2_provider.models import get_grant_model
+from oauthlib.oauth2.rfc6749 import errors
+
 from ..core.codes import plausible_code
+from ..core.lifecycle import revoke_if_replayed
 
 
 class DOTHardeningMixin:
@@ -36,6 +43,28 @@ class DOTHardeningMixin:
         if not plausible_code(code or ""):
             return False
         return super().validate_code(client_id, code, client, request, *args, **kwargs)
+
+    # DOT re-reads the Grant in these; a parallel exchange may have consumed it since
+    # validate_code (DoesNotExist, an HTTP 500). That request lost the race: a replay.
+    def get_code_challenge(self, code, request):
+        with self._consumed_is_replay(code, request):
+            return super().get_code_challenge(code, request)
+
+    def get_code_challenge_method(self, code, request):
+        with self._consumed_is_replay(code, request):
+            return super().get_code_challenge_method(code, request)
+
+    def confirm_redirect_uri(self, client_id, code, redirect_uri, client, request, *args, **kwargs):
+        with self._consumed_is_replay(code, request):
+            return super().confirm_redirect_uri(client_id, code, redirect_uri, client, request, *args, **kwargs)
+
+    @contextmanager
+    def _consumed_is_replay(self, code, request):
+        try:
+            yield
+        except get_grant_model().DoesNotExist:
+            revoke_if_replayed(code)
+            raise errors.InvalidGrantError(request=request) from None
 
     def _load_application(self, client_id, request):
         # psycopg 3 raises DataError (not the ValueError DOT expects) for a NUL byte.

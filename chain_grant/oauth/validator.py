@@ -6,8 +6,6 @@ each hook calls :mod:`chain_grant.core` and turns a ChainError into an OAuth err
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from oauth2_provider.models import get_grant_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
@@ -88,28 +86,6 @@ class ChainValidatorMixin(DOTHardeningMixin):
         except ChainError:
             return False
         return super().validate_code(client_id, code, client, request, *args, **kwargs)
-
-    # DOT re-reads the Grant in these; a parallel exchange may have consumed it since
-    # validate_code (DoesNotExist, an HTTP 500). That request lost the race: a replay.
-    def get_code_challenge(self, code, request):
-        with self._consumed_is_replay(code, request):
-            return super().get_code_challenge(code, request)
-
-    def get_code_challenge_method(self, code, request):
-        with self._consumed_is_replay(code, request):
-            return super().get_code_challenge_method(code, request)
-
-    def confirm_redirect_uri(self, client_id, code, redirect_uri, client, request, *args, **kwargs):
-        with self._consumed_is_replay(code, request):
-            return super().confirm_redirect_uri(client_id, code, redirect_uri, client, request, *args, **kwargs)
-
-    @contextmanager
-    def _consumed_is_replay(self, code, request):
-        try:
-            yield
-        except get_grant_model().DoesNotExist:
-            lifecycle.revoke_if_replayed(code)
-            raise errors.InvalidGrantError(request=request) from None
 
     def save_bearer_token(self, token, request, *args, **kwargs):
         if request.grant_type != "authorization_code":
