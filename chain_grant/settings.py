@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     # Whether applications may use code_chain without a ChainClient row saying so.
     # False: an operator enables each client explicitly (safe default).
     "ENABLE_FOR_ALL_CLIENTS": False,
-    # Browser steps (DESIGN §6). WALLET_STEP: authorize with response_type=id_token is
+    # Browser steps (docs/architecture.md). WALLET_STEP: authorize with response_type=id_token is
     # the wallet step (turn off if your IdP serves the OIDC implicit flow there).
     "WALLET_STEP": True,
     # A wallet request (response_type=id_token) waits this

@@ -317,7 +317,7 @@ def _holder_key(sub: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def verify_self_issued_id_token(token: str, *, audience: str, nonce: str) -> VerifiedPresentation:
-    """Verify a wallet's SIOPv2 self-issued id_token (DESIGN §6): ``iss`` = ``sub`` =
+    """Verify a wallet's SIOPv2 self-issued id_token (SIOPv2 §11): ``iss`` = ``sub`` =
     the holder's key identifier, signed by that key with an allowed asymmetric
     ``alg``, ``aud`` = this IdP as verifier, the request's ``nonce``, ``iat``/``exp``."""
     header, payload = parse_compact(token)

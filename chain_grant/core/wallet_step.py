@@ -1,4 +1,4 @@
-"""The wallet step (DESIGN §6) as plain functions: a pending request, the wallet's
+"""The wallet step (SIOPv2 over OpenID4VP direct_post) as plain functions: a pending request, the wallet's
 self-issued id_token (SIOPv2 over OpenID4VP ``direct_post``), and the browser
 collecting the new code. No HTTP here; ``wallet_views`` translates.
 

@@ -79,7 +79,7 @@ class RevokeTokenView(dot_views.RevokeTokenView):
 
 
 class AuthorizationView(dot_views.AuthorizationView):
-    """DOT's authorize endpoint with the two browser steps of DESIGN §6.
+    """DOT's authorize endpoint with the two browser steps (docs/architecture.md, "Browser steps").
 
     * ``response_type=id_token``: the wallet step (``wallet_views.start``); no login.
     * ``response_type=code`` with ``code=<previous>``: the user step. The person logs
