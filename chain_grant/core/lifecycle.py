@@ -7,11 +7,12 @@ step's code digest makes it possible.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from django.db import router, transaction
+from django.db import OperationalError, router, transaction
 from django.db.models import Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -22,7 +23,7 @@ from ..client.jose import sha256_hex
 from ..models import ChainedGrant
 from .codes import code_digest, plausible_code
 from .errors import ChainError
-from .locks import lock_chain
+from .locks import lock_chain, lock_steps
 
 T = TypeVar("T")
 
@@ -95,7 +96,8 @@ def check_exchangeable(step: ChainedGrant, application) -> None:
 
 def record_exchange(step: ChainedGrant, access_token_id, token_family) -> bool:
     """Mark a step exchanged and link the token; False if it already was (a replay)
-    or was revoked meanwhile. One conditional UPDATE, so exactly one exchange wins."""
+    or was revoked meanwhile. One conditional UPDATE, so exactly one exchange wins.
+    Call with the step locked: the time is taken after the lock."""
     now = timezone.now()
     return bool(
         ChainedGrant.objects.filter(
@@ -114,42 +116,84 @@ def _issued(access_token: str) -> tuple:
     ) or (None, None)
 
 
+class _BecameChained(Exception):
+    """A plain code became a chain root after it was validated: start again with its step."""
+
+    def __init__(self, step: ChainedGrant):
+        self.step = step
+
+
 def exchange(application, code: str, step: ChainedGrant | None, save_token: Callable[[], T], access_token: str) -> T:
     """Exchange a code (chained or not) for the token ``save_token()`` writes: one
-    token per code. The code's DOT ``Grant`` is consumed under a row lock in the
-    token's own transaction, so no hop can chain it in between (a hop's
-    ``root_from_grant`` locks the same row). Raises :class:`CodeLost` (after revoking,
-    if it was a replay) when another request got there first."""
+    token per code.
+
+    Locks in the one order (``core.locks``): the chain root and the step, then DOT's
+    ``Grant``, which is consumed in the token's own transaction, so no hop can chain
+    the code in between and no revocation or expiry can deadlock with it. Raises
+    :class:`CodeLost` (after revoking, if it was a replay) when another request got
+    there first."""
     Grant = get_grant_model()
-    try:
-        with transaction.atomic(using=router.db_for_write(ChainedGrant)):
-            grant = Grant.objects.select_for_update().filter(code=code, application=application).first()
-            if grant is None:
-                raise CodeLost
-            # A plain code may have become a chain root since it was validated.
-            step = step or find_step(code)
-            result = save_token()
-            if step is not None and not record_exchange(step, *_issued(access_token)):
-                raise CodeLost
-            Grant.objects.filter(pk=grant.pk).delete()
-    except CodeLost:
-        revoke_if_replayed(code)
-        raise
-    return result
+    for _ in range(2):  # at most once more: a plain code that became a root meanwhile
+        try:
+            with transaction.atomic(using=router.db_for_write(ChainedGrant)):
+                if step is not None:
+                    lock_chain(step.root_id)
+                    lock_steps([step.pk])
+                grant = Grant.objects.select_for_update().filter(code=code, application=application).first()
+                if grant is None:
+                    raise CodeLost
+                if step is None:
+                    became = find_step(code)
+                    if became is not None:
+                        raise _BecameChained(became)
+                result = save_token()
+                if step is not None and not record_exchange(step, *_issued(access_token)):
+                    raise CodeLost
+                Grant.objects.filter(pk=grant.pk).delete()
+            return result
+        except _BecameChained as restart:
+            step = restart.step
+        except CodeLost:
+            revoke_if_replayed(code)
+            raise
+    raise CodeLost  # pragma: no cover  (a root is created once)
 
 
 def handle_replay(step: ChainedGrant) -> int:
     """An exchanged code came back: revoke the step's subtree and every token issued
-    from it (RFC 6749 §4.1.2, RFC 9700 §4.2.4)."""
+    from it (RFC 6749 §4.1.2, RFC 9700 §4.2.4), retried on a deadlock or
+    serialization failure (:func:`revoke_subtree`) so a replay never leaves a token alive."""
     count = revoke_subtree(step, reason="authorization code replay")
     signals.replay_detected.send(sender=ChainedGrant, step=step)
     return count
 
 
+def with_retries(work: Callable[[], T], attempts: int = 5) -> T:
+    """Run ``work`` (its own transaction), again after a deadlock or serialization
+    failure (PostgreSQL picks a victim; the work is idempotent). Inside a caller's
+    transaction there is nothing to retry: that transaction is already aborted."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except OperationalError:
+            if attempt == attempts - 1 or transaction.get_connection().in_atomic_block:
+                raise
+            time.sleep(0.01 * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def revoke_subtree(step: ChainedGrant, reason: str = "revoked") -> int:
     """Revoke a step and all its descendants: the steps, their DOT grants and every
     access/refresh token issued from them, in a constant number of queries whatever
-    the subtree's size. Returns how many steps were newly revoked."""
+    the subtree's size, retried on a deadlock or serialization failure. Returns how
+    many steps were newly revoked."""
+    count = with_retries(lambda: _revoke_subtree(step, reason))
+    if count:
+        signals.chain_revoked.send(sender=ChainedGrant, step=step, count=count, reason=reason)
+    return count
+
+
+def _revoke_subtree(step: ChainedGrant, reason: str) -> int:
     AccessToken = get_access_token_model()
     RefreshToken = get_refresh_token_model()
     subtree = ChainedGrant.objects.subtree_of(step)
@@ -171,6 +215,4 @@ def revoke_subtree(step: ChainedGrant, reason: str = "revoked") -> int:
         )
         doomed._raw_delete(doomed.db)
         RefreshToken.objects.filter(token_family__in=families, access_token__isnull=False).update(access_token=None)
-    if count:
-        signals.chain_revoked.send(sender=ChainedGrant, step=step, count=count, reason=reason)
     return count

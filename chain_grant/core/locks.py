@@ -17,3 +17,8 @@ def lock_chain(root_id) -> None:
     """Lock a chain's root row (``SELECT … FOR UPDATE``; a no-op outside a transaction
     on SQLite, whose writers are serialised anyway)."""
     list(ChainedGrant.objects.select_for_update().filter(pk=root_id).values_list("pk", flat=True))
+
+
+def lock_steps(pks) -> None:
+    """Lock steps of one chain (after :func:`lock_chain`), in primary-key order."""
+    list(ChainedGrant.objects.select_for_update().filter(pk__in=pks).order_by("pk").values_list("pk", flat=True))
