@@ -8,4 +8,6 @@ class ChainGrantConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import checks, receivers  # noqa: F401  (registers the system checks)
+
+        receivers.connect()

@@ -94,6 +94,8 @@ def check_settings(app_configs=None, **kwargs):
         value = getattr(chain_grant_settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             found.append(checks.Error(f"CHAIN_GRANT['{name}'] must be a positive integer.", id="chain_grant.E004"))
+    if chain_grant_settings.ON_DISABLE not in ("revoke", "refuse"):
+        found.append(checks.Error('CHAIN_GRANT["ON_DISABLE"] must be "revoke" or "refuse".', id="chain_grant.E006"))
     if chain_grant_settings.RELAXED_PROOFS:
         found.append(
             checks.Warning(

@@ -224,6 +224,12 @@ class ChainedGrant(models.Model):
     proof_claims = models.JSONField(_("verified proof claims"), default=dict, blank=True)
     proof_digest = models.CharField(_("proof digest"), max_length=64, blank=True)
     message_digest = models.CharField(_("message digest"), max_length=128, blank=True)
+    agent_key_thumbprint = models.CharField(
+        _("agent key thumbprint"),
+        max_length=64,
+        blank=True,
+        help_text=_("RFC 7638 thumbprint of the key that signed the agent's proof (what disabling a key revokes)."),
+    )
 
     created = models.DateTimeField(_("created"), default=timezone.now)
     grant_id = models.BigIntegerField(_("DOT grant id"), null=True, blank=True)

@@ -48,6 +48,11 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_DAYS": 90,
     "EXPIRE_BATCH_SIZE": 1000,
     "PURGE_BATCH_SIZE": 200,
+    # What disabling an actor does: deactivating an agent or one of its keys, a
+    # person's account, or a client's chain switch. "revoke": revoke the steps they
+    # acted in (and for), their subtrees and every token issued from them; "refuse":
+    # only refuse new hops (codes and tokens already issued keep working).
+    "ON_DISABLE": "revoke",
     # Whether applications may use code_chain without a ChainClient row saying so.
     # False: an operator enables each client explicitly (safe default).
     "ENABLE_FOR_ALL_CLIENTS": False,

@@ -54,7 +54,10 @@ def test_an_unrestricted_code_stays_unrestricted(flow, alice, planner):
     assert get_grant_model().objects.get(code=code1).resource == []
 
 
-def test_a_chain_acting_for_a_disabled_person_stops(flow, alice, planner, make_agent):
+def test_a_chain_acting_for_a_disabled_person_stops(flow, alice, planner, make_agent, settings):
+    # ON_DISABLE="refuse": the hop is refused for the person; by default the chain is
+    # also revoked (tests/test_disabling.py).
+    settings.CHAIN_GRANT = {**settings.CHAIN_GRANT, "ON_DISABLE": "refuse"}
     root, _ = flow.authorize(alice)
     code1, _, _ = flow.advance(root, planner)
     alice.is_active = False

@@ -12,6 +12,7 @@ from oauth2_provider.scopes import get_scopes_backend
 from ..models import Agent, AgentKey
 from . import proofs
 from .errors import ChainError
+from .lifecycle import revoke_for_disabled_agent, revoke_for_disabled_key
 from .proofs import load_public_keys
 
 
@@ -70,10 +71,18 @@ def rotate_keys(agent: Agent, key_text: str) -> tuple[list[AgentKey], int]:
 
 
 def disable(agent: Agent, kid: str | None = None) -> int:
-    """Disable one key (``kid``) or the whole agent."""
+    """Disable one key (``kid``) or the whole agent; with ON_DISABLE="revoke" (the
+    default) the steps it signed, their subtrees and their tokens are revoked too.
+    Returns how many keys or agents were disabled."""
     if kid:
-        return agent.keys.filter(kid=kid, is_active=True).update(is_active=False, disabled_at=timezone.now())
-    return Agent.objects.filter(pk=agent.pk, is_active=True).update(is_active=False)
+        keys = list(agent.keys.filter(kid=kid, is_active=True))
+        count = agent.keys.filter(pk__in=[k.pk for k in keys]).update(is_active=False, disabled_at=timezone.now())
+        for key in keys:
+            revoke_for_disabled_key(key)
+        return count
+    count = Agent.objects.filter(pk=agent.pk, is_active=True).update(is_active=False)
+    revoke_for_disabled_agent(agent)
+    return count
 
 
 def agent_keys_for(application):

@@ -16,11 +16,13 @@ from django.db import OperationalError, router, transaction
 from django.db.models import Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from jwcrypto import jwk
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
 from .. import signals
 from ..client.jose import sha256_hex
 from ..models import ChainedGrant
+from ..settings import chain_grant_settings
 from .codes import code_digest, plausible_code
 from .errors import ChainError
 from .locks import lock_chain, lock_steps
@@ -43,10 +45,11 @@ class CodeLost(ChainError):
         super().__init__("The authorization code is invalid, expired or revoked.")
 
 
-def find_step(code: str) -> ChainedGrant | None:
+def find_step(code: str, *, with_actors: bool = False) -> ChainedGrant | None:
     if not plausible_code(code):
         return None
-    return ChainedGrant.objects.filter(code_digest=code_digest(code)).first()
+    steps = ChainedGrant.objects.select_related("agent", "user") if with_actors else ChainedGrant.objects
+    return steps.filter(code_digest=code_digest(code)).first()
 
 
 @contextmanager
@@ -77,7 +80,7 @@ def step_for_exchange(code: str, application) -> ChainedGrant | None:
     """The step of a code about to be exchanged (None for an ordinary DOT code).
     Refuses (ChainError) a replayed code, after revoking its subtree, and a revoked,
     expired or another client's one."""
-    step = find_step(code)
+    step = find_step(code, with_actors=True)
     if step is None:
         return None
     if step.exchanged_at and step.application_id == application.pk:
@@ -92,6 +95,11 @@ def check_exchangeable(step: ChainedGrant, application) -> None:
     (An exchanged code is a replay: see :func:`handle_replay`.)"""
     if step.application_id != application.pk or step.revoked_at or step.expires <= timezone.now():
         raise ChainError("The authorization code is invalid, expired or revoked.")
+    if chain_grant_settings.ON_DISABLE == "revoke":  # even if no signal told us (a queryset update)
+        if step.agent_id and not step.agent.is_active:
+            raise ChainError("The agent this code was handed to is disabled.")
+        if step.user_id and not step.user.is_active:
+            raise ChainError("The person this chain acts for is disabled.")
 
 
 def record_exchange(step: ChainedGrant, access_token_id, token_family) -> bool:
@@ -216,3 +224,36 @@ def _revoke_subtree(step: ChainedGrant, reason: str) -> int:
         doomed._raw_delete(doomed.db)
         RefreshToken.objects.filter(token_family__in=families, access_token__isnull=False).update(access_token=None)
     return count
+
+
+# --- disabling an actor ---------------------------------------------------------------
+
+
+def revoke_steps(steps, reason: str) -> int:
+    """Revoke ``steps`` (a queryset) and their subtrees, unless ON_DISABLE is
+    "refuse". Only the topmost of them are walked: a subtree covers the rest."""
+    if chain_grant_settings.ON_DISABLE != "revoke":
+        return 0
+    tops = steps.filter(revoked_at__isnull=True).exclude(parent__in=steps).order_by("depth")
+    count = 0
+    for step in tops.only("pk", "root_id", "path").iterator(chunk_size=200):
+        count += revoke_subtree(step, reason)
+    return count
+
+
+def revoke_for_disabled_agent(agent) -> int:
+    return revoke_steps(ChainedGrant.objects.filter(agent=agent), f"agent {agent.identifier[:64]} disabled")
+
+
+def revoke_for_disabled_key(key) -> int:
+    thumbprint = jwk.JWK(**key.jwk).thumbprint()
+    steps = ChainedGrant.objects.filter(agent_id=key.agent_id, agent_key_thumbprint=thumbprint)
+    return revoke_steps(steps, f"agent key {key.kid[:64]} disabled")
+
+
+def revoke_for_disabled_person(user) -> int:
+    return revoke_steps(ChainedGrant.objects.filter(user=user), "the person's account was disabled")
+
+
+def revoke_for_disabled_client(application) -> int:
+    return revoke_steps(ChainedGrant.objects.filter(application=application), "client disabled for chains")

@@ -50,6 +50,7 @@ class VerifiedProof:
     jti: str = ""
     message_digest: str = ""
     key: Any = None  # AgentKey, or None for a self-asserted key
+    thumbprint: str = ""  # RFC 7638 thumbprint of the signing key
     self_asserted_jwk: dict[str, Any] = field(default_factory=dict)
 
 
@@ -271,6 +272,7 @@ def verify_agent_proof(
         message_digest=message_digest(payload),
         key=key_row,
         self_asserted_jwk=self_asserted,
+        thumbprint=jwk.JWK(**(key_row.jwk if key_row is not None else self_asserted)).thumbprint(),
     )
 
 

@@ -291,6 +291,7 @@ def advance_by_agent(
             proof_claims=verified.claims,
             proof_digest=verified.digest,
             message_digest=verified.message_digest,
+            agent_key_thumbprint=verified.thumbprint,
         )
         try:
             with transaction.atomic():
