@@ -3,11 +3,14 @@ what browser steps refuse. Plain functions; each refusal is a ChainError."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 
 from oauth2_provider.models import AbstractApplication
 from oauth2_provider.settings import oauth2_settings
 
+from ..client.jose import b64url
 from ..models import ChainClient
 from ..settings import chain_grant_settings
 from .errors import ChainError
@@ -25,16 +28,22 @@ def client_may_chain(application) -> bool:
 
 PKCE_METHODS = ("S256", "plain")
 
+_PKCE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 _PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
 
 def attenuate_scope(parent_scope: str, allowed: set[str], requested: str | None) -> str:
-    """Agents only narrow: the result is ⊆ parent ∩ allowed (default: all of that)."""
+    """Agents only narrow: the result is ⊆ parent ∩ allowed (default: all of that).
+    A step with no scope at all is refused: its token would authorize nothing."""
     parent_scopes = parent_scope.split()
     available = [s for s in parent_scopes if s in allowed]
     if requested is None:
+        if not available:
+            raise ChainError("The agent may hold none of the previous step's scopes.", "invalid_scope")
         return " ".join(available)
     wanted = requested.split()
+    if not wanted:
+        raise ChainError("The scope parameter is empty.", "invalid_scope")
     extra = set(wanted) - set(available)
     if extra:
         raise ChainError(
@@ -43,6 +52,23 @@ def attenuate_scope(parent_scope: str, allowed: set[str], requested: str | None)
             "invalid_scope",
         )
     return " ".join(dict.fromkeys(wanted))
+
+
+def check_code_verifier(verifier: str | None, challenge: str, method: str, *, required: bool) -> None:
+    """RFC 7636 §4.6 for the *previous* code: a public client proves it holds the
+    verifier of the code it continues (a stolen code plus any agent's proof would
+    otherwise mint a new code under the thief's PKCE)."""
+    if not verifier:
+        if required:
+            raise ChainError("code_verifier of the previous code is required for a public client.", "invalid_grant")
+        return
+    if not challenge:
+        raise ChainError("The previous code has no code_challenge to verify code_verifier against.", "invalid_grant")
+    if not _PKCE_VERIFIER.fullmatch(verifier):
+        raise ChainError("code_verifier must be 43 to 128 unreserved characters (RFC 7636).", "invalid_request")
+    computed = b64url(hashlib.sha256(verifier.encode("ascii")).digest()) if method == "S256" else verifier
+    if not hmac.compare_digest(computed.encode("ascii"), challenge.encode("ascii", "replace")):
+        raise ChainError("code_verifier does not match the previous code's code_challenge.", "invalid_grant")
 
 
 def check_pkce(code_challenge: str | None, method: str | None, required: bool) -> tuple[str, str]:

@@ -24,7 +24,7 @@ from .errors import ChainError
 from .integrity import compute_link_hash
 from .lifecycle import CodeReused, replay_revokes
 from .locks import lock_chain
-from .policy import attenuate_scope, check_pkce
+from .policy import attenuate_scope, check_code_verifier, check_pkce
 
 PREVIOUS_CODE_REFUSED = "The previous authorization code (code) cannot be continued."
 UNKNOWN_CODE = "The authorization code is unknown, expired or was issued to another client."
@@ -39,6 +39,8 @@ class ParentState:
     code_live: bool = True
     person_active: bool = True
     resource: tuple[str, ...] = ()
+    code_challenge: str = ""
+    code_challenge_method: str = ""
 
 
 def check_can_extend(parent: ChainedGrant, application, state: ParentState) -> None:
@@ -71,11 +73,21 @@ def _with_state(steps):
             Grant.objects.filter(pk=OuterRef("grant_id")).values("resource")[:1],
             output_field=Grant._meta.get_field("resource"),
         ),
+        grant_challenge=Subquery(Grant.objects.filter(pk=OuterRef("grant_id")).values("code_challenge")[:1]),
+        grant_challenge_method=Subquery(
+            Grant.objects.filter(pk=OuterRef("grant_id")).values("code_challenge_method")[:1]
+        ),
     )
 
 
 def _state_of(step) -> ParentState:
-    return ParentState(step.code_live, step.person_active, tuple(step.grant_resource or ()))
+    return ParentState(
+        step.code_live,
+        step.person_active,
+        tuple(step.grant_resource or ()),
+        step.grant_challenge or "",
+        step.grant_challenge_method or "",
+    )
 
 
 # --- the tree ---------------------------------------------------------------------------
@@ -252,6 +264,7 @@ def advance_by_agent(
     code_challenge: str | None = None,
     code_challenge_method: str | None = None,
     pkce_required: bool = True,
+    code_verifier: str | None = None,
 ) -> tuple[ChainedGrant, str]:
     """An agent hop (``grant_type=code_chain``): verify, then add one child step and the
     DOT grant for its new code, atomically, with the parent row locked.
@@ -269,6 +282,12 @@ def advance_by_agent(
     with replay_revokes(), transaction.atomic():
         agent = verified.key.agent if verified.key else self_asserted_agent(verified, application)
         parent, state = lock_parent(application, parent_code)
+        check_code_verifier(
+            code_verifier,
+            state.code_challenge,
+            state.code_challenge_method,
+            required=application.client_type == application.CLIENT_PUBLIC,
+        )
         granted = attenuate_scope(parent.scope, agent.scope_set, scope)
         grant, code = issue_code(
             application,

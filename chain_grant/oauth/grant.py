@@ -24,6 +24,7 @@ SINGLE_PARAMS = (
     "scope",
     "code_challenge",
     "code_challenge_method",
+    "code_verifier",
 )
 
 

@@ -74,6 +74,7 @@ class ChainValidatorMixin(DOTHardeningMixin):
                 code_challenge=getattr(request, "code_challenge", None),
                 code_challenge_method=getattr(request, "code_challenge_method", None),
                 pkce_required=self.is_pkce_required(request.client_id, request),
+                code_verifier=getattr(request, "code_verifier", None),
             )
         except ChainError as exc:
             raise oauth_error(exc, request) from None
