@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     # acted in (and for), their subtrees and every token issued from them; "refuse":
     # only refuse new hops (codes and tokens already issued keep working).
     "ON_DISABLE": "revoke",
+    # Introspection shows chain_id, chain_depth and act to the token's own client and
+    # to these client_ids (resource servers that enforce chain requirements).
+    "INTROSPECTION_RESOURCE_SERVERS": [],
     # Whether applications may use code_chain without a ChainClient row saying so.
     # False: an operator enables each client explicitly (safe default).
     "ENABLE_FOR_ALL_CLIENTS": False,

@@ -343,7 +343,7 @@ def test_hop_from_an_exchanged_code_is_refused_and_revokes_its_token(parent, flo
 def test_duplicate_parameters_are_invalid_request(param, flow, alice, planner):
     """Rule (RFC 6749 §3.1): a code_chain parameter sent twice is invalid_request, not
     silently "last value wins"; nothing is chained."""
-    code, _ = flow.authorize(alice, scope="openid read")
+    code, verifier = flow.authorize(alice, scope="openid read")
     fields = {
         "grant_type": "code_chain",
         "client_id": flow.app.client_id,
@@ -352,6 +352,7 @@ def test_duplicate_parameters_are_invalid_request(param, flow, alice, planner):
         "scope": "openid read",
         "code_challenge": pkce_pair()[1],
         "code_challenge_method": "S256",
+        "code_verifier": verifier,
     }
     other = {
         "authorization_code": "bogus",

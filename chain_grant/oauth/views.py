@@ -13,6 +13,7 @@ from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.oauth2_backends import _add_iss_to_redirect
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
+from oauthlib.common import Request as OauthlibRequest
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
 from ..client.jose import sha256_hex
@@ -27,10 +28,27 @@ SECRET_PARAMS = ("client_secret", "code", "authorization_code", "id_token", "cod
 
 @method_decorator(sensitive_post_parameters("token"), name="dispatch")
 class IntrospectTokenView(dot_views.IntrospectTokenView):
-    """RFC 7662 introspection (DOT's) plus ``chain_id``, ``chain_depth`` and ``act``."""
+    """RFC 7662 introspection (DOT's) plus ``chain_id``, ``chain_depth`` and ``act``,
+    shown only to the token's own client and to the resource servers the IdP names
+    in ``CHAIN_GRANT["INTROSPECTION_RESOURCE_SERVERS"]``: who acted in a chain is not
+    every client's business (RFC 7662 §4)."""
 
-    @staticmethod
-    def get_token_response(token_value=None):
+    def authenticate_client(self, request):
+        # DOT's, keeping which client authenticated (one check, not two).
+        core = self.get_oauthlib_core()
+        uri, http_method, body, headers = core._extract_params(request)
+        oauth_request = OauthlibRequest(uri, http_method, body, headers)
+        valid = core.server.request_validator.authenticate_client(oauth_request)
+        request.chain_caller = getattr(oauth_request, "client", None) if valid else None
+        return valid
+
+    def verify_request(self, request):
+        valid, oauth_request = super().verify_request(request)
+        if valid:  # a bearer token with the introspection scope: its client is the caller
+            request.chain_caller = getattr(oauth_request.access_token, "application", None)
+        return valid, oauth_request
+
+    def get_token_response(self, token_value=None):
         response = dot_views.IntrospectTokenView.get_token_response(token_value)
         if response.status_code != 200:
             return response
@@ -38,12 +56,20 @@ class IntrospectTokenView(dot_views.IntrospectTokenView):
         if not data.get("active"):
             return response
         token = get_access_token_model().objects.filter(token_checksum=sha256_hex(token_value)).first()
-        extra = lineage.chain_claims(token) if token else {}
+        extra = lineage.chain_claims(token) if token and self._may_see_chain(token) else {}
         if not extra:
             return response
         data.update(extra)
         response.content = json.dumps(data)
         return response
+
+    def _may_see_chain(self, token) -> bool:
+        caller = getattr(self.request, "chain_caller", None)
+        if caller is None:
+            return False
+        return caller.pk == token.application_id or (
+            caller.client_id in chain_grant_settings.INTROSPECTION_RESOURCE_SERVERS
+        )
 
 
 class ConnectDiscoveryInfoView(dot_views.ConnectDiscoveryInfoView):

@@ -1,0 +1,56 @@
+"""Introspection shows a token's chain (``chain_id``, ``chain_depth``, ``act``) only to
+the token's own client and to designated resource servers; any other authenticated
+client sees DOT's answer, unchanged."""
+
+import secrets
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from oauth2_provider.models import get_access_token_model, set_token_value
+
+from tests.conftest import SECRET, basic_auth
+
+
+@pytest.fixture
+def chained_token(flow, alice, planner):
+    root, _ = flow.authorize(alice, scope="openid read")
+    code, verifier, _ = flow.advance(root, planner)
+    return flow.exchange(code, verifier).json()["access_token"]
+
+
+def introspect_as(client, app, token):
+    return client.post(
+        "/oauth/introspect/", {"token": token}, HTTP_AUTHORIZATION=basic_auth(app.client_id, SECRET)
+    ).json()
+
+
+def test_the_tokens_own_client_sees_the_chain(flow, chained_token):
+    data = flow.introspect(chained_token)
+    assert data["active"] and data["chain_depth"] == 1 and data["act"] == {"sub": "planner"}
+
+
+def test_another_client_sees_only_dots_answer(client, make_app, chained_token):
+    other = make_app("other-client", enabled=False)
+    data = introspect_as(client, other, chained_token)
+    assert data["active"] is True and data["username"] == "alice"
+    assert not {"act", "chain_id", "chain_depth"} & set(data)
+
+
+def test_a_designated_resource_server_sees_the_chain(client, make_app, chained_token, settings):
+    rs = make_app("notes-rs", enabled=False)
+    settings.CHAIN_GRANT = {**settings.CHAIN_GRANT, "INTROSPECTION_RESOURCE_SERVERS": ["notes-rs"]}
+    data = introspect_as(client, rs, chained_token)
+    assert data["act"] == {"sub": "planner"}
+
+
+def test_a_bearer_token_with_the_introspection_scope_counts_as_its_client(client, make_app, alice, chained_token):
+    rs = make_app("bearer-rs", enabled=False)
+    raw = secrets.token_urlsafe(30)
+    token = get_access_token_model()(
+        user=alice, application=rs, scope="introspection", expires=timezone.now() + timedelta(minutes=5)
+    )
+    set_token_value(token, raw)
+    token.save()
+    data = client.post("/oauth/introspect/", {"token": chained_token}, HTTP_AUTHORIZATION=f"Bearer {raw}").json()
+    assert data["active"] is True and "act" not in data
