@@ -16,6 +16,10 @@ from django.core.signals import setting_changed
 DEFAULTS: dict[str, Any] = {
     # Lifetime of a chained code (agent hop); the PoC uses 600 s.
     "CODE_EXPIRE_SECONDS": 600,
+    # The key a hop's code is derived from (HMAC of the step id), so an identical
+    # retried hop gets the same code back. Empty: SECRET_KEY. Changing it only makes
+    # retries of hops made before the change fail (the codes themselves still work).
+    "CODE_KEY": "",
     # How many children one step may have (1 = strictly linear chain).
     "MAX_CHILDREN": 3,
     # Deepest step allowed (root = 0).

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import secrets
 
-from ..client.jose import sha256_hex
+from django.conf import settings
+from django.utils.crypto import salted_hmac
+
+from ..client.jose import b64url, sha256_hex
+from ..settings import chain_grant_settings
 
 
 def code_digest(code: str) -> str:
@@ -21,3 +25,11 @@ def plausible_code(code: str) -> bool:
 def new_code() -> str:
     """A fresh authorization code: 256 random bits, URL-safe."""
     return secrets.token_urlsafe(32)
+
+
+def derive_code(step_id) -> str:
+    """The code of a step, re-derivable from its id under the server's key (HMAC-SHA256,
+    256 bits, URL-safe), so an identical retried hop can be answered with the same
+    code without the code being stored anywhere. ``CODE_KEY`` (default: SECRET_KEY)."""
+    key = chain_grant_settings.CODE_KEY or settings.SECRET_KEY
+    return b64url(salted_hmac("chain_grant.step-code", str(step_id), secret=key, algorithm="sha256").digest())

@@ -5,6 +5,7 @@ its new code, in one transaction; a replayed parent revokes its subtree.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,7 +20,7 @@ from ..models import ChainedGrant
 from ..settings import chain_grant_settings
 from . import proofs
 from .agents import agent_keys_for, self_asserted_agent
-from .codes import code_digest, new_code, plausible_code
+from .codes import code_digest, derive_code, new_code, plausible_code
 from .errors import ChainError
 from .integrity import compute_link_hash
 from .lifecycle import CodeReused, replay_revokes
@@ -215,12 +216,14 @@ def issue_code(
     code_challenge_method: str = "",
     nonce: str = "",
     resource=(),
+    step_id=None,
 ):
     """A new code and DOT's ``Grant`` for it, so DOT's own exchange, PKCE and expiry
-    apply. Returns (grant, code): the only place the code exists in clear. (A
-    person's consent step gets its grant from DOT's authorize flow instead, through
-    the IdP's own validator.)"""
-    code = new_code()
+    apply. Returns (grant, code). With ``step_id`` the code is derived from it
+    (:func:`~chain_grant.core.codes.derive_code`), so a retried hop can be answered
+    again. (A person's consent step gets its grant from DOT's authorize flow
+    instead, through the IdP's own validator.)"""
+    code = derive_code(step_id) if step_id is not None else new_code()
     grant = get_grant_model().objects.create(
         application=application,
         user_id=user_id,
@@ -279,48 +282,88 @@ def advance_by_agent(
         find_keys=agent_keys_for(application),
         relaxed=chain_grant_settings.RELAXED_PROOFS,
     )
-    with replay_revokes(), transaction.atomic():
-        agent = verified.key.agent if verified.key else self_asserted_agent(verified, application)
-        parent, state = lock_parent(application, parent_code)
-        check_code_verifier(
-            code_verifier,
-            state.code_challenge,
-            state.code_challenge_method,
-            required=application.client_type == application.CLIENT_PUBLIC,
-        )
-        granted = attenuate_scope(parent.scope, agent.scope_set, scope)
-        grant, code = issue_code(
-            application,
-            user_id=parent.user_id,
-            redirect_uri=parent.redirect_uri,
-            scope=granted,
-            lifetime=chain_grant_settings.CODE_EXPIRE_SECONDS,
-            code_challenge=challenge,
-            code_challenge_method=method,
-            resource=state.resource,  # an RFC 8707 restriction carries down the chain
-        )
-        step = _step_for_grant(
-            ChainedGrant.Kind.AGENT,
-            application,
-            grant,
-            agent=agent,
-            subject=agent.identifier,
-            requested_scope=" ".join(dict.fromkeys(scope.split())) if scope is not None else granted,
-            proof_jti=verified.jti,
-            proof_claims=verified.claims,
-            proof_digest=verified.digest,
-            message_digest=verified.message_digest,
-            agent_key_thumbprint=verified.thumbprint,
-        )
-        try:
-            with transaction.atomic():
-                _append(step, parent)
-        except IntegrityError:
-            if verified.jti and ChainedGrant.objects.filter(agent=agent, proof_jti=verified.jti).exists():
-                raise ChainError("Proof jti was already used.") from None
+    try:
+        with replay_revokes(), transaction.atomic():
+            agent = verified.key.agent if verified.key else self_asserted_agent(verified, application)
+            parent, state = lock_parent(application, parent_code)
+            check_code_verifier(
+                code_verifier,
+                state.code_challenge,
+                state.code_challenge_method,
+                required=application.client_type == application.CLIENT_PUBLIC,
+            )
+            granted = attenuate_scope(parent.scope, agent.scope_set, scope)
+            step_id = uuid.uuid4()
+            grant, code = issue_code(
+                application,
+                user_id=parent.user_id,
+                redirect_uri=parent.redirect_uri,
+                scope=granted,
+                lifetime=chain_grant_settings.CODE_EXPIRE_SECONDS,
+                code_challenge=challenge,
+                code_challenge_method=method,
+                resource=state.resource,  # an RFC 8707 restriction carries down the chain
+                step_id=step_id,
+            )
+            step = _step_for_grant(
+                ChainedGrant.Kind.AGENT,
+                application,
+                grant,
+                id=step_id,
+                agent=agent,
+                subject=agent.identifier,
+                requested_scope=_normalised(scope) if scope is not None else granted,
+                proof_jti=verified.jti,
+                proof_claims=verified.claims,
+                proof_digest=verified.digest,
+                message_digest=verified.message_digest,
+                agent_key_thumbprint=verified.thumbprint,
+            )
+            try:
+                with transaction.atomic():
+                    _append(step, parent)
+            except IntegrityError:
+                if verified.jti and ChainedGrant.objects.filter(agent=agent, proof_jti=verified.jti).exists():
+                    raise ChainError("Proof jti was already used.") from None
+                raise
+    except CodeReused:
+        raise
+    except ChainError:
+        # The same request again (its response was lost): the same step and code.
+        retried = _retried_hop(application, parent_code, verified, scope, challenge, method)
+        if retried is None:
             raise
+        return retried
     signals.step_created.send(sender=ChainedGrant, step=step)
     return step, code
+
+
+def _normalised(scope: str) -> str:
+    return " ".join(dict.fromkeys(scope.split()))
+
+
+def _retried_hop(application, parent_code, verified, scope, challenge, method) -> tuple[ChainedGrant, str] | None:
+    """The step an identical earlier request made (same client, previous code, proof,
+    scope and code_challenge), if its code is still live: a retry after a lost
+    response. PKCE binds the code, so a replayed request without the verifier gets
+    nothing usable; anything different is not a retry."""
+    if not verified.jti:
+        return None
+    step = (
+        ChainedGrant.objects.select_related("parent")
+        .filter(agent__identifier=verified.subject, proof_jti=verified.jti, application=application)
+        .first()
+    )
+    if step is None or step.proof_digest != verified.digest or step.state != "live":
+        return None
+    if step.parent is None or step.parent.code_digest != code_digest(parent_code):
+        return None
+    if step.requested_scope != (_normalised(scope) if scope is not None else step.scope):
+        return None
+    grant = get_grant_model().objects.filter(pk=step.grant_id, application=application).first()
+    if grant is None or (grant.code_challenge, grant.code_challenge_method) != (challenge, method):
+        return None
+    return step, derive_code(step.pk)
 
 
 # --- browser steps --------------------------------------------------------------------
