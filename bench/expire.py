@@ -170,7 +170,7 @@ def rows(n, app_id, user_id, first_grant_id):
                 {
                     "id": gid,
                     "user_id": user_id,
-                    "code": code,
+                    "code": codes.code_digest(code),  # as DOT keeps codes with chain_grant
                     "application_id": app_id,
                     "expires": expires,
                     "redirect_uri": CB,

@@ -60,6 +60,10 @@ DEFAULTS: dict[str, Any] = {
     # Introspection shows chain_id, chain_depth and act to the token's own client and
     # to these client_ids (resource servers that enforce chain requirements).
     "INTROSPECTION_RESOURCE_SERVERS": [],
+    # Also record ordinary (never chained) codes when they are exchanged, as one-step
+    # chains, so a replay of any code is detected and revokes what it issued (RFC 6749
+    # §4.1.2). Off by default: it writes a row per exchange of the host's plain codes.
+    "TRACK_PLAIN_CODES": False,
     # Whether applications may use code_chain without a ChainClient row saying so.
     # False: an operator enables each client explicitly (safe default).
     "ENABLE_FOR_ALL_CLIENTS": False,

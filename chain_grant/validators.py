@@ -5,7 +5,8 @@ OAUTH2_PROVIDER["OAUTH2_VALIDATOR_CLASS"] = "myidp.validators.MyValidator"
 # a new IdP may take the ready-made one: "chain_grant.validators.ChainOAuth2Validator"
 """
 
+from .oauth.digest_codes import DigestCodesMixin
 from .oauth.hardening import DOTHardeningMixin
 from .oauth.validator import ChainOAuth2Validator, ChainValidatorMixin
 
-__all__ = ["ChainOAuth2Validator", "ChainValidatorMixin", "DOTHardeningMixin"]
+__all__ = ["ChainOAuth2Validator", "ChainValidatorMixin", "DOTHardeningMixin", "DigestCodesMixin"]

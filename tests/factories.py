@@ -8,7 +8,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
-from chain_grant.core import steps
+from chain_grant.core import steps, tree
 from chain_grant.core.codes import code_digest
 from chain_grant.models import ChainedGrant
 
@@ -20,10 +20,19 @@ def build_chain(app, user, size: int, fanout: int = 3, code_prefix: str = "c") -
     expires = timezone.now() + timedelta(minutes=5)
     codes = [f"{code_prefix}-root"] + [f"{code_prefix}{i}" for i in range(size - 1)]
     grants = Grant.objects.bulk_create(
-        Grant(application=app, user=user, code=code, redirect_uri="http://127.0.0.1/cb", expires=expires, scope="read")
+        # DOT's table keeps code digests with chain_grant plugged in (oauth.digest_codes).
+        Grant(
+            application=app,
+            user=user,
+            code=code_digest(code),
+            redirect_uri="http://127.0.0.1/cb",
+            expires=expires,
+            scope="read",
+        )
         for code in codes
     )
-    grant_ids = {g.code: g.pk for g in grants}  # bulk_create returns pks on PostgreSQL and SQLite ≥ 3.35
+    # bulk_create returns pks on PostgreSQL and SQLite ≥ 3.35
+    grant_ids = {code: g.pk for code, g in zip(codes, grants, strict=True)}
     with transaction.atomic():
         root = steps._root_from_grant(app, codes[0])
     nodes = [root]
@@ -39,7 +48,7 @@ def build_chain(app, user, size: int, fanout: int = 3, code_prefix: str = "c") -
             scope="read",
             grant_id=grant_ids[code],
         )
-        nodes.append(steps._append(step, parent))
+        nodes.append(tree.append(step, parent))
     return root
 
 

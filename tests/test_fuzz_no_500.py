@@ -21,6 +21,7 @@ from oauth2_provider.models import get_grant_model
 
 from chain_grant.client import pkce_pair
 from chain_grant.core import lifecycle, proofs
+from chain_grant.core.codes import code_digest
 from chain_grant.models import ChainedGrant
 from chain_grant.oauth.views import SECRET_PARAMS
 from chain_grant.settings import chain_grant_settings
@@ -317,7 +318,7 @@ def test_odd_token_request_is_an_oauth_error_not_a_500(name, send, expected, flo
     response = send(flow, planner, code)
     assert_oauth_error(response, *expected)
     assert not ChainedGrant.objects.exists()
-    assert list(Grant.objects.values_list("code", flat=True)) == [code]
+    assert list(Grant.objects.values_list("code", flat=True)) == [code_digest(code)]
 
 
 def test_repeated_scope_values_are_narrowed_not_a_crash(flow, planner, code):

@@ -8,6 +8,7 @@ from oauth2_provider.models import get_access_token_model, get_grant_model
 
 from chain_grant.client import pkce_pair
 from chain_grant.core import lifecycle
+from chain_grant.core.codes import code_digest
 from chain_grant.models import ChainedGrant
 
 from .conftest import REDIRECT_URI
@@ -38,12 +39,12 @@ def authorize_with_resource(flow, client, user):
 
 def test_a_resource_restriction_carries_down_the_chain(flow, client, alice, planner, make_agent):
     root, _ = authorize_with_resource(flow, client, alice)
-    assert get_grant_model().objects.get(code=root).resource == [RESOURCE]
+    assert get_grant_model().objects.get(code=code_digest(root)).resource == [RESOURCE]
     code1, _, _ = flow.advance(root, planner)
     critic = make_agent("critic", scopes="openid read")
     code2, verifier2, _ = flow.advance(code1, critic)
-    assert get_grant_model().objects.get(code=code1).resource == [RESOURCE]
-    assert get_grant_model().objects.get(code=code2).resource == [RESOURCE]
+    assert get_grant_model().objects.get(code=code_digest(code1)).resource == [RESOURCE]
+    assert get_grant_model().objects.get(code=code_digest(code2)).resource == [RESOURCE]
     assert flow.exchange(code2, verifier2).status_code == 200
     assert get_access_token_model().objects.get().resource == [RESOURCE]  # the only token issued
 
@@ -51,7 +52,7 @@ def test_a_resource_restriction_carries_down_the_chain(flow, client, alice, plan
 def test_an_unrestricted_code_stays_unrestricted(flow, alice, planner):
     root, _ = flow.authorize(alice)
     code1, _, _ = flow.advance(root, planner)
-    assert get_grant_model().objects.get(code=code1).resource == []
+    assert get_grant_model().objects.get(code=code_digest(code1)).resource == []
 
 
 def test_a_chain_acting_for_a_disabled_person_stops(flow, alice, planner, make_agent, settings):

@@ -19,6 +19,7 @@ from oauth2_provider.models import get_application_model, get_grant_model
 
 from chain_grant.client import pkce_pair, sign_proof
 from chain_grant.core import lifecycle, proofs
+from chain_grant.core.codes import code_digest
 from chain_grant.models import Agent, AgentKey, ChainClient, ChainedGrant
 from tests.conftest import ISSUER, basic_auth
 
@@ -379,7 +380,7 @@ def test_depth_limit(flow, ctx, settings):
 def test_expired_dot_code_never_starts_a_chain(flow, alice, make_agent):
     planner = make_agent("planner")
     root_code, _ = flow.authorize(alice)
-    Grant.objects.filter(code=root_code).update(expires=timezone.now() - timedelta(seconds=1))
+    Grant.objects.filter(code=code_digest(root_code)).update(expires=timezone.now() - timedelta(seconds=1))
     response = flow.hop(root_code, planner.proof(root_code))
     assert response.json()["error"] == "invalid_grant"
     assert not ChainedGrant.objects.exists()

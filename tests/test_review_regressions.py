@@ -33,6 +33,7 @@ from chain_grant import signals
 from chain_grant.client import generate_key, pkce_pair, sign_proof
 from chain_grant.client.jose import code_hash, did_jwk
 from chain_grant.core import agents, codes, integrity, lifecycle, steps
+from chain_grant.core.codes import code_digest
 from chain_grant.models import Agent, AgentKey, ChainedGrant
 from chain_grant.oauth.grant import SINGLE_PARAMS
 from chain_grant.validators import ChainOAuth2Validator
@@ -537,7 +538,7 @@ def test_float_claims_are_refused_and_write_nothing(value, flow, alice, planner)
     response = flow.hop(code, signed_claims(planner, code, confidence=value))
     assert error_of(response) == (400, "invalid_request")
     assert not ChainedGrant.objects.exists()
-    assert list(Grant.objects.values_list("code", flat=True)) == [code]
+    assert list(Grant.objects.values_list("code", flat=True)) == [code_digest(code)]
     assert Agent.objects.count() == 1 and not planner.model.steps.exists()
 
 

@@ -16,6 +16,7 @@ from oauth2_provider.models import get_grant_model
 
 from chain_grant.client import pkce_pair
 from chain_grant.core import codes, integrity, lifecycle, steps
+from chain_grant.core.codes import code_digest
 from chain_grant.models import ChainedGrant
 
 from .conftest import ISSUER, REDIRECT_URI, Flow
@@ -112,7 +113,7 @@ def _other_clients_step(ctx, flow, alice, make_app, make_agent, **_):
 
 def _expired_dot_code(ctx, flow, alice, **_):
     code, _ = flow.authorize(alice)  # never chained: no step yet
-    Grant.objects.filter(code=code).update(expires=timezone.now() - timedelta(seconds=1))
+    Grant.objects.filter(code=code_digest(code)).update(expires=timezone.now() - timedelta(seconds=1))
     return code
 
 
@@ -366,7 +367,7 @@ def test_user_step_is_a_child_acting_for_the_consenting_person(chain, client, fl
     assert (step.kind, step.depth, step.parent_id, step.root_id) == ("user", 2, chain.step.pk, chain.step.root_id)
     assert step.user == bob and step.subject == str(bob.pk)
     assert step.scope == "email read" and step.requested_scope == "email read"
-    assert Grant.objects.get(code=code).user == bob
+    assert Grant.objects.get(code=code_digest(code)).user == bob
     chain.step.refresh_from_db()
     assert chain.step.children_count == 1
     assert integrity.verify_chain(step.root_id).ok

@@ -23,6 +23,7 @@ from .. import signals
 from ..client.jose import sha256_hex
 from ..models import ChainedGrant
 from ..settings import chain_grant_settings
+from . import tree
 from .codes import code_digest, plausible_code
 from .errors import ChainError
 from .locks import lock_chain, lock_steps
@@ -147,13 +148,17 @@ def exchange(application, code: str, step: ChainedGrant | None, save_token: Call
                 if step is not None:
                     lock_chain(step.root_id)
                     lock_steps([step.pk])
-                grant = Grant.objects.select_for_update().filter(code=code, application=application).first()
+                grant = (
+                    Grant.objects.select_for_update().filter(code=code_digest(code), application=application).first()
+                )
                 if grant is None:
                     raise CodeLost
                 if step is None:
                     became = find_step(code)
                     if became is not None:
                         raise _BecameChained(became)
+                    if chain_grant_settings.TRACK_PLAIN_CODES:  # keep its digest: a replay is then detected
+                        step = tree.append(tree.root_step(grant, application), None)
                 result = save_token()
                 if step is not None and not record_exchange(step, *_issued(access_token)):
                     raise CodeLost

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
@@ -22,10 +22,10 @@ from . import proofs
 from .agents import agent_keys_for, self_asserted_agent
 from .codes import code_digest, derive_code, new_code, plausible_code
 from .errors import ChainError
-from .integrity import compute_link_hash
 from .lifecycle import CodeReused, replay_revokes
 from .locks import lock_chain
 from .policy import attenuate_scope, check_code_verifier, check_pkce
+from .tree import append, root_step, step_for_grant
 
 PREVIOUS_CODE_REFUSED = "The previous authorization code (code) cannot be continued."
 UNKNOWN_CODE = "The authorization code is unknown, expired or was issued to another client."
@@ -94,37 +94,6 @@ def _state_of(step) -> ParentState:
 # --- the tree ---------------------------------------------------------------------------
 
 
-def _append(step: ChainedGrant, parent: ChainedGrant | None) -> ChainedGrant:
-    """Insert ``step`` under ``parent`` (locked by the caller), hash it, and count it
-    against the parent's fan-out."""
-    step.parent = parent
-    step.root_id = parent.root_id if parent else step.id
-    step.depth = parent.depth + 1 if parent else 0
-    step.path = (parent.path if parent else "") + step.id.hex + "/"
-    step.created = timezone.now()
-    step.link_hash = compute_link_hash(step, parent.link_hash if parent else "")
-    step.save(force_insert=True)
-    if parent is not None:
-        ChainedGrant.objects.filter(pk=parent.pk).update(children_count=F("children_count") + 1)
-    return step
-
-
-def _root_step(grant, application, digest: str) -> ChainedGrant:
-    """The (unsaved) root step describing an ordinary DOT code's grant."""
-    return ChainedGrant(
-        kind=ChainedGrant.Kind.USER,
-        code_digest=digest,
-        expires=grant.expires,
-        redirect_uri=grant.redirect_uri,
-        application=application,
-        user_id=grant.user_id,
-        subject=str(grant.user_id),
-        scope=grant.scope,
-        requested_scope=grant.scope,
-        grant_id=grant.pk,
-    )
-
-
 def _root_from_grant(application, code: str) -> ChainedGrant:
     """The root step for an ordinary DOT code, created from its ``Grant`` on first use.
 
@@ -135,14 +104,14 @@ def _root_from_grant(application, code: str) -> ChainedGrant:
     # Locked: an exchange of this code (lifecycle.exchange) locks it too, so a code is
     # either chained first (and its root marked at exchange) or gone.
     grant = plausible_code(code) and (
-        get_grant_model().objects.select_for_update().filter(code=code, application=application).first()
+        get_grant_model().objects.select_for_update().filter(code=digest, application=application).first()
     )
     if not grant or grant.is_expired():
         raise ChainError(UNKNOWN_CODE)
-    step = _root_step(grant, application, digest)
+    step = root_step(grant, application)
     try:
         with transaction.atomic():
-            return _append(step, None)
+            return append(step, None)
     except IntegrityError:
         return ChainedGrant.objects.get(code_digest=digest)
 
@@ -177,11 +146,11 @@ def preview_parent(application, code: str) -> ChainedGrant:
         state = _state_of(step)
     else:
         grant = plausible_code(code) and (
-            get_grant_model().objects.select_related("user").filter(code=code, application=application).first()
+            get_grant_model().objects.select_related("user").filter(code=digest, application=application).first()
         )
         if not grant or grant.is_expired():
             raise ChainError(PREVIOUS_CODE_REFUSED, "invalid_request")
-        step = _root_step(grant, application, digest)
+        step = root_step(grant, application)
         state = ParentState(person_active=grant.user.is_active)
     try:
         check_can_extend(step, application, state)
@@ -227,7 +196,7 @@ def issue_code(
     grant = get_grant_model().objects.create(
         application=application,
         user_id=user_id,
-        code=code,
+        code=code_digest(code),  # DOT's table keeps the digest, as chain_grant's (oauth.digest_codes)
         expires=timezone.now() + timedelta(seconds=lifetime),
         redirect_uri=redirect_uri,
         scope=scope,
@@ -238,20 +207,6 @@ def issue_code(
         resource=list(resource),
     )
     return grant, code
-
-
-def _step_for_grant(kind: str, application, grant, **fields) -> ChainedGrant:
-    return ChainedGrant(
-        kind=kind,
-        code_digest=code_digest(grant.code),
-        expires=grant.expires,
-        redirect_uri=grant.redirect_uri,
-        application=application,
-        user_id=grant.user_id,
-        scope=grant.scope,
-        grant_id=grant.pk,
-        **fields,
-    )
 
 
 # --- the agent hop --------------------------------------------------------------------
@@ -305,7 +260,7 @@ def advance_by_agent(
                 resource=state.resource,  # an RFC 8707 restriction carries down the chain
                 step_id=step_id,
             )
-            step = _step_for_grant(
+            step = step_for_grant(
                 ChainedGrant.Kind.AGENT,
                 application,
                 grant,
@@ -321,7 +276,7 @@ def advance_by_agent(
             )
             try:
                 with transaction.atomic():
-                    _append(step, parent)
+                    append(step, parent)
             except IntegrityError:
                 if verified.jti and ChainedGrant.objects.filter(agent=agent, proof_jti=verified.jti).exists():
                     raise ChainError("Proof jti was already used.") from None
@@ -384,7 +339,7 @@ def add_browser_step(
     :func:`lock_parent` (or None for a wallet root). The person who acted (the
     grant's user) becomes the person the chain acts for from this step on; the scope
     is what they granted."""
-    step = _step_for_grant(
+    step = step_for_grant(
         kind,
         application,
         grant,
@@ -395,7 +350,7 @@ def add_browser_step(
         step.proof_jti = presentation.jti[:255]
         step.proof_claims = presentation.claims
         step.proof_digest = presentation.digest
-    return _append(step, parent)
+    return append(step, parent)
 
 
 def add_user_step(application, parent_code: str, user, save_grant, requested_scope: str) -> ChainedGrant:

@@ -15,12 +15,13 @@ from ..core import lifecycle, policy, steps
 from ..core.errors import ChainError
 from ..models import ChainedGrant
 from ..settings import chain_grant_settings
+from .digest_codes import DigestCodesMixin, stored
 from .errors import oauth_error
 from .grant import GRANT_TYPE
 from .hardening import DOTHardeningMixin
 
 
-class ChainValidatorMixin(DOTHardeningMixin):
+class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
     """Adds the code_chain grant, chain steps at authorize, chained-code exchange and
     replay handling to a DOT validator. Put it first in the bases."""
 
@@ -34,7 +35,7 @@ class ChainValidatorMixin(DOTHardeningMixin):
 
         def save_grant():
             save(client_id, code, request, *args, **kwargs)
-            return get_grant_model().objects.get(code=code["code"], application=request.client)
+            return get_grant_model().objects.get(code=stored(code["code"]), application=request.client)
 
         try:  # the GET checked these; a crafted POST (DOT's form carries them) is checked again
             if getattr(request, "chain_parent_code_count", 1) > 1:
