@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -49,6 +48,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a file: the test harness comes from this checkout
+    sys.path.insert(0, str(REPO))
+
+from tests.harness import chat as harness_chat  # noqa: E402
+from tests.harness.failover import AddressPool  # noqa: E402
+
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
@@ -117,14 +122,6 @@ def metric_values(text: str, name: str) -> dict[str, float]:
                 continue  # another metric with this prefix
             values[labels] = float(value)
     return values
-
-
-def load_agent_chat():
-    spec = importlib.util.spec_from_file_location("agent_chat_for_cluster", REPO / "scripts" / "agent_chat.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -457,7 +454,6 @@ def run_scenario(
 ) -> dict:
     """The agent chat through every instance, one killed after step ``kill_after``; then the
     checks. Returns a report (figures and what the checks saw); raises AssertionError."""
-    agent_chat = load_agent_chat()
     events, killed = [], {}
     run_started = time.monotonic()
 
@@ -468,31 +464,34 @@ def run_scenario(
             killed["after_step"] = event.index
 
     out = io.StringIO()
-    result = agent_chat.run(cluster.urls, var_dir=cluster.var_dir, on_step=on_step, out=out)
+    pool = AddressPool(cluster.urls)  # the IdP's name is the first instance's URL (the issuer's)
+    result = harness_chat.run(pool=pool, var_dir=cluster.var_dir, on_step=on_step, out=out)
     run_seconds = time.monotonic() - run_started
     transcript = out.getvalue()
 
     report = {
         "chain_id": result.chain_id,
-        "steps": len(result.steps),
+        "steps": len(result.events),
         "run_s": round(run_seconds, 2),
         "killed": {"instance": kill_index, **killed} if killed else None,
         "api_verification": result.verification,
     }
-    assert [e.index for e in events] == list(range(len(result.steps))), "on_step saw every step once, in order"
+    assert [e.index for e in events] == list(range(len(result.events))), "on_step saw every step once, in order"
+    report["requests_by_address"] = dict(pool.served)
     if kill_after is not None:
         assert killed, "the instance was killed midway"
         assert not cluster.webs[kill_index].alive
-        assert kill_after < len(result.steps) - 1, "steps completed after the kill"
+        assert kill_after < len(result.events) - 1, "steps completed after the kill"
+        assert pool.dropped == [cluster.urls[kill_index]], "the killed instance was dropped from the pool"
 
     # 1. The database holds exactly the reported steps, with the reported parents.
     seen = cluster.inspect(result.chain_id)
     steps = seen["steps"]
     by_digest = {s["digest8"]: s for s in steps}
-    assert len(steps) == len(result.steps) == len(by_digest), "no duplicated or lost step"
+    assert len(steps) == len(result.events) == len(by_digest), "no duplicated or lost step"
     assert seen["all_steps"] == len(steps), "no step outside the chain"
     ids = {}
-    for event in result.steps:
+    for event in result.events:
         row = by_digest[event.code_digest_prefix]
         ids[event.index] = row["id"]
         assert row["kind"] == event.kind and row["depth"] == event.depth
