@@ -130,6 +130,8 @@ class Step:  # one link of the chain, as this client saw it
 
 @dataclass
 class Chat:
+    """One conversation against one IdP: ``Chat(...).run()`` (or ``run(...)``) once."""
+
     idp: str = DEFAULT_IDP
     var_dir: str | os.PathLike | None = None  # bootstrap_demo's: default $IDP_VAR_DIR, else var
     interactive: bool = False
