@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,8 +107,7 @@ class Bench:
         self.base = cluster.urls[0]
 
     def mint_roots(self, client_id: str, count: int) -> list[str]:
-        pool = agent_chat.IdPPool([self.base])
-        browser = agent_chat.HeadlessBrowser(pool, login=("alice", self.creds["alice_password"]))
+        browser = agent_chat.Browser(self.base, login=("alice", self.creds["alice_password"]))
         roots = []
         for _ in range(count):
             _, challenge = pkce_pair()
@@ -120,7 +120,8 @@ class Bench:
                 "code_challenge": challenge,
                 "code_challenge_method": "S256",
             }
-            roots.append(browser.authorize("/oauth/authorize/", params, "a root code").code)
+            url = f"{self.base}/oauth/authorize/?{urllib.parse.urlencode(params)}"
+            roots.append(browser.authorize(url, params["state"], "a root code"))
         return roots
 
     def run(self, client_id: str, secret: str, workers: int) -> dict:

@@ -1,53 +1,25 @@
 #!/usr/bin/env python3
 """The agent chat example: one multi-agent conversation, one auditable chain of codes.
 
-Parity with the agent chat script of Boruta's code-chain PoC (PR 153), against
-idp_project with chain_grant plugged in::
+The conversation of Boruta's code-chain PoC (PR 153), against an IdP with chain_grant
+(``make demo`` starts one and runs this), top to bottom in ``Chat.converse``::
 
-    user ──(wallet presentation)──► planner ──┬─► researcher  ──► merger ─┐
-                                              ├─► security    ──► merger ─┤
-                                              └─► implementer ──► merger ─┴─► critic
-    critic ──(alice logs in and consents: +email)──► writer ──► POST /api/answers/
+    user ─(wallet)─► planner ─┬─► researcher  ─► merger ─┐
+                              ├─► security    ─► merger ─┤
+                              └─► implementer ─► merger ─┴─► critic
+    critic ─(alice logs in, consents to email)─► writer ─► POST /api/answers/
 
-* The chain starts with a **wallet** presentation (``response_type=id_token``): a
-  headless wallet (``chain_grant.wallet.HeadlessWallet``, its key kept in
-  ``var/demo_wallet.json``) answers the IdP's ``openid://`` request.
-* Every **agent** hand-off is ``grant_type=code_chain``: the receiving agent signs,
-  with its own key from ``bootstrap_demo`` (``var/agents/<name>.json``), a proof with
-  ``jti``, ``aud``, ``c_hash`` (bound to the previous code) and ``msg_sha256`` (the
-  digest of the message it receives), through ``chain_grant.client``.
-* Before the writer, a **person** (alice) logs in and consents to ``email``
-  (``response_type=code`` with ``code=<critic's code>``).
-* The writer's code is exchanged for an access token (scope ``email``) that
-  publishes the answer to ``/api/answers/``; the IdP stores it with the actor chain.
-* Then the script reads the chain back through the review API (as ``admin``, a
-  staff session) and prints it as a tree, the integrity check and the admin URL.
+An agent needs only the SDK, ``chain_grant.client`` (``sdk`` below): its key
+(``load_private_key``: var/agents/<name>.json from bootstrap_demo), a proof per hand-off
+(``sign_proof``: sub, aud, jti, c_hash bound to the previous code, msg_sha256 of the
+message received), PKCE (``pkce_pair``), the hand-off (``code_chain``) and, for the one
+agent that acts, ``exchange_code``. The person's steps (the wallet presentation, alice's
+consent) need a browser: ``Browser`` here has no screen (a cookie jar, the IdP's own
+forms, the SDK's ``HeadlessWallet``); ``--interactive`` uses yours. Codes and tokens are
+printed as their first 6 characters and "…", never whole. The agents are canned (no LLM,
+no network); ``--llm module:function`` plugs in a real one (docs/demo.md).
 
-Codes and tokens are never printed: only their first 6 characters and "…".
-
-Headless (default) drives the same HTTP endpoints a browser does, with no back
-door: cookies, the login form, the consent form, the wallet request page.
-``--interactive`` opens your browser instead (``webbrowser``) and waits for the
-redirect on http://127.0.0.1:8765/oauth-callback, as the PoC does.
-
-The agents are deterministic and local (no LLM, no network). To plug in a real LLM,
-pass ``--llm module:function`` (or ``run(..., responder=fn)``): ``fn(agent,
-instructions, message) -> str`` is called for every agent's turn, with the agent's
-name, its role (``ROLES``) and the message it received; see docs/demo.md.
-
-Usage::
-
-    .venv/bin/python scripts/agent_chat.py [--idp URL ...] [--var DIR] [--interactive]
-                                           [--question TEXT] [--llm MODULE:FUNCTION]
-
-``--idp`` may be repeated or comma-separated: requests go round-robin across the
-URLs, and a URL that refuses the connection is dropped (the request is retried on
-the next one). Exit status: 0 done; 1 the IdP refused a step or a check failed;
-2 bad arguments or missing demo files (run ``make demo-data``); 3 no IdP reachable.
-
-From Python (tests import this file with importlib)::
-
-    result = run(["http://127.0.0.1:8000"], var_dir="var", on_step=print)
+    chat = run("http://127.0.0.1:8000", var_dir="var")  # chat.chain_id, .tree, .answer, ...
 """
 
 import argparse
@@ -57,14 +29,15 @@ import http.server
 import importlib
 import json
 import os
+import re
 import secrets
-import socket
 import sys
 import textwrap
 import threading
 import time
 import urllib.error
 import urllib.parse
+import urllib.request
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,34 +49,18 @@ try:
 except ImportError:  # run as a file from a checkout: scripts/ is on sys.path, not the repository
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import requests  # noqa: E402
-from urllib3.exceptions import NewConnectionError  # noqa: E402
-
-from chain_grant.client import (  # noqa: E402
-    ChainClientError,
-    code_chain,
-    exchange_code,
-    load_private_key,
-    message_digest,
-    pkce_pair,
-    sign_proof,
-)
+import chain_grant.client as sdk  # noqa: E402
+from chain_grant.client.wallet import HeadlessWallet, request_url_from_html  # noqa: E402
 
 DEFAULT_IDP = "http://127.0.0.1:8000"
-CALLBACK_HOST, CALLBACK_PORT, CALLBACK_PATH = "127.0.0.1", 8765, "/oauth-callback"
-REDIRECT_URI = f"http://{CALLBACK_HOST}:{CALLBACK_PORT}{CALLBACK_PATH}"
-ROOT_SCOPE = "openid profile read write"  # the demo client's root scopes: agents attenuate from these
-CONSENT_SCOPE = "email"  # what alice adds for the writer (and what /api/answers/ requires)
-ANSWERS_PATH = "/api/answers/"
+REDIRECT_URI = "http://127.0.0.1:8765/oauth-callback"  # the demo client's; --interactive listens there
+ROOT_SCOPE, CONSENT_SCOPE = "openid profile read write", "email"  # the wallet's grant; what alice adds
 DEFAULT_QUESTION = "How can AI agents act for our users without ever holding their passwords?"
-TIMEOUT = 30
-INTERACTIVE_TIMEOUT = 600  # how long --interactive waits for the browser to come back, seconds
 BRANCHES = ("researcher", "security", "implementer")
-
+INTERACTIVE_TIMEOUT = 600  # seconds --interactive waits for your browser
 EXIT_REFUSED, EXIT_SETUP, EXIT_UNREACHABLE = 1, 2, 3
 
-# What each agent is for: the "system prompt" handed to a plugged-in LLM.
-ROLES = {
+ROLES = {  # each agent's instructions: the system prompt of a plugged-in LLM
     "planner": "You plan. Split the person's question into three tasks: research, security, implementation.",
     "researcher": "You research. Say what exists today that answers your task, with the standards involved.",
     "security": "You review security. List what can go wrong and the safeguard for each risk.",
@@ -112,511 +69,252 @@ ROLES = {
     "critic": "You criticise. Say what the draft misses before it goes to the person.",
     "writer": "You write the final answer for the person, taking the review into account.",
 }
-
-# Deterministic, local "agents": the same input gives the same transcript.
-_LOCAL = {
+CANNED = {
     "researcher": "Delegation is a solved pattern: OAuth 2.0 authorization codes with PKCE, OpenID Connect "
-    "id_tokens to prove who signs, RFC 8693 `act` claims to name the actors, and SIOPv2 wallets "
-    "for people who hold their own keys.",
+    "id_tokens to prove who signs, RFC 8693 `act` claims to name the actors, and SIOPv2 wallets for people "
+    "who hold their own keys.",
     "security": "Risks and safeguards: a stolen code (PKCE per hop, 10-minute codes); an agent exceeding its "
-    "remit (scopes only narrow at each hop); a replayed hand-off (single-use jti, c_hash bound to "
-    "the previous code); a forged agent (only registered keys count).",
+    "remit (scopes only narrow at each hop); a replayed hand-off (single-use jti, c_hash bound to the previous "
+    "code); a forged agent (only registered keys count).",
     "implementer": "Steps: register each agent's public key with the IdP; pass one authorization code from "
-    "agent to agent with grant_type=code_chain; ask the person before any new scope; exchange "
-    "only the code of the agent that must act.",
+    "agent to agent with grant_type=code_chain; ask the person before any new scope; exchange only the code "
+    "of the agent that must act.",
     "critic": "Review: the draft covers standards, risks and steps. It must also say that the person stays in "
     "control (consent is the only way to add a scope) and that the whole conversation can be audited "
     "afterwards, step by step.",
+    "writer": "Let each agent act through its own link of one authorization code chain. The person starts it "
+    "(here with a wallet), every hand-off is signed by the receiving agent's registered key and bound to the "
+    "previous code, scopes only narrow from agent to agent, and only the person adds one (here: email, by "
+    "consent). No agent ever sees a password, and an auditor can read the whole conversation back as a tree "
+    "of codes.",
 }
 
 
 def local_responder(agent: str, instructions: str, message: str) -> str:
     """The built-in agents: canned, deterministic text (no LLM, no network)."""
     if agent == "planner":
-        first = message.strip().splitlines()[0] if message.strip() else "the question"
         return (
-            f"Plan for “{first}”: the researcher finds what exists, the security reviewer finds what can "
-            "go wrong, the implementer says how to build it; the merger joins them and the critic checks."
+            f"Plan for “{(message.strip().splitlines() or ['the question'])[0]}”: the researcher finds what "
+            "exists, the security reviewer finds what can go wrong, the implementer says how to build it; "
+            "the merger joins them and the critic checks."
         )
-    if agent == "merger":
-        parts = [line.split(": ", 1)[1] for line in message.splitlines() if line.startswith("- ") and ": " in line]
-        return "Draft: " + " ".join(parts) if parts else "Draft: " + message
-    if agent == "writer":
-        return (
-            "Let each agent act through its own link of one authorization code chain. The person starts it "
-            "(here with a wallet), every hand-off is signed by the receiving agent's registered key and bound "
-            "to the previous code, scopes only narrow from agent to agent, and only the person adds one "
-            "(here: email, by consent). No agent ever sees a password, and an auditor can read the whole "
-            "conversation back as a tree of codes."
-        )
-    return _LOCAL[agent]
-
-
-Responder = Callable[[str, str, str], str]
-
-
-# --- results ------------------------------------------------------------------------------
+    if agent == "merger":  # "- agent: text" lines → one draft
+        return "Draft: " + " ".join(line.split(": ", 1)[-1] for line in message.splitlines() if line.startswith("- "))
+    return CANNED[agent]
 
 
 class AgentChatError(Exception):
-    """The run stopped: ``message`` says why, ``exit_code`` is the process status."""
+    """The run stopped: the message says why, ``exit_code`` is the process status."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_REFUSED, chain_id: str | None = None):
+    def __init__(self, message: str, exit_code: int = EXIT_REFUSED):
         super().__init__(message)
-        self.exit_code = exit_code
-        self.chain_id = chain_id
-        self.admin_url: str | None = None  # the chain so far, when there is one
+        self.exit_code, self.admin_url = exit_code, None  # admin_url: the chain so far, if any
 
 
 @dataclass
-class StepEvent:
-    """One completed step of the chain (what ``on_step`` receives)."""
-
-    index: int  # 0 = the wallet presentation (the root)
+class Step:  # one link of the chain, as this client saw it
+    index: int
     kind: str  # wallet | agent | user
-    actor: str  # the wallet's DID, the agent's identifier, or the person's username
-    chain_id: str | None
+    actor: str
     depth: int
-    parent: int | None  # index of the parent step
-    scope: str | None  # granted scope when the IdP says it (agent hops), else None
-    code_digest_prefix: str  # first 8 hex of SHA-256(code): what the admin and the API show
-    message_sha256: str | None = None  # agent steps: digest of the message received (signed as msg_sha256)
-
-
-@dataclass
-class ChatResult:
-    chain_id: str
-    steps: list[StepEvent]
-    transcript: list[tuple[str, str, str]]  # (from, to, text)
-    answer: dict[str, Any]
-    tree: dict[str, Any]  # GET /api/chains/<id>/
-    verification: dict[str, Any]  # GET /api/chains/<id>/verify/
-    admin_url: str
-    token_scope: str
-
-
-@dataclass
-class _Step:
-    event: StepEvent
+    parent: int | None  # the parent step's index
     code: str = field(repr=False)
-    verifier: str = field(repr=False)
-
-
-def mask(secret: str) -> str:
-    """How a code or token is shown: its first 6 characters and an ellipsis."""
-    return secret[:6] + "…"
-
-
-def digest_prefix(code: str) -> str:
-    return hashlib.sha256(code.encode("utf-8")).hexdigest()[:8]
-
-
-def short(text: str, width: int = 24) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-# --- transport: one IdP behind one or more addresses ----------------------------------------
-
-
-def _refused(exc: BaseException) -> bool:
-    """Did this fail before anything was sent (connection refused, no such host)?"""
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        error = stack.pop()
-        if not isinstance(error, BaseException) or id(error) in seen:
-            continue
-        seen.add(id(error))
-        if isinstance(error, (ConnectionRefusedError, NewConnectionError, socket.gaierror)):
-            return True
-        # requests → urllib3 MaxRetryError (args[0]) → .reason; urllib's URLError → .reason
-        stack.extend([getattr(error, "reason", None), error.__cause__, error.__context__, *error.args])
-    return False
-
-
-class IdPPool:
-    """Round-robin over the IdP's addresses; an address that refuses is dropped and the
-    same request goes to the next one."""
-
-    def __init__(self, urls: list[str]):
-        self.all = [u.rstrip("/") for u in urls if u.strip()]
-        if not self.all:
-            raise AgentChatError("no IdP URL given", EXIT_SETUP)
-        self.alive = list(self.all)
-        self._next = 0
-        self.origins = {_origin(u) for u in self.all}
+    verifier: str = field(repr=False)  # PKCE for this step's code: only the writer's is used
+    scope: str | None = None  # as the IdP granted it (agent steps)
+    message_sha256: str | None = None  # agent steps: the msg_sha256 its proof signed
 
     @property
-    def primary(self) -> str:
-        return (self.alive or self.all)[0]
-
-    def call(self, fn: Callable[[str], Any]) -> Any:
-        while self.alive:
-            index = self._next % len(self.alive)
-            self._next = index + 1
-            try:
-                return fn(self.alive[index])
-            except Exception as exc:  # noqa: BLE001 (filtered just below)
-                if not _refused(exc):
-                    raise
-                del self.alive[index]  # nothing was sent: the same request goes to the next address
-                self._next = index
-        raise AgentChatError(
-            f"cannot reach the IdP at {', '.join(self.all)} (connection refused). Is it running? "
-            "Start it with `make run`, or run the whole demo with `make demo`.",
-            EXIT_UNREACHABLE,
-        )
-
-    def is_idp(self, url: str) -> bool:
-        return _origin(url) in self.origins
-
-    def request(
-        self, session: requests.Session, method: str, url: str, *, form_origin: bool = False, **kwargs
-    ) -> tuple[requests.Response, str]:
-        """Send to the next address. ``url`` is a path or an absolute IdP URL (rebased)."""
-        parts = urllib.parse.urlsplit(url)
-        tail = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
-        extra_headers = kwargs.pop("headers", None) or {}
-
-        def send(base: str) -> tuple[requests.Response, str]:
-            headers = dict(extra_headers)
-            if form_origin:  # a browser's form POST: Origin and Referer of the page (Django's CSRF check)
-                headers.update(Origin=base, Referer=base + tail)
-            response = session.request(
-                method, base + tail, headers=headers, allow_redirects=False, timeout=TIMEOUT, **kwargs
-            )
-            return response, base + tail
-
-        return self.call(send)
-
-
-def _origin(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-# --- HTML pages (stdlib parser) ------------------------------------------------------------------
-
-
-class Page(html.parser.HTMLParser):
-    """The forms, the wallet request link and any error heading of an IdP page."""
-
-    def __init__(self, text: str):
-        super().__init__(convert_charrefs=True)
-        self.forms: list[dict[str, Any]] = []
-        self.wallet_link: str | None = None
-        self.headings: list[str] = []
-        self._heading: list[str] | None = None
-        self.feed(text)
-        self.close()
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "form":
-            self.forms.append(
-                {
-                    "id": a.get("id"),
-                    "action": a.get("action") or "",
-                    "method": (a.get("method") or "get").lower(),
-                    "inputs": [],
-                }
-            )
-        elif tag in ("input", "textarea", "select") and self.forms and a.get("name"):
-            self.forms[-1]["inputs"].append(
-                {"name": a["name"], "value": a.get("value") or "", "type": (a.get("type") or "text").lower()}
-            )
-        elif tag == "a" and a.get("id") == "wallet-request":
-            self.wallet_link = a.get("href")
-        elif tag in ("h1", "h2", "h3", "p") and self._heading is None:
-            self._heading = []
-
-    def handle_data(self, data):
-        if self._heading is not None:
-            self._heading.append(data)
-
-    def handle_endtag(self, tag):
-        if tag in ("h1", "h2", "h3", "p") and self._heading is not None:
-            text = " ".join("".join(self._heading).split())
-            if text:
-                self.headings.append(text)
-            self._heading = None
-
-    def form(self, *, form_id: str | None = None, with_input: str | None = None) -> dict[str, Any] | None:
-        for f in self.forms:
-            if (form_id and f["id"] == form_id) or (with_input and any(i["name"] == with_input for i in f["inputs"])):
-                return f
-        return None
-
-    def error_text(self) -> str:
-        wanted = [h for h in self.headings if "error" in h.lower()]
-        return "; ".join(wanted or self.headings[:2]) or "an unexpected page"
-
-
-def form_data(form: dict[str, Any], *, submit: str | None = None, **values: str) -> dict[str, str]:
-    """The inputs a browser would post: every named field, only the clicked submit button."""
-    data = {}
-    for field_ in form["inputs"]:
-        if field_["type"] == "submit":
-            if field_["name"] == submit:
-                data[field_["name"]] = field_["value"]
-            continue
-        if field_["type"] in ("checkbox", "radio"):
-            continue  # unticked by default (the IdP's forms have none)
-        data[field_["name"]] = field_["value"]
-    data.update(values)
-    return data
-
-
-# --- the browser steps -----------------------------------------------------------------------------
+    def code_digest_prefix(self) -> str:  # how the admin and the review API name a step
+        return hashlib.sha256(self.code.encode()).hexdigest()[:8]
 
 
 @dataclass
-class Callback:
-    code: str = field(repr=False)
-    state: str
-
-
-class HeadlessBrowser:
-    """A browser without a screen: a cookie jar, the login form, the consent form and a
-    headless wallet; it stops at the client's redirect_uri and reads code and state."""
-
-    def __init__(self, pool: IdPPool, *, login: tuple[str, str] | None = None, wallet: Any = None):
-        self.pool = pool
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = "agent_chat (headless browser)"
-        self.login = login
-        self.wallet = wallet
-
-    def _share_cookies(self) -> None:
-        """One IdP, several addresses: keep cookies host-less so every address gets them."""
-        jar = self.session.cookies
-        for cookie in list(jar):
-            if cookie.domain:
-                jar.clear(cookie.domain, cookie.path, cookie.name)
-                jar.set(cookie.name, cookie.value, path=cookie.path)
-
-    def _send(self, method: str, url: str, **kwargs) -> tuple[requests.Response, str]:
-        response, sent_to = self.pool.request(self.session, method, url, **kwargs)
-        self._share_cookies()
-        return response, sent_to
-
-    def authorize(self, path: str, params: dict[str, str], what: str) -> Callback:
-        url = path + "?" + urllib.parse.urlencode(params)
-        method, data, logged_in, consented = "GET", None, False, False
-        for _ in range(20):
-            if url.split("?", 1)[0] == REDIRECT_URI:  # e.g. a wallet answer that points straight at the client
-                return _callback(url, params["state"], what)
-            response, here = self._send(method, url, data=data, form_origin=method == "POST")
-            method, data = "GET", None
-            if response.is_redirect:
-                target = urllib.parse.urljoin(here, response.headers["Location"])
-                if target.split("?", 1)[0] == REDIRECT_URI:
-                    return _callback(target, params["state"], what)
-                if not self.pool.is_idp(target):
-                    raise AgentChatError(f"{what}: the IdP redirected outside itself ({_origin(target)})")
-                url = target
-                continue
-            if response.status_code != 200:
-                raise AgentChatError(
-                    f"{what}: the IdP answered HTTP {response.status_code} ({Page(response.text).error_text()})"
-                )
-            page = Page(response.text)
-            if page.wallet_link:
-                if self.wallet is None:
-                    raise AgentChatError(f"{what}: the IdP asks for a wallet and this browser has none")
-                url = self._present(response.text, what)
-                continue
-            login_form = page.form(with_input="password")
-            if login_form is not None:
-                if self.login is None or logged_in:
-                    raise AgentChatError(
-                        f"{what}: logging in failed (is the password in demo_credentials.json "
-                        "still the one in the database? run `make demo-data`)"
-                    )
-                username, password = self.login
-                url = urllib.parse.urljoin(here, login_form["action"]) if login_form["action"] else here
-                method, data, logged_in = "POST", form_data(login_form, username=username, password=password), True
-                continue
-            consent = page.form(form_id="authorizationForm")
-            if consent is not None and not consented:
-                url = urllib.parse.urljoin(here, consent["action"]) if consent["action"] else here
-                method, data, consented = "POST", form_data(consent, submit="allow"), True
-                continue
-            raise AgentChatError(f"{what}: the IdP showed {page.error_text()!r}")
-        raise AgentChatError(f"{what}: too many redirects")
-
-    def _present(self, html_text: str, what: str) -> str:
-        """The headless wallet answers the request page; returns where the browser goes next."""
-        from chain_grant.client.wallet import request_url_from_html
-
-        try:
-            return self.wallet.respond(request_url_from_html(html_text), post=self._wallet_post)
-        except Exception as exc:  # noqa: BLE001 (any wallet failure ends the step with its reason)
-            if _refused(exc):
-                raise AgentChatError(
-                    f"{what}: the wallet cannot reach the IdP's response_uri (connection refused)", EXIT_UNREACHABLE
-                ) from None
-            raise AgentChatError(f"{what}: the wallet presentation was refused ({exc})") from None
-
-    def _wallet_post(self, url: str, data: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        """The wallet's direct_post to the IdP's response_uri (through the IdP's addresses)."""
-        headers = {"Accept": "application/json"}
-        if self.pool.is_idp(url):
-            response, _ = self.pool.request(requests.Session(), "POST", url, data=data, headers=headers)
-        else:
-            response = requests.post(url, data=data, headers=headers, timeout=TIMEOUT, allow_redirects=False)
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"error": "server_error", "error_description": f"HTTP {response.status_code}"}
-        return response.status_code, body if isinstance(body, dict) else {"error": "server_error"}
-
-
-def _callback(url: str, state: str, what: str) -> Callback:
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-    if query.get("state", [None])[0] != state:
-        raise AgentChatError(f"{what}: the redirect's state does not match the request (possible CSRF)")
-    if "error" in query:
-        description = query.get("error_description", [""])[0]
-        raise AgentChatError(
-            f"{what}: {query['error'][0]}" + (f": {description}" if description else "") + _hint(description)
-        )
-    if not query.get("code"):
-        raise AgentChatError(f"{what}: the redirect carries no code")
-    return Callback(code=query["code"][0], state=state)
-
-
-class InteractiveBrowser:
-    """Your browser: open the authorize URL, wait for the redirect on 127.0.0.1:8765."""
-
-    def __init__(self, pool: IdPPool, out: TextIO, timeout: float | None = None):
-        self.pool, self.out, self.timeout = pool, out, timeout or INTERACTIVE_TIMEOUT
-
-    def authorize(self, path: str, params: dict[str, str], what: str) -> Callback:
-        received: dict[str, str] = {}
-        done = threading.Event()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                parts = urllib.parse.urlsplit(self.path)
-                query = dict(urllib.parse.parse_qsl(parts.query))
-                if parts.path != CALLBACK_PATH or query.get("state") != params["state"]:
-                    self.send_error(404)
-                    return
-                received.update(query)
-                body = b"<!doctype html><title>agent_chat</title><p>Done: you can close this tab.</p>"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                done.set()
-
-            def log_message(self, *args):  # the query string holds the code: never logged
-                pass
-
-        try:
-            server = http.server.HTTPServer((CALLBACK_HOST, CALLBACK_PORT), Handler)
-        except OSError as exc:
-            raise AgentChatError(
-                f"cannot listen on {CALLBACK_HOST}:{CALLBACK_PORT} for the callback ({exc})", EXIT_SETUP
-            ) from None
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            url = self.pool.primary + path + "?" + urllib.parse.urlencode(params)
-            print(
-                f"Opening {self.pool.primary}{path}?…&response_type={params['response_type']}"
-                f"&scope={urllib.parse.quote(params['scope'])}",
-                file=self.out,
-            )
-            print(
-                f"Complete the {what} in your browser. Waiting for the redirect to {REDIRECT_URI} …",
-                file=self.out,
-                flush=True,
-            )
-            webbrowser.open(url)
-            if not done.wait(self.timeout):
-                raise AgentChatError(f"{what}: no redirect within {int(self.timeout)} s")
-        finally:
-            server.shutdown()
-            server.server_close()
-        query = urllib.parse.urlencode(received)
-        return _callback(f"{REDIRECT_URI}?{query}", params["state"], what)
-
-
-# --- the run --------------------------------------------------------------------------------------
-
-
 class Chat:
-    def __init__(
-        self,
-        urls: list[str],
-        var_dir: Path,
-        *,
-        interactive: bool,
-        on_step,
-        out: TextIO,
-        question: str,
-        responder: Responder,
-    ):
-        self.pool = IdPPool(urls)
-        self.var = Path(var_dir)
-        self.out = out
-        self.on_step = on_step
-        self.question = question
-        self.responder = responder
-        self.interactive = interactive
-        self.steps: list[_Step] = []
-        self.transcript: list[tuple[str, str, str]] = []
-        self.chain_id: str | None = None
-        self._pending: list[StepEvent] = []  # the root's event waits for the chain id
-        self.creds = self._credentials()
-        self.keys = {name: self._agent_key(name) for name in ROLES}
+    """One conversation against one IdP: ``Chat(...).run()`` (or ``run(...)``) once."""
 
-    # -- setup --
+    idp: str = DEFAULT_IDP
+    var_dir: str | os.PathLike | None = None  # bootstrap_demo's: default $IDP_VAR_DIR, else var
+    interactive: bool = False
+    out: TextIO | None = None
+    question: str = DEFAULT_QUESTION
+    responder: Callable[[str, str, str], str] = local_responder
 
-    def _credentials(self) -> dict[str, str]:
-        path = self.var / "demo_credentials.json"
+    def __post_init__(self):
+        self.idp, self.out = self.idp.rstrip("/"), self.out or sys.stdout
+        self.var = Path(self.var_dir or os.environ.get("IDP_VAR_DIR") or "var")
+        self.steps: list[Step] = []
+        self.transcript: list[tuple[str, str, str]] = []  # (from, to, text)
+        self.chain_id = None
         try:
-            creds = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise AgentChatError(
-                f"no demo credentials at {path}: run `make demo-data` (manage.py bootstrap_demo) first, or pass --var",
-                EXIT_SETUP,
-            ) from None
-        missing = {"client_id", "client_secret", "alice_password", "admin_password"} - set(creds)
-        if missing:
-            raise AgentChatError(f"{path} lacks {', '.join(sorted(missing))}: run `make demo-data`", EXIT_SETUP)
-        return creds
+            self.creds = json.loads((self.var / "demo_credentials.json").read_text())
+            self.client = (self.creds["client_id"], self.creds["client_secret"])
+            self.keys = {name: sdk.load_private_key(str(self.var / "agents" / f"{name}.json")) for name in ROLES}
+        except (OSError, ValueError, KeyError) as exc:
+            message = f"no demo credentials or agent keys in {self.var} ({exc}): run `make demo-data`, or pass --var"
+            raise AgentChatError(message, EXIT_SETUP) from None
 
-    def _agent_key(self, name: str):
-        path = self.var / "agents" / f"{name}.json"
+    def converse(self) -> tuple[Step, str]:
+        """Each message an agent receives is one hand-off, signed by that agent (msg_sha256):
+        the chain doubles as the conversation's audit log."""
+        planner = self.hop(self.wallet_step(), "user", "planner", self.question)
+        plan = self.respond("planner", self.question)
+        outputs = {}
+        for agent in BRANCHES:  # the fan-out: three children of the planner's code
+            task = f"{plan}\nYour task ({agent}): {ROLES[agent]}"
+            shown = f"{plan} [your task: {agent}]" if agent == BRANCHES[0] else f"… [your task: {agent}]"
+            outputs[agent] = (self.hop(planner, "planner", agent, task, shown), self.respond(agent, task))
+        merged = [self.hop(step, agent, "merger", f"- {agent}: {text}") for agent, (step, text) in outputs.items()]
+        draft = self.respond("merger", "\n".join(f"- {agent}: {text}" for agent, (_, text) in outputs.items()))
+        # The critic continues from the merger's last code; its proof names all three merger steps.
+        merged_steps = [step.code_digest_prefix for step in merged]
+        critic = self.hop(merged[-1], "merger", "critic", draft, extra={"merged_steps": merged_steps})
+        review = self.respond("critic", draft)
+        brief = f"{draft}\n{review}"
+        writer = self.hop(self.consent_step(critic), "critic", "writer", brief, f"[the draft] + {review}")
+        answer = self.respond("writer", brief)
+        self.say_message("writer", "user", answer)
+        return writer, answer
+
+    def wallet_step(self) -> Step:
+        """The root: a wallet presents itself (a SIOPv2 self-issued id_token) on the authorize endpoint."""
+        self.say("[browser -> wallet presentation]")
+        wallet = None
+        if not self.interactive:  # the headless wallet keeps its key: every run, the same holder
+            path = self.var / "demo_wallet.json"
+            wallet = HeadlessWallet.load(path) if path.exists() else HeadlessWallet.generate()
+            wallet.save(path)
+            self.say(
+                f"  GET {self.authorize_path} response_type=id_token scope=“{ROOT_SCOPE}” (PKCE S256); "
+                f"headless wallet {short(wallet.did, 28)} answers the openid:// request"
+            )
+        params = {"response_type": "id_token", "scope": ROOT_SCOPE, "client_metadata": "{}", "prompt": "login"}
+        code, verifier = self.authorize("the wallet presentation", self.browser(wallet=wallet), params)
+        self.say(f"[id_token presentation -> planner]  {mask(code)}  (the chain's root)")
+        return self.record("wallet", wallet.did if wallet else "wallet", code, verifier, None, depth=0)
+
+    def hop(self, parent: Step, sender: str, agent: str, message: str, shown=None, extra=None) -> Step:
+        """``agent`` receives ``message`` with ``parent``'s code; it signs a proof and trades both for its code."""
+        verifier, challenge = sdk.pkce_pair()
+        proof = sdk.sign_proof(
+            self.keys[agent], sub=agent, aud=self.issuer, code=parent.code, message=message, extra=extra
+        )
         try:
-            return load_private_key(str(path))
-        except (OSError, ValueError):
+            body = sdk.code_chain(self.token_url, *self.client, parent.code, proof, code_challenge=challenge)
+        except sdk.ChainClientError as exc:
             raise AgentChatError(
-                f"no private key for agent {name} at {path}: run `make demo-data`", EXIT_SETUP
+                f"the IdP refused the hand-off {short(parent.actor)} → {agent} (step "
+                f"{len(self.steps)}): {exc.error}: {exc.description}{hint(exc.description)}"
             ) from None
+        self.chain_id = self.chain_id or body["chain_id"]  # the root step's id, told with the first hop
+        code, depth, scope = body["authorization_code"], body["depth"], body.get("scope")
+        self.say(f"[code_chain -> {agent}]  {mask(parent.code)} → {mask(code)}  depth {depth}, scope “{scope}”")
+        self.say_message(sender, agent, message, shown)
+        return self.record("agent", agent, code, verifier, parent, depth, scope, sdk.message_digest(message))
 
-    def _wallet(self):
-        from chain_grant.client.wallet import HeadlessWallet
+    def consent_step(self, parent: Step, person: str = "alice") -> Step:
+        """A person joins: logs in, sees the chain so far and consents to one scope more."""
+        self.say("[browser -> chained authorization code request]")
+        if self.interactive:
+            self.say(f"  log in as {person} (password in {self.var / 'demo_credentials.json'}) and consent")
+        else:
+            self.say(
+                f"  GET {self.authorize_path} response_type=code scope=“{CONSENT_SCOPE}” "
+                f"code={mask(parent.code)} prompt=login; {person} logs in and consents"
+            )
+        params = {"response_type": "code", "scope": CONSENT_SCOPE, "code": parent.code, "prompt": "login"}
+        browser = self.browser(login=(person, self.creds["alice_password"]))
+        code, verifier = self.authorize(f"{person}'s consent", browser, params)
+        self.say(
+            f"[authorization code request -> writer]  {mask(parent.code)} → {mask(code)}  "
+            f"depth {parent.depth + 1}, {person} consented to “{CONSENT_SCOPE}”"
+        )
+        return self.record("user", person, code, verifier, parent, parent.depth + 1)
 
-        path = self.var / "demo_wallet.json"
-        if path.exists():
-            return HeadlessWallet.load(path)
-        wallet = HeadlessWallet.generate()
-        wallet.save(path)
-        return wallet
+    def publish(self, writer: Step, answer: str) -> None:
+        """The writer trades its code for a token (its scope only) and posts the answer with it."""
+        try:
+            token = sdk.exchange_code(
+                self.token_url, *self.client, writer.code, redirect_uri=REDIRECT_URI, code_verifier=writer.verifier
+            )
+        except sdk.ChainClientError as exc:
+            raise AgentChatError(f"exchanging the writer's code failed: {exc.error}: {exc.description}") from None
+        access, self.token_scope = token["access_token"], token.get("scope", "")
+        self.say(
+            f"[exchange -> writer's token]  code {mask(writer.code)} → access token {mask(access)}  "
+            f"scope “{self.token_scope}”"
+        )
+        headers = {"Authorization": f"Bearer {access}", "Content-Type": "application/json"}
+        request = urllib.request.Request(f"{self.idp}/api/answers/", json.dumps({"text": answer}).encode(), headers)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            self.answer = json.load(response)
+        actors = [a["actor"] if a["kind"] != "wallet" else short(a["actor"], 20) for a in self.answer["actors"]]
+        self.say(
+            f"[writer -> POST /api/answers/]  answer #{self.answer['id']} stored with its actor chain: "
+            + " ← ".join(reversed(actors))
+        )
 
-    def say(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
+    def review(self) -> None:
+        """The chain read back through the review API as admin (a staff session: no back door)."""
+        browser = self.browser(login=("admin", self.creds["admin_password"]))
+        browser.visit(f"/accounts/login/?next=/api/chains/{self.chain_id}/", "the admin login")
+        results = []
+        for suffix in ("", "verify/"):
+            status, _, body, _ = browser.send(f"/api/chains/{self.chain_id}/{suffix}", Accept="application/json")
+            if status != 200:
+                raise AgentChatError(f"the review API answered HTTP {status}")
+            results.append(json.loads(body))
+        self.tree, self.verification = results
 
-    def say_message(self, sender: str, receiver: str, text: str, shown: str | None = None) -> None:
-        """A message of the conversation: kept exactly in the transcript, printed (maybe abridged)."""
-        self.transcript.append((sender, receiver, text))
-        head = f"  {sender} → {receiver}: "
-        self.say(textwrap.fill(shown or text, width=100, initial_indent=head, subsequent_indent=" " * 4))
+    def run(self) -> "Chat":
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(f"{self.idp}/oauth/.well-known/openid-configuration", timeout=30) as response:
+                meta = json.load(response)  # OpenID discovery: the issuer (every proof's aud), the endpoints
+            if "code_chain" not in meta.get("grant_types_supported", []):
+                raise AgentChatError("the IdP does not advertise grant_type=code_chain (is chain_grant installed?)")
+            self.issuer, self.token_url = meta["issuer"], meta["token_endpoint"]
+            self.authorize_url = meta["authorization_endpoint"]
+            self.authorize_path = urllib.parse.urlsplit(self.authorize_url).path
+            self.say(f"==> IdP {self.idp}  issuer {self.issuer}  client {self.client[0]}")
+            self.publish(*self.converse())
+            self.review()
+        except (AgentChatError, urllib.error.URLError) as exc:
+            error = exc if isinstance(exc, AgentChatError) else transport_error(self.idp, exc)
+            error.admin_url = self.admin_url
+            raise error from None
+        steps, verification = self.tree["steps"], self.verification
+        self.say(f"\nChain {self.chain_id}  ({len(steps)} steps, depth {max(s['depth'] for s in steps)})")
+        for line in tree_lines(steps):
+            self.say("  " + line)
+        if not verification["ok"]:
+            self.say(f"Integrity: ✗ first bad step {verification['first_bad_step']}")
+            raise AgentChatError(f"the chain does not verify: first bad step {verification['first_bad_step']}")
+        self.say(f"Integrity: ✓ verified ({verification['checked']} steps: every link_hash matches)")
+        self.say(f"Admin: {self.admin_url}  (log in as admin)")
+        self.say(f"Done in {time.monotonic() - started:.1f} s: {len(self.steps)} steps, answer #{self.answer['id']}.")
+        return self
+
+    # -- helpers --
+
+    def authorize(self, what: str, browser: "Browser", params: dict[str, str]) -> tuple[str, str]:
+        """A person's step on the authorize endpoint, in a browser → (the code, its PKCE verifier)."""
+        state, (verifier, challenge) = secrets.token_urlsafe(16), sdk.pkce_pair()
+        query = {"client_id": self.client[0], "redirect_uri": REDIRECT_URI, "state": state, **params}
+        query.update(code_challenge=challenge, code_challenge_method="S256")
+        url = f"{self.authorize_url}?{urllib.parse.urlencode(query)}"
+        if self.interactive:
+            return in_your_browser(url, state, what, self.say), verifier
+        return browser.authorize(url, state, what), verifier
+
+    def browser(self, **kwargs) -> "Browser":
+        return Browser(self.idp, also=(self.issuer, self.authorize_url), **kwargs)
+
+    def record(self, kind, actor, code, verifier, parent, depth, scope=None, message_sha256=None) -> Step:
+        parent_index = parent.index if parent else None
+        self.steps.append(
+            Step(len(self.steps), kind, actor, depth, parent_index, code, verifier, scope, message_sha256)
+        )
+        return self.steps[-1]
 
     def respond(self, agent: str, message: str) -> str:
         text = self.responder(agent, ROLES[agent], message)
@@ -624,457 +322,260 @@ class Chat:
             raise AgentChatError(f"the responder gave {agent} no text")
         return text.strip()
 
-    # -- steps --
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
 
-    def _record(
-        self,
-        kind: str,
-        actor: str,
-        code: str,
-        verifier: str,
-        parent: _Step | None,
-        scope: str | None = None,
-        depth: int | None = None,
-        message_sha256: str | None = None,
-    ) -> _Step:
-        event = StepEvent(
-            index=len(self.steps),
-            kind=kind,
-            actor=actor,
-            chain_id=self.chain_id,
-            depth=depth if depth is not None else (parent.event.depth + 1 if parent else 0),
-            parent=parent.event.index if parent else None,
-            scope=scope,
-            code_digest_prefix=digest_prefix(code),
-            message_sha256=message_sha256,
-        )
-        step = _Step(event, code, verifier)
-        self.steps.append(step)
-        if self.chain_id is None:
-            self._pending.append(event)
-        else:
-            self._emit(event)
-        return step
-
-    def _emit(self, event: StepEvent) -> None:
-        if self.on_step is not None:
-            self.on_step(event)
-
-    def _learn_chain_id(self, chain_id: str) -> None:
-        if self.chain_id is None:
-            self.chain_id = chain_id
-            for event in self._pending:
-                event.chain_id = chain_id
-                self._emit(event)
-            self._pending.clear()
-        elif chain_id != self.chain_id:
-            raise AgentChatError(f"the IdP put a hand-off in another chain ({chain_id})", chain_id=self.chain_id)
-
-    def hop(
-        self,
-        parent: _Step,
-        sender: str,
-        agent: str,
-        message: str,
-        *,
-        shown: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> _Step:
-        """``agent`` receives ``message`` with ``parent``'s code: code_chain → its own code."""
-        verifier, challenge = pkce_pair()
-        proof = sign_proof(self.keys[agent], sub=agent, aud=self.issuer, code=parent.code, message=message, extra=extra)
-        try:
-            body = self.pool.call(
-                lambda base: code_chain(
-                    base + self.token_path,
-                    self.creds["client_id"],
-                    self.creds["client_secret"],
-                    parent.code,
-                    proof,
-                    code_challenge=challenge,
-                )
-            )
-        except ChainClientError as exc:
-            raise AgentChatError(
-                f"the IdP refused the hand-off {parent.event.actor} → {agent} (step {len(self.steps)}): "
-                f"{exc.error}: {exc.description}{_hint(exc.description)}",
-                chain_id=self.chain_id,
-            ) from None
-        self._learn_chain_id(body["chain_id"])
-        step = self._record(
-            "agent",
-            agent,
-            body["authorization_code"],
-            verifier,
-            parent,
-            body.get("scope"),
-            body.get("depth"),
-            message_sha256=message_digest(message),
-        )
+    def say_message(self, sender: str, receiver: str, text: str, shown: str | None = None) -> None:
+        """A message: kept whole in the transcript, printed wrapped (maybe abridged)."""
+        self.transcript.append((sender, receiver, text))
         self.say(
-            f"[code_chain -> {agent}]  {mask(parent.code)} → {mask(step.code)}  depth {step.event.depth}, "
-            f"scope “{step.event.scope}”"
+            textwrap.fill(shown or text, 100, initial_indent=f"  {sender} → {receiver}: ", subsequent_indent="    ")
         )
-        self.say_message(sender, agent, message, shown)
-        return step
 
-    def wallet_step(self) -> _Step:
-        self.say("[browser -> wallet presentation]")
-        wallet = None if self.interactive else self._wallet()
-        verifier, challenge = pkce_pair()
-        params = {
-            "client_id": self.creds["client_id"],
-            "redirect_uri": REDIRECT_URI,
-            "response_type": "id_token",
-            "scope": ROOT_SCOPE,
-            "state": secrets.token_urlsafe(16),
-            "client_metadata": "{}",
-            "prompt": "login",
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-        }
-        if wallet is not None:
-            self.say(
-                f"  GET {self.authorize_path} response_type=id_token scope=“{ROOT_SCOPE}” (PKCE S256); "
-                f"headless wallet {short(wallet.did, 28)} answers the openid:// request"
-            )
-            browser = HeadlessBrowser(self.pool, wallet=wallet)
-        else:
-            browser = InteractiveBrowser(self.pool, self.out)
-        callback = browser.authorize(self.authorize_path, params, "the wallet presentation")
-        actor = wallet.did if wallet is not None else "wallet"
-        step = self._record("wallet", actor, callback.code, verifier, None, depth=0)
-        self.say(f"[id_token presentation -> planner]  {mask(step.code)}  (the chain's root)")
-        return step
+    @property
+    def admin_url(self) -> str | None:
+        return f"{self.idp}/admin/chain_grant/chain/{self.chain_id}/tree/" if self.chain_id else None
 
-    def consent_step(self, parent: _Step) -> _Step:
-        self.say("[browser -> chained authorization code request]")
-        username = "alice"
-        verifier, challenge = pkce_pair()
-        params = {
-            "client_id": self.creds["client_id"],
-            "redirect_uri": REDIRECT_URI,
-            "response_type": "code",
-            "prompt": "login",
-            "scope": CONSENT_SCOPE,
-            "state": secrets.token_urlsafe(16),
-            "code": parent.code,
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-        }
-        if self.interactive:
-            self.say(f"  log in as {username} (password in {self.var / 'demo_credentials.json'}) and consent")
-            browser = InteractiveBrowser(self.pool, self.out)
-        else:
-            self.say(
-                f"  GET {self.authorize_path} response_type=code scope=“{CONSENT_SCOPE}” code={mask(parent.code)}"
-                f" prompt=login; {username} logs in and consents"
-            )
-            browser = HeadlessBrowser(self.pool, login=(username, self.creds["alice_password"]))
-        callback = browser.authorize(self.authorize_path, params, f"{username}'s consent")
-        step = self._record("user", username, callback.code, verifier, parent)
-        self.say(
-            f"[authorization code request -> writer]  {mask(parent.code)} → {mask(step.code)}  "
-            f"depth {step.event.depth}, {username} consented to “{CONSENT_SCOPE}”"
-        )
-        return step
 
-    # -- the conversation --
+def run(idp: str = DEFAULT_IDP, **options) -> Chat:
+    """One conversation, one chain (``options``: ``Chat``'s fields); raises AgentChatError when a step fails."""
+    return Chat(idp, **options).run()
 
-    def discover(self) -> None:
-        def get(base):
-            response = requests.get(base + "/oauth/.well-known/openid-configuration", timeout=TIMEOUT)
-            response.raise_for_status()
-            return response.json()
 
+# --- the person's browser ---------------------------------------------------------------------
+
+
+class Forms(html.parser.HTMLParser):
+    """A page's forms: id, action and the fields a browser posts (not the submit buttons)."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.forms: list[dict[str, Any]] = []
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.forms.append({"id": a.get("id"), "action": a.get("action") or "", "fields": {}})
+        elif tag == "input" and self.forms and a.get("name") and a.get("type") != "submit":
+            self.forms[-1]["fields"][a["name"]] = a.get("value") or ""
+
+    def find(self, *, form_id: str | None = None, with_field: str | None = None) -> dict[str, Any] | None:
+        return next((f for f in self.forms if (form_id and f["id"] == form_id) or with_field in f["fields"]), None)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):  # the browser follows redirects itself (Browser.visit)
+        return None
+
+
+class Browser:
+    """A browser without a screen: a cookie jar, the IdP's login and consent forms posted
+    with their CSRF token (and the Origin a browser sends), a wallet for wallet requests,
+    redirects followed only inside the IdP, up to the client's redirect_uri."""
+
+    def __init__(self, idp: str, *, login=None, wallet: HeadlessWallet | None = None, also: tuple[str, ...] = ()):
+        self.idp, self.login, self.wallet = idp.rstrip("/"), login, wallet
+        self.origins = {origin(url) for url in (idp, *also)}
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(), NoRedirect())
+
+    def send(self, url: str, form: dict[str, str] | None = None, **headers: str):
+        """GET ``url`` (absolute, or relative to the IdP), or POST ``form`` → (status, headers, body, url)."""
+        url = urllib.parse.urljoin(self.idp + "/", url)
+        if form is not None:
+            headers.update(Origin=origin(url), Referer=url)
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
         try:
-            meta = self.pool.call(get)
-        except (requests.RequestException, ValueError) as exc:
-            raise AgentChatError(f"the IdP's OpenID discovery failed ({exc})", EXIT_UNREACHABLE) from None
-        if "code_chain" not in meta.get("grant_types_supported", []):
-            raise AgentChatError("the IdP does not advertise grant_type=code_chain (is chain_grant installed?)")
-        self.issuer = meta["issuer"]
-        self.pool.origins.add(_origin(self.issuer))  # absolute URLs the IdP builds from its issuer
-        self.token_path = urllib.parse.urlsplit(meta["token_endpoint"]).path
-        self.authorize_path = urllib.parse.urlsplit(meta["authorization_endpoint"]).path
-        self.say(f"==> IdP {', '.join(self.pool.all)}  issuer {self.issuer}  client {self.creds['client_id']}")
+            response = self.opener.open(urllib.request.Request(url, data, headers), timeout=30)
+        except urllib.error.HTTPError as exc:  # 3xx (not followed), 4xx, 5xx: a page like any other
+            response = exc
+        with response:
+            return response.getcode(), response.headers, response.read().decode(errors="replace"), url
 
-    def converse(self) -> tuple[_Step, str]:
-        """The conversation. Each hand-off is one step; every message an agent receives is
-        signed by that agent (msg_sha256), so the chain is also the conversation's audit log."""
-        q = self.question
-        root = self.wallet_step()
-        planner = self.hop(root, "user", "planner", q)
-        plan = self.respond("planner", q)
+    def visit(self, url: str, what: str) -> tuple[str, str]:
+        """Go to ``url`` as a person does: follow the IdP's redirects, let the wallet answer, log in
+        and consent when asked → (the client's redirect_uri, "") or (url, the page that asks nothing)."""
+        form, asked = None, set()
+        for _ in range(20):
+            if url.split("?")[0] == REDIRECT_URI:
+                return url, ""
+            status, headers, page, url = self.send(url, form)
+            form, forms = None, Forms(page)
+            if status in (301, 302, 303):
+                url = urllib.parse.urljoin(url, headers["Location"])
+                if origin(url) not in self.origins and url.split("?")[0] != REDIRECT_URI:
+                    raise AgentChatError(f"{what}: the IdP redirected outside itself ({origin(url)})")
+            elif status != 200:
+                raise AgentChatError(f"{what}: the IdP answered HTTP {status} ({page_error(page)})")
+            elif self.wallet and 'id="wallet-request"' in page and "wallet" not in asked:
+                asked.add("wallet")
+                try:  # a self-issued id_token, POSTed to the IdP (direct_post); the browser goes where it says
+                    url = self.wallet.respond(request_url_from_html(page))
+                except (sdk.ChainClientError, ValueError) as exc:
+                    raise AgentChatError(f"{what}: the wallet presentation was refused ({exc})") from None
+            elif login := forms.find(with_field="password"):
+                if not self.login or "login" in asked:
+                    raise AgentChatError(f"{what}: logging in failed (stale demo_credentials.json? `make demo-data`)")
+                asked.add("login")
+                url = urllib.parse.urljoin(url, login["action"])
+                form = {**login["fields"], "username": self.login[0], "password": self.login[1]}
+            elif (consent := forms.find(form_id="authorizationForm")) and "consent" not in asked:
+                asked.add("consent")
+                url, form = urllib.parse.urljoin(url, consent["action"]), {**consent["fields"], "allow": "Authorize"}
+            else:
+                return url, page
+        raise AgentChatError(f"{what}: too many redirects")
 
-        outputs: dict[str, tuple[_Step, str]] = {}
-        for agent in BRANCHES:  # the fan-out: three children of the planner's code
-            task = f"{plan}\nYour task ({agent}): {ROLES[agent]}"
-            step = self.hop(
-                planner,
-                "planner",
-                agent,
-                task,
-                shown=f"{plan} [your task: {agent}]" if agent == BRANCHES[0] else f"… [your task: {agent}]",
-            )
-            outputs[agent] = (step, self.respond(agent, task))
+    def authorize(self, url: str, state: str, what: str) -> str:
+        """An authorize URL, followed to the client's redirect_uri → the code."""
+        landed, page = self.visit(url, what)
+        if page:
+            raise AgentChatError(f"{what}: the IdP showed {page_error(page)!r}")
+        return read_callback(landed, state, what)
 
-        merged_steps = []
-        for agent in BRANCHES:  # one hand-off per branch, each from that branch's code
-            branch_step, text = outputs[agent]
-            merged_steps.append(self.hop(branch_step, agent, "merger", f"- {agent}: {text}"))
-        contributions = "\n".join(f"- {agent}: {outputs[agent][1]}" for agent in BRANCHES)
-        draft = self.respond("merger", contributions)
 
-        # The critic continues from the merger's last code (it has read all three branches by
-        # then); its proof also names the three merger steps (digest prefixes, as the admin shows).
-        critic = self.hop(
-            merged_steps[-1],
-            "merger",
-            "critic",
-            draft,
-            extra={"merged_steps": [s.event.code_digest_prefix for s in merged_steps]},
+def read_callback(url: str, state: str, what: str) -> str:
+    """The client's end of the redirect: the state must be ours → the code (or the error)."""
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    if query.get("state") != state:
+        raise AgentChatError(f"{what}: the redirect's state does not match the request (possible CSRF)")
+    if "error" in query:
+        description = query.get("error_description", "")
+        raise AgentChatError(
+            f"{what}: {query['error']}" + (f": {description}" if description else "") + hint(description)
         )
-        review = self.respond("critic", draft)
-
-        consent = self.consent_step(critic)
-        brief = f"{draft}\n{review}"
-        writer = self.hop(consent, "critic", "writer", brief, shown=f"[the draft] + {review}")
-        answer = self.respond("writer", brief)
-        self.say_message("writer", "user", answer)
-        return writer, answer
-
-    def publish(self, writer: _Step, answer: str) -> tuple[dict[str, Any], str]:
-        try:
-            token = self.pool.call(
-                lambda base: exchange_code(
-                    base + self.token_path,
-                    self.creds["client_id"],
-                    self.creds["client_secret"],
-                    writer.code,
-                    redirect_uri=REDIRECT_URI,
-                    code_verifier=writer.verifier,
-                )
-            )
-        except ChainClientError as exc:
-            raise AgentChatError(
-                f"exchanging the writer's code failed: {exc.error}: {exc.description}{_hint(exc.description)}",
-                chain_id=self.chain_id,
-            ) from None
-        access = token["access_token"]
-        self.say(
-            f"[exchange -> writer's token]  code {mask(writer.code)} → access token {mask(access)}  "
-            f"scope “{token.get('scope')}”"
-        )
-        session = requests.Session()
-        response, _ = self.pool.request(
-            session, "POST", ANSWERS_PATH, json={"text": answer}, headers={"Authorization": f"Bearer {access}"}
-        )
-        if response.status_code != 201:
-            raise AgentChatError(
-                f"publishing the answer failed: HTTP {response.status_code} {_error_of(response)}",
-                chain_id=self.chain_id,
-            )
-        stored = response.json()
-        actors = " ← ".join(
-            a["actor"] if a["kind"] != "wallet" else short(a["actor"], 20) for a in reversed(stored["actors"])
-        )
-        self.say(f"[writer -> POST {ANSWERS_PATH}]  answer #{stored['id']} stored with its actor chain: {actors}")
-        return stored, token.get("scope", "")
-
-    def review(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Read the chain back through the review API as the admin (a staff session)."""
-        browser = HeadlessBrowser(self.pool)
-        response, here = browser._send("GET", "/accounts/login/")
-        login_form = Page(response.text).form(with_input="password") if response.status_code == 200 else None
-        if login_form is None:
-            raise AgentChatError(f"the admin login page did not load (HTTP {response.status_code})")
-        data = form_data(login_form, username="admin", password=self.creds["admin_password"])
-        response, _ = browser._send(
-            "POST", urllib.parse.urljoin(here, login_form["action"] or here), data=data, form_origin=True
-        )
-        if response.status_code != 302:
-            raise AgentChatError("logging in as admin failed (run `make demo-data` to reset the password)")
-        results = []
-        for suffix in ("", "verify/"):
-            response, _ = browser._send(
-                "GET", f"/api/chains/{self.chain_id}/{suffix}", headers={"Accept": "application/json"}
-            )
-            if response.status_code != 200:
-                raise AgentChatError(
-                    f"the review API answered HTTP {response.status_code} {_error_of(response)}", chain_id=self.chain_id
-                )
-            results.append(response.json())
-        return results[0], results[1]
-
-    def print_tree(self, tree: dict[str, Any]) -> None:
-        steps = tree["steps"]
-        by_id = {s["id"]: s for s in steps}
-        self.say(f"Chain {tree['chain_id']}  ({len(steps)} steps, depth {max(s['depth'] for s in steps)})")
-        for line in tree_lines(steps, by_id):
-            self.say("  " + line)
-
-    def admin_url(self) -> str:
-        return f"{self.pool.primary}/admin/chain_grant/chain/{self.chain_id}/tree/"
+    if not query.get("code"):
+        raise AgentChatError(f"{what}: the redirect carries no code")
+    return query["code"]
 
 
-def tree_lines(steps: list[dict[str, Any]], by_id: dict[str, dict[str, Any]] | None = None) -> list[str]:
-    """The chain as an indented tree: ``kind actor  scope (+added −narrowed)`` per step."""
-    by_id = by_id or {s["id"]: s for s in steps}
-    roots = [s for s in steps if not s["parent"]]
-    lines: list[str] = []
+def in_your_browser(url: str, state: str, what: str, say) -> str:
+    """--interactive: your browser opens ``url``; its redirect comes back to REDIRECT_URI → the code."""
+    callback, landed = urllib.parse.urlsplit(REDIRECT_URI), threading.Event()
 
-    def label(s):
+    class Listener(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            query = urllib.parse.urlsplit(self.path).query
+            if not self.path.startswith(callback.path) or dict(urllib.parse.parse_qsl(query)).get("state") != state:
+                return self.send_error(404)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"Done: you can close this tab.")
+            landed.url = f"{REDIRECT_URI}?{query}"
+            landed.set()
+
+        def log_message(self, *args):  # the query holds the code: never logged
+            pass
+
+    try:
+        server = http.server.HTTPServer((callback.hostname, callback.port), Listener)
+    except OSError as exc:
+        raise AgentChatError(f"cannot listen on {callback.netloc} for the callback ({exc})", EXIT_SETUP) from None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+        say(f"Opening {url.split('?')[0]}?…&response_type={query['response_type']}&scope={query['scope']}")
+        say(f"Complete the {what} in your browser. Waiting for the redirect to {REDIRECT_URI} …")
+        webbrowser.open(url)
+        if not landed.wait(INTERACTIVE_TIMEOUT):
+            raise AgentChatError(f"{what}: no redirect within {INTERACTIVE_TIMEOUT} s")
+    finally:
+        server.shutdown()
+        server.server_close()
+    return read_callback(landed.url, state, what)
+
+
+# --- output and errors ------------------------------------------------------------------------
+
+
+def tree_lines(steps: list[dict[str, Any]]) -> list[str]:
+    """The chain as an indented tree: ``kind actor  “scope”  (+added −narrowed)`` per step."""
+    by_id, lines = {s["id"]: s for s in steps}, []
+
+    def walk(s, prefix, branch):
         actor = short(s["actor"], 28) if s["kind"] == "wallet" else s["actor"]
-        diff = [f"+{x}" for x in s.get("scope_added", [])] + [f"−{x}" for x in s.get("scope_narrowed", [])]
+        diff = " ".join([f"+{x}" for x in s.get("scope_added", [])] + [f"−{x}" for x in s.get("scope_narrowed", [])])
         state = f"  [{s['state']}]" if s.get("state") not in (None, "live") else ""
-        return f"{s['kind']} {actor}  “{s['scope']}”" + (f"  ({' '.join(diff)})" if diff else "") + state
-
-    def walk(s, prefix, last, top):
-        lines.append((prefix + ("" if top else ("└─ " if last else "├─ "))) + label(s))
+        lines.append(f"{prefix}{branch}{s['kind']} {actor}  “{s['scope']}”{f'  ({diff})' if diff else ''}{state}")
         kids = [by_id[c] for c in s.get("children", []) if c in by_id]
         for i, kid in enumerate(kids):
-            walk(kid, prefix + ("" if top else ("   " if last else "│  ")), i == len(kids) - 1, False)
+            walk(kid, prefix + {"": "", "└─ ": "   ", "├─ ": "│  "}[branch], "└─ " if i == len(kids) - 1 else "├─ ")
 
-    for root in roots:
-        walk(root, "", True, True)
+    for root in (s for s in steps if not s["parent"]):
+        walk(root, "", "")
     return lines
 
 
-def _hint(description: str) -> str:
+def mask(secret: str) -> str:
+    return secret[:6] + "…"
+
+
+def short(text: str, width: int = 24) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def origin(url: str) -> str:
+    return "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(url)).lower()
+
+
+def page_error(page: str) -> str:
+    match = re.search(r"<h[12]>(.*?)</h[12]>\s*<p>(.*?)</p>", page, re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", ": ".join(match.groups())).split()) if match else "an unexpected page"
+
+
+def hint(description: str) -> str:
     text = description.lower()
     if "revoked" in text:
         return " — the chain (or this branch) was revoked, e.g. in the admin; start a new run"
     if "not an active agent" in text or "not one of the agent's active keys" in text:
         return " — the agent is disabled or its key was rotated (`manage.py chain_grant_agent list`)"
-    if "expired" in text:
-        return " — codes live 10 minutes (CODE_EXPIRE_SECONDS)"
-    return ""
+    return " — codes live 10 minutes (CODE_EXPIRE_SECONDS)" if "expired" in text else ""
 
 
-def _error_of(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    return f"{body.get('error', '')}: {body.get('error_description', '')}".strip(": ")
-
-
-def run(
-    idp_urls: list[str] | str,
-    *,
-    var_dir: str | os.PathLike | None = None,
-    interactive: bool = False,
-    on_step: Callable[[StepEvent], None] | None = None,
-    out: TextIO | None = None,
-    question: str = DEFAULT_QUESTION,
-    responder: Responder | None = None,
-) -> ChatResult:
-    """One conversation, one chain. Raises :class:`AgentChatError` when a step fails."""
-    out = out or sys.stdout
-    urls = split_urls([idp_urls] if isinstance(idp_urls, str) else list(idp_urls))
-    chat = Chat(
-        urls,
-        Path(var_dir or default_var_dir()),
-        interactive=interactive,
-        on_step=on_step,
-        out=out,
-        question=question,
-        responder=responder or local_responder,
-    )
-    started = time.monotonic()
-    try:
-        chat.discover()
-        writer, answer = chat.converse()
-        stored, token_scope = chat.publish(writer, answer)
-        tree, verification = chat.review()
-    except AgentChatError as exc:
-        exc.chain_id = exc.chain_id or chat.chain_id
-        if exc.chain_id:
-            exc.admin_url = f"{chat.pool.primary}/admin/chain_grant/chain/{exc.chain_id}/tree/"
-        raise
-    chat.say()
-    chat.print_tree(tree)
-    checked = verification["checked"]
-    if verification["ok"]:
-        chat.say(f"Integrity: ✓ verified ({checked} steps: every link_hash matches)")
-    else:
-        chat.say(f"Integrity: ✗ first bad step {verification['first_bad_step']}")
-    chat.say(f"Admin: {chat.admin_url()}  (log in as admin)")
-    chat.say(f"Done in {time.monotonic() - started:.1f} s: {len(chat.steps)} steps, answer #{stored['id']}.")
-    if not verification["ok"]:
-        raise AgentChatError(
-            f"the chain does not verify: first bad step {verification['first_bad_step']}", chain_id=chat.chain_id
-        )
-    return ChatResult(
-        chain_id=chat.chain_id,
-        steps=[s.event for s in chat.steps],
-        transcript=chat.transcript,
-        answer=stored,
-        tree=tree,
-        verification=verification,
-        admin_url=chat.admin_url(),
-        token_scope=token_scope,
+def transport_error(idp: str, exc: urllib.error.URLError) -> AgentChatError:
+    if isinstance(exc, urllib.error.HTTPError):
+        return AgentChatError(f"the IdP answered HTTP {exc.code} at {urllib.parse.urlsplit(exc.url).path}")
+    reason = "connection refused" if isinstance(exc.reason, ConnectionRefusedError) else exc.reason
+    return AgentChatError(
+        f"cannot reach the IdP at {idp} ({reason}). Is it running? Start it with `make run`, "
+        "or run the whole demo with `make demo`.",
+        EXIT_UNREACHABLE,
     )
 
 
-def split_urls(values: list[str]) -> list[str]:
-    return [u.strip() for v in values for u in v.split(",") if u.strip()]
-
-
-def default_var_dir() -> str:
-    return os.environ.get("IDP_VAR_DIR") or "var"
-
-
-def load_responder(spec: str) -> Responder:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise AgentChatError(f"--llm wants MODULE:FUNCTION, not {spec!r}", EXIT_SETUP)
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise AgentChatError(f"cannot load the responder {spec!r} ({exc})", EXIT_SETUP) from None
-
-
-def main(argv: list[str] | None = None, *, on_step=None, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="The agent chat example: wallet → agents → consent → writer, "
-        "one auditable authorization code chain."
+        description="The agent chat example: one conversation (wallet → agents → alice's consent → writer) "
+        "against a running IdP, one auditable chain; then it exits.",
+        epilog="Exit status: 0 done; 1 the IdP refused a step or a check failed; 2 bad arguments or missing "
+        "demo files; 3 no IdP reachable. `make demo` starts an IdP and runs this against it, then keeps the "
+        "IdP up for the admin; `make demo ARGS=--once` stops it after the run instead (--once is an option of "
+        "scripts/run_dev.sh, not of this script).",
     )
-    parser.add_argument(
-        "--idp",
-        action="append",
-        metavar="URL",
-        help=f"the IdP (repeatable or comma-separated; round-robin). Default {DEFAULT_IDP}",
-    )
-    parser.add_argument(
-        "--var",
-        metavar="DIR",
-        default=None,
-        help="bootstrap_demo's var dir (demo_credentials.json, agents/). Default $IDP_VAR_DIR or var",
-    )
-    parser.add_argument(
-        "--interactive",
-        action="store_true",
-        help="open your browser for the wallet and consent steps (callback on 127.0.0.1:8765)",
-    )
-    parser.add_argument("--once", action="store_true", help="exit after the run (always so; for `make demo`)")
+    parser.add_argument("--idp", metavar="URL", default=DEFAULT_IDP, help=f"the IdP (default {DEFAULT_IDP})")
+    parser.add_argument("--var", metavar="DIR", help="bootstrap_demo's var dir (default $IDP_VAR_DIR, else var)")
+    parser.add_argument("--interactive", action="store_true", help="your browser does the wallet and consent steps")
     parser.add_argument("--question", default=DEFAULT_QUESTION, help="what the person asks the planner")
     parser.add_argument(
         "--llm",
         metavar="MODULE:FUNCTION",
         default=os.environ.get("AGENT_CHAT_LLM"),
-        help="plug in a real LLM: FUNCTION(agent, instructions, message) -> str",
+        help="a real LLM: FUNCTION(agent, instructions, message) -> str; also $AGENT_CHAT_LLM",
     )
     args = parser.parse_args(argv)
+    err = err or sys.stderr
     try:
-        responder = load_responder(args.llm) if args.llm else None
+        responder = local_responder
+        if args.llm:
+            module, _, name = args.llm.partition(":")
+            try:
+                responder = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise AgentChatError(f"cannot load the responder {args.llm!r} ({exc})", EXIT_SETUP) from None
         run(
-            split_urls(args.idp or [DEFAULT_IDP]),
-            var_dir=args.var or default_var_dir(),
+            args.idp,
+            var_dir=args.var,
             interactive=args.interactive,
-            on_step=on_step,
             out=out,
             question=args.question,
             responder=responder,

@@ -12,14 +12,18 @@ The scenario (what tests/test_cluster.py runs in CI, and what this prints):
    ``manage.py migrate`` and ``bootstrap_demo`` there.
 2. Two web instances, a worker (with its metrics port) and beat, as separate process
    groups; the scenario waits for every ``/readyz``.
-3. The agent chat example (scripts/agent_chat.py) runs through both instances in turn
-   (round-robin); after step ``--kill-after`` the first instance is SIGKILLed (master and
-   workers: a crashed machine) and the run completes through the other.
-4. Checks: every step the example reported is in the database exactly once with the
-   reported parent, nothing else is; ``chain_grant.integrity.verify_chain`` holds; the
-   worker (beat every 2 s) marks expired exactly the steps whose code passed
-   ``expires`` (every code lives 20 s here) and deletes their DOT grants; the metrics say the
-   same; the access logs hold no code.
+3. The agent chat example (scripts/agent_chat.py's conversation, driven by the test
+   harness: tests/harness/chat.py) runs through both instances in turn: the harness's
+   ``AddressPool`` (tests/harness/failover.py) sends each request to the next instance
+   and drops one that refuses the connection. After step ``--kill-after`` the first
+   instance is SIGKILLed (master and workers: a crashed machine) and the run completes
+   through the other.
+4. Checks (the database read by ``python -m tests.harness.inspect_chain``): every step the
+   example reported is in the database exactly once with the reported parent, nothing
+   else is; ``chain_grant.core.integrity.verify_chain`` holds; the worker (beat every 2 s)
+   marks expired exactly the steps whose code passed ``expires`` (every code lives 20 s
+   here) and deletes their DOT grants; the metrics say the same; the access logs hold no
+   credential (``chain_grant.redaction.SECRET_PARAMS``).
 5. Everything stops, the database is dropped and Redis database 13 flushed.
 
 Codes and tokens are never printed.
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -49,46 +52,27 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a file: chain_grant and the test harness come from this checkout
+    sys.path.insert(0, str(REPO))
+
+from chain_grant.redaction import REDACTED, SECRET_PARAMS  # noqa: E402
+from tests.harness import chat as harness_chat  # noqa: E402
+from tests.harness.failover import AddressPool  # noqa: E402
+
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
 
-# Query parameters that carry a credential (deploy/gunicorn.conf.py redacts them).
+# A credential-bearing query parameter (chain_grant.redaction's list: deploy/gunicorn.conf.py
+# redacts them) whose value is not the redaction mark: a leak. Checked independently of
+# chain_grant.redaction.redact(), with its own pattern.
 _UNREDACTED = re.compile(
-    r"(?:[?&;]|%(?:25)*(?:3F|26|3B))(?:code|authorization_code|id_token|code_verifier|client_secret|refresh_token|"
-    r"access_token|token|response_code|poll|password)(?:=|%(?:25)*3D)(?!\[REDACTED\]|%|&|\s|\"|$)",
+    r"(?:[?&;]|%(?:25)*(?:3F|26|3B))(?:"
+    + "|".join(sorted(map(re.escape, SECRET_PARAMS), key=len, reverse=True))
+    + rf")(?:=|%(?:25)*3D)(?!{re.escape(REDACTED)}|%|&|\s|\"|$)",
     re.IGNORECASE,
 )
-
-INSPECT = r"""
-import json, sys
-import django
-django.setup()
-from oauth2_provider.models import get_grant_model
-from chain_grant.core.integrity import verify_chain
-from chain_grant.models import ChainedGrant
-
-chain_id = sys.argv[1]
-verification = verify_chain(chain_id)
-rows = ChainedGrant.objects.chain(chain_id).select_related("agent").order_by("depth", "created")
-steps = [{
-    "id": str(s.id), "parent": str(s.parent_id) if s.parent_id else None, "depth": s.depth, "kind": s.kind,
-    "actor": s.agent.identifier if s.agent_id else s.subject, "digest8": s.code_digest[:8],
-    "created": s.created.timestamp(),
-    "expires": s.expires.timestamp(), "expired_at": s.expired_at.timestamp() if s.expired_at else None,
-    "exchanged": s.exchanged_at is not None, "revoked": s.revoked_at is not None, "grant_id": s.grant_id,
-} for s in rows]
-grant_ids = [s["grant_id"] for s in steps if s["expired_at"] and s["grant_id"]]
-print(json.dumps({
-    "verification": {"ok": verification.ok, "checked": verification.checked,
-                     "first_bad_step": str(verification.first_bad_step) if verification.first_bad_step else None},
-    "steps": steps,
-    "all_steps": ChainedGrant.objects.count(),
-    "grants_of_expired_steps": get_grant_model().objects.filter(pk__in=grant_ids).count(),
-    "now": __import__("time").time(),
-}))
-"""
 
 
 def free_port() -> int:
@@ -117,14 +101,6 @@ def metric_values(text: str, name: str) -> dict[str, float]:
                 continue  # another metric with this prefix
             values[labels] = float(value)
     return values
-
-
-def load_agent_chat():
-    spec = importlib.util.spec_from_file_location("agent_chat_for_cluster", REPO / "scripts" / "agent_chat.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -253,11 +229,20 @@ class Cluster:
         return result.stdout
 
     def python(self, code: str, *args: str, timeout: float = 120) -> str:
+        """``python -c code args...`` in the cluster's environment → its stdout."""
+        return self._python("-c", code, *args, timeout=timeout)
+
+    def python_module(self, module: str, *args: str, timeout: float = 120) -> str:
+        """``python -m module args...`` in the cluster's environment → its stdout."""
+        return self._python("-m", module, *args, timeout=timeout)
+
+    def _python(self, *argv: str, timeout: float) -> str:
         result = subprocess.run(
-            [PYTHON, "-c", code, *args], cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout
+            [PYTHON, *argv], cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout
         )
         if result.returncode:
-            raise RuntimeError(f"cluster script failed:\n{result.stderr[-4000:]}")
+            what = argv[1] if argv[0] == "-m" else "cluster script"
+            raise RuntimeError(f"{what} failed:\n{result.stderr[-4000:]}")
         return result.stdout
 
     # -- database and Redis --
@@ -412,7 +397,8 @@ class Cluster:
         return http_get(f"http://127.0.0.1:{self.worker_metrics_port}/metrics")[1]
 
     def inspect(self, chain_id: str) -> dict:
-        return json.loads(self.python(INSPECT, chain_id))
+        """What the database holds of the chain (tests/harness/inspect_chain.py)."""
+        return json.loads(self.python_module("tests.harness.inspect_chain", chain_id))
 
     def access_entries(self, web: Process) -> list[dict]:
         """The access log entries of one instance (LOG_FORMAT=json: every line is JSON)."""
@@ -457,7 +443,6 @@ def run_scenario(
 ) -> dict:
     """The agent chat through every instance, one killed after step ``kill_after``; then the
     checks. Returns a report (figures and what the checks saw); raises AssertionError."""
-    agent_chat = load_agent_chat()
     events, killed = [], {}
     run_started = time.monotonic()
 
@@ -468,31 +453,34 @@ def run_scenario(
             killed["after_step"] = event.index
 
     out = io.StringIO()
-    result = agent_chat.run(cluster.urls, var_dir=cluster.var_dir, on_step=on_step, out=out)
+    pool = AddressPool(cluster.urls)  # the IdP's name is the first instance's URL (the issuer's)
+    result = harness_chat.run(pool=pool, var_dir=cluster.var_dir, on_step=on_step, out=out)
     run_seconds = time.monotonic() - run_started
     transcript = out.getvalue()
 
     report = {
         "chain_id": result.chain_id,
-        "steps": len(result.steps),
+        "steps": len(result.events),
         "run_s": round(run_seconds, 2),
         "killed": {"instance": kill_index, **killed} if killed else None,
         "api_verification": result.verification,
     }
-    assert [e.index for e in events] == list(range(len(result.steps))), "on_step saw every step once, in order"
+    assert [e.index for e in events] == list(range(len(result.events))), "on_step saw every step once, in order"
+    report["requests_by_address"] = dict(pool.served)
     if kill_after is not None:
         assert killed, "the instance was killed midway"
         assert not cluster.webs[kill_index].alive
-        assert kill_after < len(result.steps) - 1, "steps completed after the kill"
+        assert kill_after < len(result.events) - 1, "steps completed after the kill"
+        assert pool.dropped == [cluster.urls[kill_index]], "the killed instance was dropped from the pool"
 
     # 1. The database holds exactly the reported steps, with the reported parents.
     seen = cluster.inspect(result.chain_id)
     steps = seen["steps"]
     by_digest = {s["digest8"]: s for s in steps}
-    assert len(steps) == len(result.steps) == len(by_digest), "no duplicated or lost step"
+    assert len(steps) == len(result.events) == len(by_digest), "no duplicated or lost step"
     assert seen["all_steps"] == len(steps), "no step outside the chain"
     ids = {}
-    for event in result.steps:
+    for event in result.events:
         row = by_digest[event.code_digest_prefix]
         ids[event.index] = row["id"]
         assert row["kind"] == event.kind and row["depth"] == event.depth
@@ -515,7 +503,7 @@ def run_scenario(
     texts = [cluster.access_logs()] + ["?" + e["query"] + " " + e["referer"] for v in access.values() for e in v]
     leaks = [m.group(0)[:24] for text in texts for m in _UNREDACTED.finditer(text)]
     assert not leaks, f"unredacted credentials in the logs: {leaks[:3]}"
-    report["redacted_params_in_logs"] = sum(e["query"].count("[REDACTED]") for v in access.values() for e in v)
+    report["redacted_params_in_logs"] = sum(e["query"].count(REDACTED) for v in access.values() for e in v)
     assert report["redacted_params_in_logs"], "the run's code= / response_code= parameters were redacted"
 
     # 4. The worker expires exactly what passed `expires` (beat every expire_interval s).

@@ -5,8 +5,9 @@
 # `make demo` (scripts/run_dev.sh --demo [--once] [agent_chat.py options]): the same IdP
 # and worker in the background, then the agent chat example (scripts/agent_chat.py)
 # against it; then the server stays up, with the admin credentials printed, until
-# Ctrl-C. With --once it stops the server and the worker after the run and exits with
-# the example's status.
+# Ctrl-C. With --once (this script's option: the example always exits after its one
+# run) it stops the server and the worker after the run and exits with the example's
+# status. `make demo ARGS=--help` prints the usage and the example's options.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 HOST=${HOST:-127.0.0.1}
@@ -14,13 +15,34 @@ PORT=${PORT:-8000}
 VAR=${IDP_VAR_DIR:-var}
 mkdir -p "$VAR/celery"
 
+usage() {
+  cat <<'USAGE'
+usage: scripts/run_dev.sh                                    the IdP and its worker (`make run`)
+       scripts/run_dev.sh --demo [--once] [EXAMPLE OPTIONS]  `make demo ARGS="..."`
+
+  --demo   start the IdP and the worker in the background, run the agent chat example
+           (scripts/agent_chat.py --idp http://$HOST:$PORT --var $IDP_VAR_DIR) against
+           them, then keep them up for the admin until Ctrl-C
+  --once   with --demo: stop the IdP and the worker after the example's run instead,
+           and exit with its status (the example itself always exits after one run)
+
+Every other argument after --demo goes to the example:
+USAGE
+  "$PY" scripts/agent_chat.py --help | sed -n '/^options:/,$p'
+}
+
 DEMO=0 ONCE=0 CHAT_ARGS=()
+for arg in "$@"; do
+  if [[ $arg == -h || $arg == --help ]]; then usage; exit 0; fi
+done
 if [[ ${1:-} == --demo ]]; then
   DEMO=1; shift
   for arg in "$@"; do
-    [[ $arg == --once ]] && ONCE=1
-    CHAT_ARGS+=("$arg")
+    if [[ $arg == --once ]]; then ONCE=1; else CHAT_ARGS+=("$arg"); fi
   done
+elif [[ $# -gt 0 ]]; then
+  usage >&2
+  exit 2
 fi
 URL="http://$HOST:$PORT"
 WORKER="" SERVER=""

@@ -1,24 +1,24 @@
 """scripts/agent_chat.py, the example behind `make demo`, end to end against a live server:
 the wallet presentation, agent hand-offs with fan-out, alice's consent, the writer, the
 answer published with the writer's token; the chain it prints is the chain in the
-database. And its failure paths: IdP down, chain revoked midway, agent disabled."""
+database. Its command line as scripts/run_dev.sh runs it, and its failure paths: IdP
+down, chain revoked midway, agent disabled, missing demo files. The steps are observed,
+and the run through several addresses of one IdP made, by the harness (tests/harness/)."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
-import threading
 import urllib.parse
 from pathlib import Path
 
 import pytest
-import requests
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
@@ -28,6 +28,10 @@ from chain_grant.core import integrity, lifecycle
 from chain_grant.models import ChainedGrant
 from chain_grant.review import evidence as review
 from idp_project.models import Answer
+from tests.harness import chat as harness
+from tests.harness import load_agent_chat
+from tests.harness.failover import AddressPool
+from tests.harness.person import headless_person
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "agent_chat.py"
@@ -45,14 +49,6 @@ ORDER = [
     "writer",
 ]
 SECRET_LIKE = re.compile(r"[A-Za-z0-9_-]{40,}")  # a code or a token; UUIDs (36) and shortened DIDs are shorter
-
-
-def load_agent_chat():
-    """scripts/ is not a package: load the script as a module."""
-    spec = importlib.util.spec_from_file_location("agent_chat_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +69,20 @@ def secrets_seen(agent_chat, monkeypatch):
     """Every code and token the script handles, to prove none of them is ever printed."""
     seen: list[str] = []
 
-    def spy(name, pick):
-        real = getattr(agent_chat, name)
+    def spy(module, name, pick):
+        real = getattr(module, name)
 
         def wrapper(*args, **kwargs):
             result = real(*args, **kwargs)
             seen.extend(pick(result))
             return result
 
-        monkeypatch.setattr(agent_chat, name, wrapper)
+        monkeypatch.setattr(module, name, wrapper)
 
-    spy("code_chain", lambda body: [body["authorization_code"]])
-    spy("exchange_code", lambda body: [body["access_token"], body.get("refresh_token", ""), body.get("id_token", "")])
-    spy("_callback", lambda callback: [callback.code])
+    spy(agent_chat.sdk, "code_chain", lambda body: [body["authorization_code"]])
+    tokens = ("access_token", "refresh_token", "id_token")
+    spy(agent_chat.sdk, "exchange_code", lambda body: [body.get(name, "") for name in tokens])
+    spy(agent_chat, "read_callback", lambda code: [code])
     return seen
 
 
@@ -181,16 +178,17 @@ def assert_run_matches_database(agent_chat, result, events, output, seen):
 @pytest.mark.django_db(transaction=True)
 def test_the_example_runs_end_to_end_and_again(agent_chat, live_server, demo_var, secrets_seen):
     events, out = [], io.StringIO()
-    result = agent_chat.run([live_server.url], var_dir=demo_var, on_step=events.append, out=out)
+    result = harness.run(live_server.url, var_dir=demo_var, on_step=events.append, out=out)
+    assert result.events == events
     assert_run_matches_database(agent_chat, result, events, out.getvalue(), secrets_seen)
 
-    # A second run makes a new chain, with the same wallet and the same (deterministic) conversation.
-    events2, out2 = [], io.StringIO()
-    again = agent_chat.run(live_server.url, var_dir=demo_var, on_step=events2.append, out=out2)
+    # A second run (the example's own run(), unobserved) makes a new chain, with the same
+    # wallet and the same (deterministic) conversation.
+    again = agent_chat.run(live_server.url, var_dir=demo_var, out=io.StringIO())
     assert again.chain_id != result.chain_id
     assert ChainedGrant.objects.filter(depth=0).count() == 2 and Answer.objects.count() == 2
     assert again.transcript == result.transcript
-    assert events2[0].actor == events[0].actor == HeadlessWallet.load(demo_var / "demo_wallet.json").did
+    assert again.steps[0].actor == events[0].actor == HeadlessWallet.load(demo_var / "demo_wallet.json").did
     assert (
         ChainedGrant.objects.filter(root_id=again.chain_id).count() == 11 and integrity.verify_chain(again.chain_id).ok
     )
@@ -203,27 +201,13 @@ def free_port() -> int:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_command_line_round_robins_and_drops_a_refusing_address(live_server, demo_var, settings):
-    """Two addresses of one IdP (localhost and 127.0.0.1: cookies and CSRF across hosts)
-    and one that refuses connections: the run completes, as in a cluster with a node down."""
-    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_ISS_ENDPOINT": f"{live_server.url}/oauth"}
-    port = urllib.parse.urlsplit(live_server.url).port
-    dead = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "PYTHONPATH": ""}
+def test_the_command_line_as_make_demo_runs_it(live_server, demo_var):
+    """`scripts/agent_chat.py --idp URL --var DIR`, as scripts/run_dev.sh runs it: a file
+    from a checkout (no PYTHONPATH), one conversation, then it exits 0."""
     result = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--idp",
-            f"{dead},{live_server.url}",
-            "--idp",
-            f"http://127.0.0.1:{port}",
-            "--var",
-            str(demo_var),
-            "--once",
-        ],
+        [sys.executable, str(SCRIPT), "--idp", live_server.url, "--var", str(demo_var)],
         cwd=REPO,
-        env=env,
+        env={**os.environ, "PYTHONPATH": ""},
         capture_output=True,
         text=True,
         timeout=180,
@@ -232,7 +216,32 @@ def test_the_command_line_round_robins_and_drops_a_refusing_address(live_server,
     assert "Integrity: ✓ verified (11 steps" in result.stdout and not SECRET_LIKE.search(result.stdout)
     root = ChainedGrant.objects.get(depth=0)
     assert root.kind == "wallet" and ChainedGrant.objects.filter(root=root).count() == 11
-    assert f"/admin/chain_grant/chain/{root.pk}/tree/" in result.stdout
+    assert f"{live_server.url}/admin/chain_grant/chain/{root.pk}/tree/" in result.stdout
+
+
+def test_the_command_line_documents_once_as_make_demos():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--idp URL" in result.stdout
+    assert "--once is an option of scripts/run_dev.sh" in " ".join(result.stdout.split())
+    refused = subprocess.run([sys.executable, str(SCRIPT), "--once"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "unrecognized arguments: --once" in refused.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_through_several_addresses_of_one_idp_a_refusing_one_dropped(live_server, demo_var):
+    """The harness's AddressPool (what the cluster run uses): one IdP name, three
+    addresses, the first refusing connections. Requests go round-robin, the refusing
+    address is dropped (the same request goes to the next), the run completes."""
+    port = urllib.parse.urlsplit(live_server.url).port
+    dead = f"http://127.0.0.1:{free_port()}"
+    pool = AddressPool([dead, live_server.url, f"http://127.0.0.1:{port}"], name=live_server.url)
+    out = io.StringIO()
+    result = harness.run(pool=pool, var_dir=demo_var, out=out)
+    assert pool.dropped == [dead] and pool.alive == [live_server.url, f"http://127.0.0.1:{port}"]
+    assert all(pool.served[address] > 5 for address in pool.alive), pool.served
+    assert "Integrity: ✓ verified (11 steps" in out.getvalue() and not SECRET_LIKE.search(out.getvalue())
+    assert len(result.events) == 11 and ChainedGrant.objects.filter(root=result.chain_id).count() == 11
+    assert result.admin_url == f"{live_server.url}/admin/chain_grant/chain/{result.chain_id}/tree/"
 
 
 @pytest.mark.django_db
@@ -267,13 +276,14 @@ def test_a_chain_revoked_midway_stops_the_run(agent_chat, live_server, demo_var,
         if event.index == after:
             lifecycle.revoke_subtree(ChainedGrant.objects.get(pk=event.chain_id), "revoked by an auditor")
 
-    out, err = io.StringIO(), io.StringIO()
-    status = agent_chat.main(["--idp", live_server.url, "--var", str(demo_var)], on_step=revoke, out=out, err=err)
-    assert status == 1, out.getvalue() + err.getvalue()
-    message = err.getvalue()
+    out = io.StringIO()
+    with pytest.raises(agent_chat.AgentChatError) as failure:
+        harness.run(live_server.url, var_dir=demo_var, on_step=revoke, out=out)
+    assert failure.value.exit_code == 1, out.getvalue()
+    message = str(failure.value)
     assert refused in message and "was revoked" in message and "start a new run" in message
     root = ChainedGrant.objects.get(depth=0)
-    assert f"the chain so far: {live_server.url}/admin/chain_grant/chain/{root.pk}/tree/" in message
+    assert failure.value.admin_url == f"{live_server.url}/admin/chain_grant/chain/{root.pk}/tree/"
     assert ChainedGrant.objects.filter(root=root).count() == steps
     assert not ChainedGrant.objects.filter(root=root, revoked_at__isnull=True).exists()
     assert not Answer.objects.exists() and "Integrity" not in out.getvalue()
@@ -288,6 +298,8 @@ def test_a_disabled_agent_stops_the_run(agent_chat, live_server, demo_var):
     message = err.getvalue()
     assert "refused the hand-off merger → critic (step 8): invalid_grant" in message
     assert "the agent is disabled" in message
+    root = ChainedGrant.objects.get(depth=0)
+    assert f"agent_chat: the chain so far: {live_server.url}/admin/chain_grant/chain/{root.pk}/tree/" in message
     assert not ChainedGrant.objects.filter(agent__identifier="critic").exists()
     assert ChainedGrant.objects.count() == 8 and not Answer.objects.exists()
 
@@ -308,33 +320,12 @@ def test_interactive_mode_opens_the_browser_and_waits_for_the_callback(agent_cha
     headless one with a wallet and alice's password) ends on 127.0.0.1:8765/oauth-callback."""
     if not callback_port_free():
         pytest.skip("127.0.0.1:8765 is in use")
-    import json
-
     password = json.loads((demo_var / "demo_credentials.json").read_text())["alice_password"]
-    opened: list[str] = []
-
-    def person(url):
-        opened.append(url)
-        parts = urllib.parse.urlsplit(url)
-        params = dict(urllib.parse.parse_qsl(parts.query))
-
-        def act():
-            try:
-                pool = agent_chat.IdPPool([live_server.url])
-                browser = agent_chat.HeadlessBrowser(pool, login=("alice", password), wallet=HeadlessWallet.generate())
-                callback = browser.authorize(parts.path, params, "the person's browser")
-                answer = {"code": callback.code, "state": callback.state}
-            except Exception as exc:  # noqa: BLE001 (end the run now, with the reason, instead of a timeout)
-                answer = {"error": "test_person_failed", "error_description": repr(exc), "state": params["state"]}
-            requests.get(f"{agent_chat.REDIRECT_URI}?" + urllib.parse.urlencode(answer), timeout=10)
-
-        threading.Thread(target=act, daemon=True).start()
-        return True
-
+    person, opened = headless_person(live_server.url, login=("alice", password), wallet=HeadlessWallet.generate())
     monkeypatch.setattr(agent_chat.webbrowser, "open", person)
     monkeypatch.setattr(agent_chat, "INTERACTIVE_TIMEOUT", 60)
     out = io.StringIO()
-    result = agent_chat.run([live_server.url], var_dir=demo_var, interactive=True, out=out)
+    result = agent_chat.run(live_server.url, var_dir=demo_var, interactive=True, out=out)
     assert [dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(u).query))["response_type"] for u in opened] == [
         "id_token",
         "code",

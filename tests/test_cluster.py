@@ -4,7 +4,10 @@ throw-away database ``chain_cluster_<pid>``. The agent chat example runs through
 instances in turn; one instance is SIGKILLed after step 4 and the run completes through
 the other with no duplicated or lost step; the chain verifies; the worker expires what
 passed its ``expires`` and nothing else. The scenario lives in scripts/cluster.py (also
-runnable by hand, it prints the figures)."""
+runnable by hand, it prints the figures); it drives the example's conversation through
+the test harness (tests/harness/: the AddressPool over the instances, the observed
+chat, ``python -m tests.harness.inspect_chain`` for the database's side). Only the
+cluster run itself needs PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import psycopg
 import pytest
 import redis
 
-pytestmark = pytest.mark.postgres
+from chain_grant.redaction import REDACTED, SECRET_PARAMS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,6 +35,7 @@ def load_cluster_module():
     return module
 
 
+@pytest.mark.postgres
 def test_two_instances_worker_and_beat_survive_losing_an_instance(capsys):
     cluster_module = load_cluster_module()
     cluster = cluster_module.Cluster(os.environ["DATABASE_URL"])
@@ -46,6 +50,7 @@ def test_two_instances_worker_and_beat_survive_losing_an_instance(capsys):
     # The example's whole conversation: wallet root, 9 agent hops (fan-out 3), alice's consent.
     assert report["steps"] == 11 and report["kinds"] == {"wallet": 1, "agent": 9, "user": 1}
     assert report["killed"]["after_step"] == 4 and survivors == ["web1"]
+    assert set(report["requests_by_address"]) == set(cluster.urls)  # the pool's view: both served
     assert report["db_verification"] == {"ok": True, "checked": 11, "first_bad_step": None}
     assert report["api_verification"]["ok"] is True
     assert report["token_requests_by_instance"]["web0"] >= 1  # before the kill: round-robin
@@ -87,3 +92,14 @@ def test_cluster_script_refuses_sqlite():
         timeout=60,
     )
     assert result.returncode != 0 and "needs PostgreSQL" in result.stderr
+
+
+def test_the_log_check_knows_every_secret_parameter():
+    """The cluster's leak check takes its list from chain_grant.redaction: every
+    credential-bearing parameter, plain or percent-encoded in ?next=, unless redacted."""
+    leak = load_cluster_module()._UNREDACTED
+    for name in SECRET_PARAMS:
+        assert leak.search(f"GET /oauth/authorize?state=s&{name}=abc123"), name
+        assert leak.search(f"GET /accounts/login/?next=/oauth/authorize%3F{name}%3Dabc123"), name
+        assert not leak.search(f"GET /oauth/authorize?{name}={REDACTED}&state=s"), name
+    assert not leak.search("GET /oauth/authorize?code_challenge=abc&state=s&nonce=n")
