@@ -13,6 +13,9 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
+# Coverage gate of `make test` (each run: SQLite, then PostgreSQL in CI). COV_ARGS= turns it
+# off, e.g. for `make test COV_ARGS= PYTEST_ARGS=tests/test_api.py`.
+COV_ARGS ?= --cov=chain_grant --cov-report=term-missing:skip-covered --cov-fail-under=95
 ARGS ?=
 
 .PHONY: run demo test lint venv migrate demo-data clean
@@ -41,10 +44,13 @@ demo: demo-data
 	@PY=$(PY) HOST=$(HOST) PORT=$(PORT) scripts/run_dev.sh --demo $(ARGS)
 
 test: $(STAMP)
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest $(COV_ARGS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
+	@$(PY) -m mypy
+	@$(PY) -c 'import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())'  # lint-imports
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -46,12 +46,12 @@ from . import signals
 try:  # optional dependency
     import prometheus_client
     from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+
+    AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised by a subprocess test
-    prometheus_client = None
+    AVAILABLE = False
 
 logger = logging.getLogger(__name__)
-
-AVAILABLE = prometheus_client is not None
 
 GRANT_TYPES = frozenset(
     {

@@ -9,6 +9,7 @@ the audit record survives DOT deleting a grant on exchange or ``cleartokens``.
 from __future__ import annotations
 
 import uuid
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -31,7 +32,7 @@ class Agent(models.Model):
     # TextField: a did:jwk of an RSA key (relaxed mode) is over 500 characters.
     identifier = models.TextField(_("identifier"), unique=True, help_text=_("The `sub` this agent signs proofs with."))
     name = models.CharField(_("name"), max_length=255, blank=True)
-    applications = models.ManyToManyField(
+    applications: models.ManyToManyField[Any, Any] = models.ManyToManyField(  # a swappable model: no static type
         oauth2_settings.APPLICATION_MODEL,
         related_name="chain_agents",
         blank=True,
@@ -307,7 +308,10 @@ class ChainedGrant(models.Model):
         return "live"
 
 
-class ChainManager(models.Manager.from_queryset(ChainedGrantQuerySet)):
+_ChainManagerBase = models.Manager.from_queryset(ChainedGrantQuerySet)  # named: mypy needs it for the base
+
+
+class ChainManager(_ChainManagerBase):
     def get_queryset(self):
         return super().get_queryset().filter(depth=0)
 
@@ -315,7 +319,7 @@ class ChainManager(models.Manager.from_queryset(ChainedGrantQuerySet)):
 class Chain(ChainedGrant):
     """A whole chain, seen through its root step (the admin's "Chains" list)."""
 
-    objects = ChainManager()
+    objects: ClassVar[ChainManager] = ChainManager()
 
     class Meta:
         proxy = True

@@ -48,7 +48,7 @@ def check_response_uri(request: dict[str, str]) -> None:
 
 
 class _RequestLink(HTMLParser):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.url: str | None = None
 

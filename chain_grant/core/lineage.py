@@ -66,9 +66,9 @@ def chain_claims(access_token) -> dict[str, Any]:
 
 def actor_label(step: ChainedGrant) -> str:
     """Who acted: the agent, the person (username) or the wallet DID."""
-    if step.kind == ChainedGrant.Kind.AGENT and step.agent_id:
+    if step.kind == ChainedGrant.Kind.AGENT and step.agent is not None:
         return step.agent.identifier
-    if step.kind == ChainedGrant.Kind.USER and step.user_id:
+    if step.kind == ChainedGrant.Kind.USER and step.user is not None:
         return step.user.get_username()
     return step.subject
 

@@ -44,7 +44,7 @@ SUBJECT_SYNTAX_TYPES = ["did:jwk", "urn:ietf:params:oauth:jwk-thumbprint"]
 
 
 def _matches(secret: str | None, digest: str) -> bool:
-    return bool(secret) and bool(digest) and hmac.compare_digest(sha256_hex(secret), digest)
+    return bool(secret and digest and hmac.compare_digest(sha256_hex(secret), digest))
 
 
 def parse_client_metadata(raw: str | None) -> dict:
@@ -156,7 +156,7 @@ def accept_presentation(state: str, id_token: str) -> tuple[WalletRequest, str]:
         except ChainError as exc:
             wallet_request.last_error = exc.description
             wallet_request.save(update_fields=["last_error"])  # committed: the browser page shows it
-            refused = exc
+            refused: ChainError | None = exc
         else:
             refused = None
             response_code = secrets.token_urlsafe(32)
@@ -169,7 +169,6 @@ def accept_presentation(state: str, id_token: str) -> tuple[WalletRequest, str]:
             wallet_request.save()
     if refused is not None:
         raise refused
-    wallet_request.presentation = presentation
     return wallet_request, response_code
 
 
@@ -299,7 +298,7 @@ def complete(
                 description = "The wallet's account is disabled."
                 raise RequestEnded(description, _error_redirect(wallet_request, description, issuer))
             parent = None
-            if wallet_request.parent_id:
+            if wallet_request.parent is not None:
                 try:
                     parent, _ = lock_step(
                         wallet_request.application, wallet_request.parent_id, wallet_request.parent.root_id
@@ -312,6 +311,7 @@ def complete(
                     ) from None
             step, code = _issue(wallet_request, parent)
     except CodeReused:  # the previous code was exchanged meanwhile: a replay, revoked
+        assert wallet_request is not None  # CodeReused comes after the lookup
         description = "The previous authorization code was already exchanged."
         raise RequestEnded(description, _error_redirect(wallet_request, description, issuer)) from None
     redirect = client_redirect(wallet_request, {"code": code}, issuer)
@@ -321,6 +321,7 @@ def complete(
 
 def _issue(wallet_request: WalletRequest, parent: ChainedGrant | None) -> tuple[ChainedGrant, str]:
     wallet = wallet_request.wallet
+    assert wallet is not None  # complete() checked it
     grant, code = issue_code(
         wallet_request.application,
         user_id=wallet.user_id,

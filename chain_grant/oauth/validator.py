@@ -6,6 +6,9 @@ each hook calls :mod:`chain_grant.core` and turns a ChainError into an OAuth err
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from oauth2_provider.models import get_grant_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
@@ -24,6 +27,8 @@ from .hardening import DOTHardeningMixin
 class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
     """Adds the code_chain grant, chain steps at authorize, chained-code exchange and
     replay handling to a DOT validator. Put it first in the bases."""
+
+    is_pkce_required: Callable[[str, Any], bool]  # the DOT validator's (the mixin's partner)
 
     def save_authorization_code(self, client_id, code, request, *args, **kwargs):
         """With ``code=<previous>`` (see views.AuthorizationView) the new code is a

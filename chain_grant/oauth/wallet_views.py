@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 import segno
+from django.contrib.auth.decorators import login_not_required  # Django >= 5.1: exempt from LoginRequiredMiddleware
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import JsonResponse
 from django.shortcuts import render
@@ -33,14 +34,6 @@ from ..core import wallet_step as siop
 from ..core.codes import plausible_code
 from ..core.errors import ChainError
 from ..models import WalletRequest
-
-try:  # Django ≥ 5.1: exempt from LoginRequiredMiddleware
-    from django.contrib.auth.decorators import login_not_required
-except ImportError:  # pragma: no cover
-
-    def login_not_required(view):
-        return view
-
 
 _SINGLE = (
     "client_id",

@@ -6,6 +6,7 @@ edited by hand."""
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -65,10 +66,10 @@ def refuse_nul_filters(request):
     return None
 
 
-class ReviewMixin:
+class ReviewMixin(admin.ModelAdmin):
     """Read-only lists of steps, with the chain page, revoke and evidence views."""
 
-    list_display = (
+    list_display: tuple[str, ...] = (
         "digest",
         "kind_badge",
         "actor",
@@ -79,9 +80,9 @@ class ReviewMixin:
         "expires",
         "chain_link",
     )
-    list_filter = ("kind", StateFilter, "application", "agent", "created")
+    list_filter: ClassVar[tuple[str | type, ...]] = ("kind", StateFilter, "application", "agent", "created")
     list_select_related = ("application", "agent", "user")
-    search_fields = ("subject", "agent__identifier", "=root__id", "user__username")
+    search_fields: ClassVar[tuple[str, ...]] = ("subject", "agent__identifier", "=root__id", "user__username")
     search_help_text = _("Subject (user pk, DID, agent), agent, exact chain id, or username.")
     date_hierarchy = "created"
     exclude = ("code_digest",)

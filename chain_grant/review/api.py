@@ -8,6 +8,7 @@ session. Errors are one JSON shape: ``{"error": ..., "error_description": ...}``
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -28,17 +29,19 @@ from . import evidence as review
 try:  # OpenAPI descriptions, when drf-spectacular is installed
     from drf_spectacular.utils import OpenApiParameter, extend_schema
 except ImportError:  # pragma: no cover
-    OpenApiParameter = None
+    OpenApiParameter = None  # type: ignore[assignment, misc]  # drf-spectacular absent
 
-    def extend_schema(*args, **kwargs):
+    def extend_schema(*args, **kwargs):  # type: ignore[misc]  # its no-op stand-in
         return lambda view: view
 
 
 READ_SCOPE = "chains:read"
 REVOKE_SCOPE = "chains:revoke"
 REVOKE_PERMISSION = "chain_grant.revoke_chainedgrant"
-READ_AUTH = [{"oauth2": [READ_SCOPE]}, {"cookieAuth": []}]
-REVOKE_AUTH = [{"oauth2": [REVOKE_SCOPE]}, {"cookieAuth": []}]
+# Any: drf-spectacular annotates extend_schema(auth=) as Sequence[str], but it takes the
+# operation's security requirements (dicts, what its get_auth returns).
+READ_AUTH: Any = [{"oauth2": [READ_SCOPE]}, {"cookieAuth": []}]
+REVOKE_AUTH: Any = [{"oauth2": [REVOKE_SCOPE]}, {"cookieAuth": []}]
 
 
 class ChainsPermission(BasePermission):
@@ -119,7 +122,7 @@ class ChainSummarySerializer(serializers.Serializer):
 
 class StepSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    parent = serializers.UUIDField(allow_null=True)
+    parent = serializers.UUIDField(allow_null=True)  # type: ignore[assignment]  # the stubs see Field.parent; the metaclass pops it
     depth = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=ChainedGrant.Kind.choices)
     actor = serializers.CharField()
@@ -200,7 +203,7 @@ class ChainListView(BaseView):
                 ("created_before", "ISO 8601"),
             )
         ]
-        if OpenApiParameter
+        if OpenApiParameter is not None
         else None,
     )
     def get(self, request):

@@ -52,7 +52,7 @@ def build(steps: list[ChainedGrant]) -> ChainView | None:
         return None
     nodes = {s.pk: Node(s) for s in steps}
     for node in nodes.values():
-        parent = nodes.get(node.step.parent_id)
+        parent = nodes.get(node.step.parent_id) if node.step.parent_id else None
         if parent is not None:
             parent.children.append(node)
             mine, theirs = node.step.scope.split(), parent.step.scope.split()
@@ -82,8 +82,8 @@ def step_data(node: Node) -> dict[str, Any]:
         "kind": s.kind,
         "actor": node.actor,
         "subject": s.subject,
-        "agent": s.agent.identifier if s.agent_id else None,
-        "user": s.user.get_username() if s.user_id else None,
+        "agent": s.agent.identifier if s.agent is not None else None,
+        "user": s.user.get_username() if s.user is not None else None,
         "application": s.application.client_id,
         "scope": s.scope,
         "requested_scope": s.requested_scope,
