@@ -97,9 +97,9 @@ def check_exchangeable(step: ChainedGrant, application) -> None:
     if step.application_id != application.pk or step.revoked_at or step.expires <= timezone.now():
         raise ChainError("The authorization code is invalid, expired or revoked.")
     if chain_grant_settings.ON_DISABLE == "revoke":  # even if no signal told us (a queryset update)
-        if step.agent_id and not step.agent.is_active:
+        if step.agent is not None and not step.agent.is_active:
             raise ChainError("The agent this code was handed to is disabled.")
-        if step.user_id and not step.user.is_active:
+        if step.user is not None and not step.user.is_active:
             raise ChainError("The person this chain acts for is disabled.")
 
 
