@@ -64,6 +64,11 @@ DEFAULTS: dict[str, Any] = {
     # chains, so a replay of any code is detected and revokes what it issued (RFC 6749
     # §4.1.2). Off by default: it writes a row per exchange of the host's plain codes.
     "TRACK_PLAIN_CODES": False,
+    # Anonymous requests to the chain's browser entry points, per client and IP:
+    # [requests, seconds]; None = no limit. "wallet_request": authorize with
+    # response_type=id_token; "chain_authorize": authorize with code=<previous>.
+    "RATE_LIMITS": {"wallet_request": [300, 60], "chain_authorize": [600, 60]},
+    "RATE_LIMIT_CACHE": "default",
     # Whether applications may use code_chain without a ChainClient row saying so.
     # False: an operator enables each client explicitly (safe default).
     "ENABLE_FOR_ALL_CLIENTS": False,

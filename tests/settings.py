@@ -17,3 +17,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": os.path.join(tempfile.gettempdir(), f"chain_grant_test_{os.getpid()}.sqlite3")
     }
+
+# The chain's anonymous rate limits (CHAIN_GRANT["RATE_LIMITS"]) would count every
+# test's requests from 127.0.0.1 in one window; tests/test_rate_limits.py turns them on.
+CHAIN_GRANT = {**CHAIN_GRANT, "RATE_LIMITS": {}}  # noqa: F405

@@ -20,7 +20,7 @@ from ..client.jose import sha256_hex
 from ..core import lineage, policy, steps
 from ..core.errors import ChainError
 from ..settings import chain_grant_settings
-from . import wallet_views
+from . import throttle, wallet_views
 
 # Never in error reports (DEBUG pages, mail_admins, Sentry): codes, proofs, secrets.
 SECRET_PARAMS = ("client_secret", "code", "authorization_code", "id_token", "code_verifier", "refresh_token")
@@ -123,6 +123,12 @@ class AuthorizationView(dot_views.AuthorizationView):
             and chain_grant_settings.WALLET_STEP
         ):
             return wallet_views.start(request)
+        if request.method == "GET" and "code" in request.GET:  # a chain step; anonymous ones are counted
+            wait = throttle.retry_after("chain_authorize", request, request.GET.get("client_id", ""))
+            if wait is not None:
+                response = wallet_views.error_page(request, "Too many requests; try again shortly.", 429, "slow_down")
+                response["Retry-After"] = str(wait)
+                return response
         return super().dispatch(request, *args, **kwargs)
 
     def previous_code(self) -> str | None:

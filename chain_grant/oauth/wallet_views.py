@@ -34,6 +34,7 @@ from ..core import wallet_step as siop
 from ..core.codes import plausible_code
 from ..core.errors import ChainError
 from ..models import WalletRequest
+from . import throttle
 
 _SINGLE = (
     "client_id",
@@ -114,6 +115,11 @@ def start(request):
     if any(len(params.getlist(name)) > 1 for name in _SINGLE):
         return error_page(request, "A parameter was given more than once.")
     client_id = params.get("client_id", "")
+    wait = throttle.retry_after("wallet_request", request, client_id)
+    if wait is not None:
+        response = error_page(request, "Too many wallet requests; try again shortly.", 429, "slow_down")
+        response["Retry-After"] = str(wait)
+        return response
     application = plausible_code(client_id) and (get_application_model().objects.filter(client_id=client_id).first())
     if not application:
         return error_page(request, "Unknown client_id.", error="invalid_client")
