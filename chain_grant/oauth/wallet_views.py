@@ -28,6 +28,8 @@ from oauth2_provider.http import OAuth2ResponseRedirect
 from oauth2_provider.models import get_application_model
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
+from oauthlib.common import Request as OauthlibRequest
+from oauthlib.uri_validate import is_absolute_uri
 
 from ..core import lineage, policy
 from ..core import wallet_step as siop
@@ -87,24 +89,34 @@ def _redirect(url: str, application):
     return OAuth2ResponseRedirect(url, application.get_allowed_schemes())
 
 
-def _redirect_uri_allowed(application, redirect_uri: str) -> bool:
+def _validator_request(request, application, client_id: str, redirect_uri: str) -> OauthlibRequest:
+    """The oauthlib request the IdP's validator is asked about, as DOT's authorize would."""
+    oauth_request = OauthlibRequest(request.build_absolute_uri(), "GET", "", {})
+    oauth_request.client = application
+    oauth_request.client_id = client_id
+    oauth_request.redirect_uri = redirect_uri
+    oauth_request.response_type = "code"  # what the wallet step gives the client
+    oauth_request.user = None
+    return oauth_request
+
+
+def _redirect_uri_valid(validator, client_id: str, redirect_uri: str, oauth_request) -> bool:
+    """oauthlib's check (an absolute URI: refuses "127.0.0.1:8765.evil.example" and
+    ports like ":abc") and then the IdP's validator (DOT's registered-URI match)."""
+    if not redirect_uri or "\x00" in redirect_uri or not is_absolute_uri(redirect_uri):
+        return False
     try:
-        return application.redirect_uri_allowed(redirect_uri)
+        return bool(validator.validate_redirect_uri(client_id, redirect_uri, oauth_request))
     except ValueError:  # urlsplit: "http://[::1" (DOT's own endpoint refuses it in oauthlib first)
         return False
 
 
-def _pkce_required(client_id: str) -> bool:
-    required = oauth2_settings.PKCE_REQUIRED
-    return required(client_id) if callable(required) else bool(required)
-
-
-def _scope(application, raw: str) -> str:
-    backend = get_scopes_backend()
-    wanted = list(dict.fromkeys(raw.split())) or list(backend.get_default_scopes(application=application))
-    unknown = set(wanted) - set(backend.get_available_scopes(application=application))
-    if unknown:
-        raise ChainError("Unknown or unavailable scope: " + " ".join(sorted(unknown)), "invalid_scope")
+def _scope(validator, application, client_id: str, raw: str, oauth_request) -> str:
+    """The requested scopes (or the client's defaults), as the IdP's validator allows them."""
+    wanted = list(dict.fromkeys(raw.split())) or list(validator.get_default_scopes(client_id, oauth_request) or [])
+    oauth_request.scopes = wanted
+    if not wanted or not validator.validate_scopes(client_id, wanted, application, oauth_request):
+        raise ChainError("Unknown or unavailable scope: " + " ".join(wanted), "invalid_scope")
     return " ".join(wanted)
 
 
@@ -121,17 +133,20 @@ def start(request):
         response["Retry-After"] = str(wait)
         return response
     application = plausible_code(client_id) and (get_application_model().objects.filter(client_id=client_id).first())
-    if not application:
+    validator = oauth2_settings.OAUTH2_VALIDATOR_CLASS()
+    probe = _validator_request(request, application or None, client_id, "")
+    if not application or not validator.validate_client_id(client_id, probe):
         return error_page(request, "Unknown client_id.", error="invalid_client")
-    redirect_uri = params.get("redirect_uri") or (
-        application.redirect_uris.split()[0] if len(application.redirect_uris.split()) == 1 else ""
-    )
-    if not redirect_uri or "\x00" in redirect_uri or not _redirect_uri_allowed(application, redirect_uri):
+    redirect_uri = params.get("redirect_uri") or validator.get_default_redirect_uri(client_id, probe) or ""
+    oauth_request = _validator_request(request, application, client_id, redirect_uri)
+    if not _redirect_uri_valid(validator, client_id, redirect_uri, oauth_request):
         return error_page(request, "Missing or unregistered redirect_uri.")
 
     fake = WalletRequest(redirect_uri=redirect_uri, client_state=params.get("state", ""))
     try:
-        if not policy.client_may_chain(application):
+        if not policy.client_may_chain(application) or not validator.validate_response_type(
+            client_id, "code", application, oauth_request
+        ):
             raise ChainError("This client may not use the wallet step.", "unauthorized_client")
         siop.check_prompt(params.get("prompt", ""))
         policy.refuse_resource(params.getlist("resource"))
@@ -139,10 +154,12 @@ def start(request):
             raise ChainError("state and nonce must not contain NUL characters.", "invalid_request")
         if len(params.get("nonce", "")) > _MAX_NONCE:  # kept whole in the DOT grant, for the id_token
             raise ChainError(f"nonce is longer than {_MAX_NONCE} characters.", "invalid_request")
-        scope = _scope(application, params.get("scope", ""))
+        scope = _scope(validator, application, client_id, params.get("scope", ""), oauth_request)
         metadata = siop.parse_client_metadata(params.get("client_metadata"))
         challenge, method = policy.check_pkce(
-            params.get("code_challenge"), params.get("code_challenge_method"), _pkce_required(client_id)
+            params.get("code_challenge"),
+            params.get("code_challenge_method"),
+            validator.is_pkce_required(client_id, oauth_request),
         )
         wallet_request, poll_token = siop.start_request(
             application,
