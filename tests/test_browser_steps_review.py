@@ -23,8 +23,8 @@ from chain_grant.models import ChainedGrant, Wallet, WalletRequest
 
 from .conftest import ISSUER, SECRET, basic_auth
 from .factories import run_together
-from .test_user_step import consent_url, form
-from .test_user_step import landing as user_landing
+from .test_consent_step import consent_url, form
+from .test_consent_step import landing as user_landing
 from .test_wallet_step import (
     RESPONSE_URI,
     WalletFlow,

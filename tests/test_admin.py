@@ -31,7 +31,7 @@ from chain_grant.core import integrity, lifecycle
 from chain_grant.models import Agent, AgentKey, ChainedGrant
 from tests.conftest import ISSUER
 from tests.factories import build_chain
-from tests.test_api import assert_no_secret, build_real_chain, verify_evidence_offline
+from tests.test_review_api import assert_no_secret, build_real_chain, verify_evidence_offline
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -71,7 +71,7 @@ def superuser(db):
 
 @pytest.fixture
 def real_chain(flow, alice, make_agent):
-    """root (alice) → planner → (researcher → merger, security); see tests.test_api."""
+    """root (alice) → planner → (researcher → merger, security); see tests.test_review_api."""
     return build_real_chain(flow, alice, make_agent)
 
 
