@@ -29,14 +29,9 @@ from oauth2_provider.models import get_access_token_model
 
 from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant
-
-from .conftest import screenshot
+from tests.helpers import error_of, screenshot
 
 ADMIN_PASSWORD = "admin-pw-for-browser-tests"
-
-
-def error_of(response) -> tuple[int, str | None]:
-    return response.status_code, response.json().get("error")
 
 
 def shoot(page, name: str):

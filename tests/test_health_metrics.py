@@ -27,6 +27,7 @@ from chain_grant.models import ChainedGrant
 from idp_project import health
 from idp_project.settings import JsonFormatter
 from tests.factories import build_chain
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 REDIS = "redis://127.0.0.1:6379/12"
@@ -35,12 +36,6 @@ NOWHERE = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refus
 
 def sample(name: str, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_up() -> bool:
