@@ -20,19 +20,14 @@ from chain_grant.client.wallet import HeadlessWallet
 from chain_grant.core import agents
 from chain_grant.models import ChainClient
 from tests.helpers import (
-    ISSUER,
     ON_POSTGRES,
     REDIRECT_URI,
     SECRET,
     Flow,
     TestAgent,
     WalletFlow,
-    basic_auth,
     build_real_chain,
-    screenshot,
 )
-
-REEXPORTED = (ISSUER, basic_auth, screenshot)  # until every module imports them from tests.helpers
 
 POSTGRES_SKIP_REASON = "needs PostgreSQL: set DATABASE_URL (CI runs it)"
 

@@ -15,28 +15,16 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.test import RequestFactory
 from oauth2_provider import views as dot_views
 
-from chain_grant.client import pkce_pair
 from chain_grant.models import ChainedGrant
 from chain_grant.oauth import views as chain_views
-
-from .conftest import ISSUER, REDIRECT_URI
+from tests import helpers
+from tests.helpers import ISSUER, REDIRECT_URI, consent_url
 
 pytestmark = pytest.mark.django_db
 
 
 def authorize_params(app, **extra):
-    verifier, challenge = pkce_pair()
-    params = {
-        "client_id": app.client_id,
-        "response_type": "code",
-        "redirect_uri": REDIRECT_URI,
-        "scope": "openid read",
-        "state": "st-dot",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        **extra,
-    }
-    return {k: v for k, v in params.items() if v is not None}, verifier
+    return helpers.authorize_params(app, **{"state": "st-dot", **extra})
 
 
 def query_of(response) -> dict:
@@ -184,3 +172,12 @@ def test_same_answer_as_dots_own_view(case, flow, alice):
         request.session = SessionStore()
         answers.append(_summary(view.as_view()(request)))
     assert answers[0] == answers[1]
+
+
+def test_without_code_dot_keeps_the_resource(flow, client, alice):
+    """DOT's own flow (no code=) is untouched: the resource lands on the grant."""
+    url, _ = consent_url(flow.app, None, scope="read", resource="https://api.example/")
+    client.force_login(alice)
+    page = client.get(url)
+    assert page.status_code == 200 and 'value="https://api.example/"' in page.content.decode()
+    assert not ChainedGrant.objects.exists()

@@ -1,101 +1,44 @@
-"""Exchange once; a replay is denied and revokes every token issued from that step
-and its descendants (RFC 6749 §4.1.2, RFC 9700 §4.2.4). Revoking a step revokes its
-subtree: steps, DOT grants, access and refresh tokens, in constant queries."""
+"""Exchange once, with the code's own PKCE verifier; a replay, at the token endpoint or
+as a hop's parent, is denied and revokes every token issued from that step and its
+descendants (RFC 6749 §4.1.2, RFC 9700 §4.2.4). (Revocation itself:
+tests/test_revocation.py; an exchange racing a hop: tests/test_concurrency.py.)"""
 
 import pytest
-from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
 
 from chain_grant import signals
 from chain_grant.core import codes, lifecycle
 from chain_grant.models import ChainedGrant
-from tests.factories import build_chain
+from tests.helpers import assert_no_live_step_below, error_of
 
 pytestmark = pytest.mark.django_db
-AccessToken = get_access_token_model()
-RefreshToken = get_refresh_token_model()
 
 
-@pytest.fixture
-def tree(flow, alice, make_agent):
-    """root → planner → (researcher → merger, security); every agent code exchanged."""
-    planner, researcher = make_agent("planner"), make_agent("researcher", scopes="openid read")
-    security, merger = make_agent("security", scopes="read"), make_agent("merger", scopes="openid read")
-    root_code, _ = flow.authorize(alice, scope="openid read write")
-    t = type("Tree", (), {})()
-    t.planner = flow.advance(root_code, planner)
-    t.researcher = flow.advance(t.planner[0], researcher)
-    t.security = flow.advance(t.planner[0], security)
-    t.merger = flow.advance(t.researcher[0], merger)
-    t.tokens = {}
-    for name in ("researcher", "security", "merger"):
-        code, verifier, _ = getattr(t, name)
-        response = flow.exchange(code, verifier)
-        assert response.status_code == 200
-        t.tokens[name] = response.json()
-    return t
-
-
-def test_replay_is_refused_and_revokes_the_subtree_tokens(flow, tree):
+def test_replay_is_refused_and_revokes_the_subtree_tokens(flow, exchanged_tree):
     received = []
     signals.replay_detected.connect(lambda sender, step, **kw: received.append(step.subject), weak=False)
-    code, verifier, _ = tree.researcher
+    code, verifier, _ = exchanged_tree.researcher
     replay = flow.exchange(code, verifier)
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
     assert received == ["researcher"]
 
-    assert flow.introspect(tree.tokens["researcher"]["access_token"])["active"] is False
-    assert flow.introspect(tree.tokens["merger"]["access_token"])["active"] is False  # descendant
-    assert flow.introspect(tree.tokens["security"]["access_token"])["active"] is True  # sibling untouched
-    refresh = flow.client.post(
-        "/oauth/token",
-        {"grant_type": "refresh_token", "refresh_token": tree.tokens["merger"]["refresh_token"]},
-        **flow.auth(),
-    )
+    assert flow.introspect(exchanged_tree.tokens["researcher"]["access_token"])["active"] is False
+    assert flow.introspect(exchanged_tree.tokens["merger"]["access_token"])["active"] is False  # descendant
+    assert flow.introspect(exchanged_tree.tokens["security"]["access_token"])["active"] is True  # sibling untouched
+    refresh = flow.refresh(exchanged_tree.tokens["merger"]["refresh_token"])
     assert refresh.json()["error"] == "invalid_grant"
 
     step = lifecycle.find_step(code)
     assert step.revoked_at and step.revoked_reason == "authorization code replay"
-    assert ChainedGrant.objects.get(code_digest=codes.code_digest(tree.merger[0])).revoked_at
+    assert ChainedGrant.objects.get(code_digest=codes.code_digest(exchanged_tree.merger[0])).revoked_at
 
 
-def test_replay_revokes_tokens_minted_by_refreshing(flow, tree):
-    first = tree.tokens["security"]
-    refreshed = flow.client.post(
-        "/oauth/token", {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, **flow.auth()
-    ).json()
+def test_replay_revokes_tokens_minted_by_refreshing(flow, exchanged_tree):
+    first = exchanged_tree.tokens["security"]
+    refreshed = flow.refresh(first["refresh_token"]).json()
     assert flow.introspect(refreshed["access_token"])["active"] is True
-    code, verifier, _ = tree.security
+    code, verifier, _ = exchanged_tree.security
     assert flow.exchange(code, verifier).json()["error"] == "invalid_grant"
     assert flow.introspect(refreshed["access_token"])["active"] is False
-
-
-def test_revoked_codes_cannot_be_chained_or_exchanged(flow, alice, make_agent):
-    planner, researcher = make_agent("planner"), make_agent("researcher", scopes="read")
-    root_code, _ = flow.authorize(alice)
-    p_code, p_verifier, _ = flow.advance(root_code, planner)
-    r_code, r_verifier, _ = flow.advance(p_code, researcher)
-    assert lifecycle.revoke_subtree(lifecycle.find_step(p_code), "admin") == 2
-    assert flow.hop(p_code, researcher.proof(p_code)).json()["error"] == "invalid_grant"
-    assert flow.exchange(r_code, r_verifier).json()["error"] == "invalid_grant"
-    assert flow.exchange(p_code, p_verifier).json()["error"] == "invalid_grant"
-    assert lifecycle.find_step(root_code).revoked_at is None  # above the revoked step: untouched
-
-
-def test_revoke_subtree_deletes_dot_grants_and_tokens(tree):
-    planner = lifecycle.find_step(tree.planner[0])
-    live_grants = get_grant_model().objects.count()
-    assert lifecycle.revoke_subtree(planner, "admin") == 4
-    assert get_grant_model().objects.count() == live_grants - 1  # only planner's code was still live
-    assert not AccessToken.objects.filter(user__username="alice").exists()
-    assert not RefreshToken.objects.filter(revoked__isnull=True).exists()
-    assert lifecycle.revoke_subtree(planner, "again") == 0  # idempotent
-
-
-@pytest.mark.parametrize("size", [10, 300])
-def test_revoke_subtree_query_count_does_not_grow(size, app, alice, django_assert_max_num_queries):
-    root = build_chain(app, alice, size)
-    with django_assert_max_num_queries(12):
-        assert lifecycle.revoke_subtree(root, "bulk") == size
 
 
 def test_code_consumed_between_validation_and_pkce_check_is_a_replay(flow, alice, planner, monkeypatch):
@@ -120,3 +63,40 @@ def test_code_consumed_between_validation_and_pkce_check_is_a_replay(flow, alice
     monkeypatch.setattr(ChainOAuth2Validator, "validate_code", real)
     assert (loser.status_code, loser.json()["error"]) == (400, "invalid_grant")
     assert flow.introspect(winner["access_token"])["active"] is False
+
+
+def test_chained_code_needs_its_own_pkce_verifier(flow, alice, planner):
+    root_code, root_verifier = flow.authorize(alice)
+    code, _, _ = flow.advance(root_code, planner)
+    response = flow.exchange(code, root_verifier)
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+    assert ChainedGrant.objects.get(depth=1).exchanged_at is None  # a failed exchange does not burn the code
+
+
+@pytest.mark.parametrize("parent", ["agent step", "chain root"])
+def test_hop_from_an_exchanged_code_is_refused_and_revokes_its_token(parent, flow, alice, planner, make_agent):
+    """Rule: an exchanged code presented as a hop's parent is a replay: invalid_grant,
+    and the token issued from it (and everything chained from it) is revoked."""
+    researcher = make_agent("researcher", scopes="openid read")
+    replayed = []
+    signals.replay_detected.connect(
+        lambda sender, step, **kw: replayed.append(step.pk), weak=False, dispatch_uid="test-hop-replay"
+    )
+    try:
+        root_code, root_verifier = flow.authorize(alice, scope="openid read")
+        p_code, p_verifier, _ = flow.advance(root_code, planner)
+        code, verifier = (p_code, p_verifier) if parent == "agent step" else (root_code, root_verifier)
+        tokens = flow.exchange(code, verifier)
+        assert tokens.status_code == 200 and flow.is_active(tokens)
+
+        response = flow.hop(code, researcher.proof(code))
+        assert error_of(response) == (400, "invalid_grant")
+        step = lifecycle.find_step(code)
+        assert replayed == [step.pk]
+        assert step.revoked_reason == "authorization code replay"
+        assert not flow.is_active(tokens)
+        assert error_of(flow.refresh(tokens.json()["refresh_token"])) == (400, "invalid_grant")
+        assert_no_live_step_below(step)
+        assert not ChainedGrant.objects.filter(agent=researcher.model).exists()
+    finally:
+        signals.replay_detected.disconnect(dispatch_uid="test-hop-replay")

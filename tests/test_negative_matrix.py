@@ -4,7 +4,6 @@ no agent, no change to the parent)."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -14,44 +13,16 @@ from urllib.parse import urlencode
 
 import pytest
 from django.utils import timezone
-from jwcrypto import jws
 from oauth2_provider.models import get_application_model, get_grant_model
 
 from chain_grant.client import pkce_pair, sign_proof
 from chain_grant.core import lifecycle, proofs
 from chain_grant.models import Agent, AgentKey, ChainClient, ChainedGrant
-from tests.conftest import ISSUER, basic_auth
+from chain_grant.oauth.grant import SINGLE_PARAMS
+from tests.helpers import FORM, ISSUER, assert_error, b64, b64url_decode, basic_auth, proof_claims, signed
 
 pytestmark = pytest.mark.django_db
 Grant = get_grant_model()
-
-
-def b64(data) -> str:
-    if not isinstance(data, bytes):
-        data = json.dumps(data).encode()
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def claims_for(agent, code, **overrides):
-    now = int(time.time())
-    claims = {
-        "sub": agent.identifier,
-        "aud": ISSUER,
-        "iat": now,
-        "exp": now + 60,
-        "jti": f"jti-{time.monotonic_ns()}",
-        "c_hash": proofs.code_hash(code),
-    }
-    claims.update(overrides)
-    return {k: v for k, v in claims.items() if v is not None}
-
-
-def signed(agent, claims, header=None, key=None):
-    key = key or agent.key
-    header = {"alg": "ES256", "kid": key["kid"], **(header or {})}
-    token = jws.JWS(json.dumps(claims).encode())
-    token.add_signature(key, alg=header["alg"], protected=json.dumps(header))
-    return token.serialize(compact=True)
 
 
 @pytest.fixture
@@ -85,14 +56,14 @@ def forged_hs256(ctx):
     """HS256 'signed' with the agent's public key as the HMAC secret (key confusion)."""
     public_pem = ctx.researcher.key.export_to_pem(private_key=False, password=None)
     header = b64({"alg": "HS256", "kid": ctx.researcher.key["kid"]})
-    payload = b64(claims_for(ctx.researcher, ctx.code))
+    payload = b64(proof_claims(ctx.researcher, ctx.code))
     mac = hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     return f"{header}.{payload}.{b64(mac)}"
 
 
 def tampered(ctx):
     header, payload, sig = ctx.researcher.proof(ctx.code).split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims = json.loads(b64url_decode(payload))
     claims["scope_hint"] = "admin"
     return f"{header}.{b64(claims)}.{sig}"
 
@@ -114,11 +85,11 @@ def duplicated(flow, ctx, extra: str):
         + "&"
         + extra
     )
-    return flow.client.post("/oauth/token", body, content_type="application/x-www-form-urlencoded", **flow.auth())
+    return flow.client.post("/oauth/token", body, content_type=FORM, **flow.auth())
 
 
 def use_jti_once(flow, ctx):
-    ctx.claims = claims_for(ctx.researcher, ctx.code, jti="same-jti")
+    ctx.claims = proof_claims(ctx.researcher, ctx.code, jti="same-jti")
     assert hop(flow, ctx, signed(ctx.researcher, ctx.claims)).status_code == 200
 
 
@@ -221,13 +192,13 @@ CASES = {
     ),
     # -- proof ------------------------------------------------------------------------
     "alg none": (
-        lambda f, c, m: hop(f, c, proof=f"{b64({'alg': 'none'})}.{b64(claims_for(c.researcher, c.code))}."),
+        lambda f, c, m: hop(f, c, proof=f"{b64({'alg': 'none'})}.{b64(proof_claims(c.researcher, c.code))}."),
         400,
         "invalid_grant",
     ),
     "HS256 keyed with the public key": (lambda f, c, m: hop(f, c, proof=forged_hs256(c)), 400, "invalid_grant"),
     "unknown kid": (
-        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code), {"kid": "nope"})),
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, proof_claims(c.researcher, c.code), {"kid": "nope"})),
         400,
         "invalid_grant",
     ),
@@ -236,14 +207,14 @@ CASES = {
             f,
             c,
             proof=signed(
-                c.researcher, claims_for(c.researcher, c.code), {"kid": c.researcher.key["kid"]}, key=c.planner.key
+                c.researcher, proof_claims(c.researcher, c.code), {"kid": c.researcher.key["kid"]}, key=c.planner.key
             ),
         ),
         400,
         "invalid_grant",
     ),
     "another agent's key and kid": (
-        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code), key=c.planner.key)),
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, proof_claims(c.researcher, c.code), key=c.planner.key)),
         400,
         "invalid_grant",
     ),
@@ -261,7 +232,7 @@ CASES = {
             f,
             c,
             proof=signed(
-                c.researcher, claims_for(c.researcher, c.code, iat=int(time.time()) - 200, exp=int(time.time()) - 100)
+                c.researcher, proof_claims(c.researcher, c.code, iat=int(time.time()) - 200, exp=int(time.time()) - 100)
             ),
         ),
         400,
@@ -272,7 +243,7 @@ CASES = {
             f,
             c,
             proof=signed(
-                c.researcher, claims_for(c.researcher, c.code, iat=int(time.time()) + 120, exp=int(time.time()) + 180)
+                c.researcher, proof_claims(c.researcher, c.code, iat=int(time.time()) + 120, exp=int(time.time()) + 180)
             ),
         ),
         400,
@@ -280,25 +251,25 @@ CASES = {
     ),
     "lifetime too long": (
         lambda f, c, m: hop(
-            f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, exp=int(time.time()) + 3600))
+            f, c, proof=signed(c.researcher, proof_claims(c.researcher, c.code, exp=int(time.time()) + 3600))
         ),
         400,
         "invalid_grant",
     ),
     "wrong aud": (
         lambda f, c, m: hop(
-            f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, aud="https://evil.example"))
+            f, c, proof=signed(c.researcher, proof_claims(c.researcher, c.code, aud="https://evil.example"))
         ),
         400,
         "invalid_grant",
     ),
     "missing aud": (
-        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, aud=None))),
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, proof_claims(c.researcher, c.code, aud=None))),
         400,
         "invalid_grant",
     ),
     "missing jti": (
-        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, jti=None))),
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, proof_claims(c.researcher, c.code, jti=None))),
         400,
         "invalid_grant",
     ),
@@ -310,13 +281,15 @@ CASES = {
     ),
     "wrong c_hash": (
         lambda f, c, m: hop(
-            f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, c_hash=proofs.code_hash("another-code")))
+            f,
+            c,
+            proof=signed(c.researcher, proof_claims(c.researcher, c.code, c_hash=proofs.code_hash("another-code"))),
         ),
         400,
         "invalid_grant",
     ),
     "missing c_hash": (
-        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, c_hash=None))),
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, proof_claims(c.researcher, c.code, c_hash=None))),
         400,
         "invalid_grant",
     ),
@@ -324,13 +297,13 @@ CASES = {
         lambda f, c, m: hop(
             f,
             c,
-            proof=signed(c.researcher, claims_for(c.researcher, c.code, sub="planner")),
+            proof=signed(c.researcher, proof_claims(c.researcher, c.code, sub="planner")),
         ),
         400,
         "invalid_grant",
     ),
     "oversized proof": (
-        lambda f, c, m: hop(f, c, proof=signed(c.researcher, claims_for(c.researcher, c.code, pad="x" * 9000))),
+        lambda f, c, m: hop(f, c, proof=signed(c.researcher, proof_claims(c.researcher, c.code, pad="x" * 9000))),
         400,
         "invalid_request",
     ),
@@ -410,3 +383,32 @@ def test_implausible_codes_are_invalid_grant_not_500(flow, ctx, code):
     assert (hop_response.status_code, hop_response.json()["error"]) == (400, "invalid_grant")
     exchange = flow.exchange(code, "v" * 43)
     assert (exchange.status_code, exchange.json()["error"]) == (400, "invalid_grant")
+
+
+@pytest.mark.parametrize("param", SINGLE_PARAMS)
+def test_duplicate_parameters_are_invalid_request(param, flow, alice, planner):
+    """Rule (RFC 6749 §3.1): a code_chain parameter sent twice is invalid_request, not
+    silently "last value wins"; nothing is chained."""
+    code, _ = flow.authorize(alice, scope="openid read")
+    fields = {
+        "grant_type": "code_chain",
+        "client_id": flow.app.client_id,
+        "authorization_code": code,
+        "id_token": planner.proof(code),
+        "scope": "openid read",
+        "code_challenge": pkce_pair()[1],
+        "code_challenge_method": "S256",
+    }
+    other = {
+        "authorization_code": "bogus",
+        "id_token": planner.proof(code),
+        "scope": "openid",
+        "code_challenge": pkce_pair()[1],
+    }.get(param, fields[param])  # same value is a duplicate too
+    body = "&".join(f"{k}={v}" for k, v in [(param, other), *fields.items()])  # the real value comes last
+    response = flow.client.post("/oauth/token", body, content_type=FORM, **flow.auth())
+    assert_error(response, 400, "invalid_request", f"Duplicate {param} parameter.")
+    assert not ChainedGrant.objects.exists()
+
+    single = "&".join(f"{k}={v}" for k, v in fields.items())  # without the duplicate, the same request works
+    assert flow.client.post("/oauth/token", single, content_type=FORM, **flow.auth()).status_code == 200

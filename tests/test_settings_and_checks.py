@@ -1,17 +1,22 @@
-"""chain_grant's system checks, one misconfiguration at a time (ids chain_grant.E00x/W00x).
+"""chain_grant's settings: its system checks, one misconfiguration at a time (ids
+chain_grant.E00x/W00x), and what the switches do at the endpoints (WALLET_STEP).
 
 The ``settings`` fixture fires ``setting_changed``; DOT's ``oauth2_settings`` and
 ``chain_grant_settings`` both reload on it, and everything is restored afterwards.
 """
+
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 from django.core import checks as django_checks
 from oauth2_provider.oauth2_validators import OAuth2Validator
 
 from chain_grant import checks
+from chain_grant.models import WalletRequest
 from chain_grant.server import ChainServer
 from chain_grant.settings import DEFAULTS
 from chain_grant.validators import ChainValidatorMixin
+from tests.helpers import REDIRECT_URI
 
 
 class MyChainValidator(ChainValidatorMixin, OAuth2Validator):
@@ -38,14 +43,6 @@ def oauth2(settings):
     return override
 
 
-@pytest.fixture
-def chain(settings):
-    def override(**values):
-        settings.CHAIN_GRANT = {**getattr(settings, "CHAIN_GRANT", {}), **values}
-
-    return override
-
-
 # --- the project as configured --------------------------------------------------------
 
 
@@ -58,8 +55,8 @@ def test_project_has_no_chain_grant_errors(settings):
     assert ("chain_grant.W001" in ids(found)) == bool(relaxed)
 
 
-def test_each_check_function_is_clean_with_the_project_settings(settings, chain):
-    chain(RELAXED_PROOFS=False)
+def test_each_check_function_is_clean_with_the_project_settings(settings, chain_settings):
+    chain_settings(RELAXED_PROOFS=False)
     assert checks.check_plugged_in() == []
     assert checks.check_settings() == []
     assert [c.id for c in checks.check_deploy()] == ["chain_grant.W004"]  # issuer from Host: warn
@@ -70,8 +67,8 @@ def test_deploy_is_clean_with_a_fixed_issuer(settings):
     assert checks.check_deploy() == []
 
 
-def test_proof_audiences_also_silence_w004(settings, chain):
-    chain(PROOF_AUDIENCES=["https://idp.example/oauth"])
+def test_proof_audiences_also_silence_w004(settings, chain_settings):
+    chain_settings(PROOF_AUDIENCES=["https://idp.example/oauth"])
     assert checks.check_deploy() == []
 
 
@@ -158,8 +155,8 @@ def test_plugged_in_checks_through_run_checks(oauth2):
 
 
 @pytest.mark.parametrize("unsafe", ["HS256", "HS384", "HS512", "none", "RS1", "XYZ", "NONE"])
-def test_e003_unsafe_or_unknown_algorithm(chain, unsafe):
-    chain(ALLOWED_ALGORITHMS=["ES256", unsafe])
+def test_e003_unsafe_or_unknown_algorithm(chain_settings, unsafe):
+    chain_settings(ALLOWED_ALGORITHMS=["ES256", unsafe])
     messages = checks.check_settings()
     assert ids(messages) == ["chain_grant.E003"]
     assert messages[0].level == django_checks.ERROR
@@ -167,23 +164,23 @@ def test_e003_unsafe_or_unknown_algorithm(chain, unsafe):
     assert "ES256" not in messages[0].msg
 
 
-def test_e003_lists_every_unsafe_algorithm(chain):
-    chain(ALLOWED_ALGORITHMS=["none", "HS256", "ES256", "bogus"])
+def test_e003_lists_every_unsafe_algorithm(chain_settings):
+    chain_settings(ALLOWED_ALGORITHMS=["none", "HS256", "ES256", "bogus"])
     [message] = checks.check_settings()
     assert message.id == "chain_grant.E003"
     assert "none" in message.msg and "HS256" in message.msg and "bogus" in message.msg
 
 
-def test_safe_algorithms_pass(chain):
-    chain(ALLOWED_ALGORITHMS=["ES256", "ES256K", "EdDSA"])
+def test_safe_algorithms_pass(chain_settings):
+    chain_settings(ALLOWED_ALGORITHMS=["ES256", "ES256K", "EdDSA"])
     assert checks.check_settings() == []
-    chain(ALLOWED_ALGORITHMS=DEFAULTS["ALLOWED_ALGORITHMS"])
+    chain_settings(ALLOWED_ALGORITHMS=DEFAULTS["ALLOWED_ALGORITHMS"])
     assert checks.check_settings() == []
 
 
 @pytest.mark.parametrize("value", [0, -1, "3", 2.5, None])
-def test_e004_max_children_not_a_positive_integer(chain, value):
-    chain(MAX_CHILDREN=value)
+def test_e004_max_children_not_a_positive_integer(chain_settings, value):
+    chain_settings(MAX_CHILDREN=value)
     messages = checks.check_settings()
     assert ids(messages) == ["chain_grant.E004"]
     assert "MAX_CHILDREN" in messages[0].msg
@@ -191,31 +188,31 @@ def test_e004_max_children_not_a_positive_integer(chain, value):
 
 
 @pytest.mark.parametrize("name", ["MAX_DEPTH", "CODE_EXPIRE_SECONDS", "MAX_PROOF_LIFETIME", "PROOF_MAX_BYTES"])
-def test_e004_other_limits(chain, name):
-    chain(**{name: 0})
+def test_e004_other_limits(chain_settings, name):
+    chain_settings(**{name: 0})
     messages = checks.check_settings()
     assert ids(messages) == ["chain_grant.E004"]
     assert name in messages[0].msg
 
 
-def test_e004_one_error_per_bad_limit(chain):
-    chain(MAX_CHILDREN=0, MAX_DEPTH=-5)
+def test_e004_one_error_per_bad_limit(chain_settings):
+    chain_settings(MAX_CHILDREN=0, MAX_DEPTH=-5)
     messages = checks.check_settings()
     assert ids(messages) == ["chain_grant.E004", "chain_grant.E004"]
     assert "MAX_CHILDREN" in messages[0].msg and "MAX_DEPTH" in messages[1].msg
 
 
-def test_max_children_of_one_is_fine(chain):
-    chain(MAX_CHILDREN=1, MAX_DEPTH=1)
+def test_max_children_of_one_is_fine(chain_settings):
+    chain_settings(MAX_CHILDREN=1, MAX_DEPTH=1)
     assert checks.check_settings() == []
 
 
-def test_w001_relaxed_proofs(chain):
-    chain(RELAXED_PROOFS=True)
+def test_w001_relaxed_proofs(chain_settings):
+    chain_settings(RELAXED_PROOFS=True)
     messages = checks.check_settings()
     assert ids(messages) == ["chain_grant.W001"]
     assert messages[0].level == django_checks.WARNING
-    chain(RELAXED_PROOFS=False)
+    chain_settings(RELAXED_PROOFS=False)
     assert checks.check_settings() == []
 
 
@@ -228,25 +225,25 @@ def fixed_issuer(settings):
     settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_ISS_ENDPOINT": "https://idp.example/oauth"}
 
 
-def test_e005_relaxed_proofs_in_a_deployment(settings, chain, fixed_issuer):
-    chain(RELAXED_PROOFS=True)
+def test_e005_relaxed_proofs_in_a_deployment(settings, chain_settings, fixed_issuer):
+    chain_settings(RELAXED_PROOFS=True)
     settings.DEBUG = False
     messages = checks.check_deploy()
     assert ids(messages) == ["chain_grant.E005"]
     assert messages[0].level == django_checks.ERROR
 
 
-def test_e005_not_raised_in_debug_or_when_strict(settings, chain, fixed_issuer):
-    chain(RELAXED_PROOFS=True)
+def test_e005_not_raised_in_debug_or_when_strict(settings, chain_settings, fixed_issuer):
+    chain_settings(RELAXED_PROOFS=True)
     settings.DEBUG = True
     assert checks.check_deploy() == []
-    chain(RELAXED_PROOFS=False)
+    chain_settings(RELAXED_PROOFS=False)
     settings.DEBUG = False
     assert checks.check_deploy() == []
 
 
-def test_e005_only_with_deployment_checks(settings, chain, fixed_issuer):
-    chain(RELAXED_PROOFS=True)
+def test_e005_only_with_deployment_checks(settings, chain_settings, fixed_issuer):
+    chain_settings(RELAXED_PROOFS=True)
     settings.DEBUG = False
     assert chain_ids(django_checks.run_checks(include_deployment_checks=True)) == [
         "chain_grant.E005",
@@ -256,3 +253,26 @@ def test_e005_only_with_deployment_checks(settings, chain, fixed_issuer):
     assert "chain_grant.E005" in chain_ids(
         django_checks.run_checks(include_deployment_checks=True, tags=[django_checks.Tags.security])
     )
+
+
+# --- what the switches switch ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_wallet_step_off_leaves_id_token_to_dot(client, app, alice, chain_settings):
+    chain_settings(WALLET_STEP=False)
+    params = {
+        "client_id": app.client_id,
+        "redirect_uri": REDIRECT_URI,
+        "response_type": "id_token",
+        "scope": "openid",
+        "state": "s",
+        "nonce": "n",
+    }
+    client.force_login(alice)
+    response = client.get("/oauth/authorize/?" + urlencode(params))
+    # DOT's answer: an authorization-code client may not use the implicit id_token flow.
+    assert response.status_code == 302
+    query = parse_qs(urlparse(response["Location"]).query)
+    assert query["error"] == ["unauthorized_client"] and query["state"] == ["s"]
+    assert not WalletRequest.objects.exists()
