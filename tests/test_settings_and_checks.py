@@ -1,5 +1,6 @@
 """chain_grant's settings: its system checks, one misconfiguration at a time (ids
-chain_grant.E00x/W00x), and what the switches do at the endpoints (WALLET_STEP).
+chain_grant.E00x/W00x), and what the switches do at the endpoints (WALLET_STEP,
+ENABLE_FOR_ALL_CLIENTS through chain_grant.core.policy.client_may_chain and a real hop).
 
 The ``settings`` fixture fires ``setting_changed``; DOT's ``oauth2_settings`` and
 ``chain_grant_settings`` both reload on it, and everything is restored afterwards.
@@ -9,14 +10,17 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 from django.core import checks as django_checks
+from oauth2_provider.models import get_application_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 
 from chain_grant import checks
-from chain_grant.models import WalletRequest
+from chain_grant.core import lifecycle
+from chain_grant.core.policy import client_may_chain
+from chain_grant.models import ChainClient, ChainedGrant, WalletRequest
 from chain_grant.server import ChainServer
 from chain_grant.settings import DEFAULTS
 from chain_grant.validators import ChainValidatorMixin
-from tests.helpers import REDIRECT_URI
+from tests.helpers import REDIRECT_URI, Flow, assert_error
 
 
 class MyChainValidator(ChainValidatorMixin, OAuth2Validator):
@@ -276,3 +280,61 @@ def test_wallet_step_off_leaves_id_token_to_dot(client, app, alice, chain_settin
     query = parse_qs(urlparse(response["Location"]).query)
     assert query["error"] == ["unauthorized_client"] and query["state"] == ["s"]
     assert not WalletRequest.objects.exists()
+
+
+# ENABLE_FOR_ALL_CLIENTS: on, every authorization-code client may chain unless its
+# ChainClient row turns it off; off (the default), only clients with an enabled row.
+# (switch on?, the client's ChainClient row: None = no row, else code_chain_enabled; may it chain?)
+ENABLE_FOR_ALL_CASES = [
+    pytest.param(True, None, True, id="on, no row"),
+    pytest.param(True, True, True, id="on, row enabled"),
+    pytest.param(True, False, False, id="on, row disabled"),
+    pytest.param(False, None, False, id="off, no row"),
+    pytest.param(False, True, True, id="off, row enabled"),
+    pytest.param(False, False, False, id="off, row disabled"),
+]
+
+
+def client_with_row(make_app, row: bool | None, **kwargs):
+    application = make_app("any-client", enabled=False, **kwargs)
+    if row is not None:
+        ChainClient.objects.create(application=application, code_chain_enabled=row)
+    return application
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("enable_for_all", "row", "may"), ENABLE_FOR_ALL_CASES)
+def test_client_may_chain_follows_enable_for_all_clients(enable_for_all, row, may, make_app, chain_settings):
+    chain_settings(ENABLE_FOR_ALL_CLIENTS=enable_for_all)
+    assert client_may_chain(client_with_row(make_app, row)) is may
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("enable_for_all", [True, False], ids=["on", "off"])
+def test_enable_for_all_clients_is_for_authorization_code_clients_only(enable_for_all, make_app, chain_settings):
+    chain_settings(ENABLE_FOR_ALL_CLIENTS=enable_for_all)
+    Application = get_application_model()
+    machine = client_with_row(make_app, True, authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS)
+    assert client_may_chain(machine) is False
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("enable_for_all", "row", "may"), ENABLE_FOR_ALL_CASES)
+def test_enable_for_all_clients_at_the_token_endpoint(
+    enable_for_all, row, may, client, alice, make_app, make_agent, chain_settings
+):
+    """A real hop of a client under each combination: a new step, or unauthorized_client
+    and nothing written. DOT's own code flow works for the client either way."""
+    chain_settings(ENABLE_FOR_ALL_CLIENTS=enable_for_all)
+    application = client_with_row(make_app, row)
+    agent = make_agent("planner", applications=[application])
+    flow = Flow(client, application)
+    code, _ = flow.authorize(alice, scope="openid read")
+    response = flow.hop(code, agent.proof(code))
+    if may:
+        assert response.status_code == 200, response.content
+        step = lifecycle.find_step(response.json()["authorization_code"])
+        assert step.application_id == application.pk and step.agent_id == agent.model.pk
+    else:
+        assert assert_error(response, 400, "unauthorized_client") == {"error": "unauthorized_client"}
+        assert not ChainedGrant.objects.exists()
