@@ -3,7 +3,8 @@ with keys, ``flow`` (drives the real endpoints the way a client would), the wall
 step's ``wflow``, a real chain, CHAIN_GRANT overrides and a headless browser. Plain
 helpers live in tests/helpers.py.
 
-Hook: tests marked ``postgres`` are skipped on SQLite."""
+Hooks (tests/postgres_only.py): tests marked ``postgres`` are skipped on SQLite, and the
+terminal summary says loudly how many were."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from chain_grant.client.wallet import HeadlessWallet
 from chain_grant.core import agents
 from chain_grant.models import ChainClient
 from tests.helpers import (
-    ON_POSTGRES,
     REDIRECT_URI,
     SECRET,
     Flow,
@@ -28,15 +28,7 @@ from tests.helpers import (
     WalletFlow,
     build_real_chain,
 )
-
-POSTGRES_SKIP_REASON = "needs PostgreSQL: set DATABASE_URL (CI runs it)"
-
-
-def pytest_collection_modifyitems(config, items):
-    skip = pytest.mark.skip(reason=POSTGRES_SKIP_REASON)
-    for item in items:
-        if "postgres" in item.keywords and not ON_POSTGRES:
-            item.add_marker(skip)
+from tests.postgres_only import pytest_collection_modifyitems, pytest_terminal_summary  # noqa: F401 (hooks)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import socket
 import time
@@ -49,8 +48,6 @@ REDIRECT_URI = "http://127.0.0.1:8765/oauth-callback"
 SECRET = "s3cret-for-tests"
 RESPONSE_URI = "http://testserver/oauth/wallet/response"  # the wallet step's direct_post endpoint
 FORM = "application/x-www-form-urlencoded"
-ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres", "pgsql"))
-POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/test"  # what .ci/run uses
 
 
 # --- credentials ----------------------------------------------------------------------------
