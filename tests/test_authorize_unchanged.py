@@ -1,5 +1,5 @@
 """Without code= (and with response_type=code) chain_grant's authorize endpoint is
-DOT's, unchanged (DESIGN §6): the same pages, redirects and errors as DOT's own
+DOT's, unchanged (docs/architecture.md): the same pages, redirects and errors as DOT's own
 AuthorizationView given the same request, and no ChainedGrant row, ever."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The user step (DESIGN §6, issue 3): authorize with response_type=code and
+"""The user step (docs/architecture.md, issue 3): authorize with response_type=code and
 code=<previous>. The person logs in and consents on a page that shows the chain;
 the new code is a ``user`` child. One test per rule, through the real endpoint.
 (Without code= the endpoint is DOT's: tests/test_authorize_unchanged.py.)"""

@@ -1,4 +1,4 @@
-"""One test per rule of the code_chain grant (DESIGN §5): each refusal is the right
+"""One test per rule of the code_chain grant (docs/architecture.md): each refusal is the right
 OAuth error JSON with the right status, and writes nothing (no step, no DOT grant,
 no agent, no change to the parent)."""
 

@@ -1,4 +1,4 @@
-"""The wallet step (DESIGN §6, issue 3): response_type=id_token on the authorize
+"""The wallet step (docs/architecture.md, issue 3): response_type=id_token on the authorize
 endpoint, the wallet's direct_post, and the browser collecting the code. One test
 per rule, through the real endpoints (Django's test client) and the headless wallet."""
 
