@@ -4,7 +4,6 @@ AuthorizationView given the same request, and no ChainedGrant row, ever."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -18,7 +17,7 @@ from oauth2_provider import views as dot_views
 from chain_grant.models import ChainedGrant
 from chain_grant.oauth import views as chain_views
 from tests import helpers
-from tests.helpers import ISSUER, REDIRECT_URI, consent_url
+from tests.helpers import ISSUER, REDIRECT_URI, b64url_decode, consent_url
 
 pytestmark = pytest.mark.django_db
 
@@ -55,8 +54,7 @@ def test_ordinary_code_flow(flow, client, alice):
 
 
 def _claims(jwt: str) -> dict:
-    payload = jwt.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return json.loads(b64url_decode(jwt.split(".")[1]))
 
 
 def test_oidc_flow_keeps_the_nonce(flow, client, alice):

@@ -61,7 +61,7 @@ def test_code_consumed_between_validation_and_pkce_check_is_a_replay(flow, alice
     monkeypatch.setattr(ChainOAuth2Validator, "validate_code", validated_before_the_winner)
     loser = flow.exchange(code, verifier)
     monkeypatch.setattr(ChainOAuth2Validator, "validate_code", real)
-    assert (loser.status_code, loser.json()["error"]) == (400, "invalid_grant")
+    assert error_of(loser) == (400, "invalid_grant")
     assert flow.introspect(winner["access_token"])["active"] is False
 
 
@@ -69,7 +69,7 @@ def test_chained_code_needs_its_own_pkce_verifier(flow, alice, planner):
     root_code, root_verifier = flow.authorize(alice)
     code, _, _ = flow.advance(root_code, planner)
     response = flow.exchange(code, root_verifier)
-    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+    assert error_of(response) == (400, "invalid_grant")
     assert ChainedGrant.objects.get(depth=1).exchanged_at is None  # a failed exchange does not burn the code
 
 

@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 
 from chain_grant.models import ChainedGrant
+from tests.helpers import error_of
 
 pytestmark = pytest.mark.django_db
 
@@ -25,5 +26,5 @@ def test_expired_chained_code_cannot_be_exchanged(flow, alice, planner):
     code, verifier, _ = flow.advance(root_code, planner)
     ChainedGrant.objects.filter(depth=1).update(expires=timezone.now() - timedelta(seconds=1))
     response = flow.exchange(code, verifier)
-    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+    assert error_of(response) == (400, "invalid_grant")
     assert ChainedGrant.objects.get(depth=1).revoked_at is None  # expiry is not a replay

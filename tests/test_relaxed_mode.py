@@ -33,7 +33,7 @@ def rsa_key():
 def test_self_asserted_key_is_refused_by_default(flow, alice, rsa_key):
     root_code, _ = flow.authorize(alice)
     response = flow.hop(root_code, rs512_proof(rsa_key))
-    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+    assert error_of(response) == (400, "invalid_grant")
     assert not Agent.objects.exists()
 
 
