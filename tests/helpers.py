@@ -33,15 +33,10 @@ from jwcrypto import jwk, jws
 from oauth2_provider.models import get_access_token_model, get_grant_model, set_token_value
 
 from chain_grant.client import pkce_pair, sign_proof
-from chain_grant.client.jose import b64url, b64url_decode, code_hash, did_jwk
+from chain_grant.client.jose import b64url, b64url_decode, code_hash, did_jwk  # noqa: F401 (b64url_decode: for tests)
 from chain_grant.client.wallet import parse_request_url, request_url_from_html
 from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant, WalletRequest
-
-__all__ = [  # re-exported: tests import them from here
-    "b64url",
-    "b64url_decode",
-]
 
 ISSUER = "http://testserver/oauth"
 REDIRECT_URI = "http://127.0.0.1:8765/oauth-callback"
