@@ -1,52 +1,34 @@
-"""Fixtures: a confidential client enabled for code_chain, a person, registered
-agents with keys, and helpers that drive the real endpoints (authorize, token,
-introspect) the way a client would."""
+"""Fixtures: a confidential client enabled for code_chain, people, registered agents
+with keys, ``flow`` (drives the real endpoints the way a client would), the wallet
+step's ``wflow``, a real chain, CHAIN_GRANT overrides and a headless browser. Plain
+helpers live in tests/helpers.py.
+
+Hooks (tests/postgres_only.py): tests marked ``postgres`` are skipped on SQLite, and the
+terminal summary says loudly how many were."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connections
-from jwcrypto import jwk
 from oauth2_provider.models import get_application_model
 
-from chain_grant.client import generate_key, pkce_pair, sign_proof
+from chain_grant.client import generate_key
+from chain_grant.client.wallet import HeadlessWallet
 from chain_grant.core import agents
 from chain_grant.models import ChainClient
-
-ISSUER = "http://testserver/oauth"
-REDIRECT_URI = "http://127.0.0.1:8765/oauth-callback"
-SECRET = "s3cret-for-tests"
-
-
-def pytest_collection_modifyitems(config, items):
-    on_postgres = os.environ.get("DATABASE_URL", "").startswith(("postgres", "pgsql"))
-    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL (CI runs it)")
-    for item in items:
-        if "postgres" in item.keywords and not on_postgres:
-            item.add_marker(skip)
-
-
-def basic_auth(client_id: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-
-
-@dataclass
-class TestAgent:
-    identifier: str
-    key: jwk.JWK
-    model: object
-
-    def proof(self, code: str, **kwargs) -> str:
-        kwargs.setdefault("aud", ISSUER)
-        return sign_proof(self.key, sub=self.identifier, code=code, **kwargs)
+from tests.helpers import (
+    REDIRECT_URI,
+    SECRET,
+    Flow,
+    TestAgent,
+    WalletFlow,
+    build_real_chain,
+)
+from tests.postgres_only import pytest_collection_modifyitems, pytest_terminal_summary  # noqa: F401 (hooks)
 
 
 @pytest.fixture
@@ -99,78 +81,63 @@ def planner(make_agent):
     return make_agent("planner")
 
 
-@dataclass
-class Flow:
-    """Drives the IdP's endpoints with Django's test client."""
-
-    client: object
-    app: object
-    secret: str = SECRET
-    prefix: str = "/oauth"  # where the IdP mounts chain_grant.urls
-
-    @property
-    def issuer(self) -> str:
-        return "http://testserver" + self.prefix
-
-    def auth(self, app=None):
-        app = app or self.app
-        return {"HTTP_AUTHORIZATION": basic_auth(app.client_id, self.secret)}
-
-    def authorize(self, user, scope="openid read write", app=None):
-        """Log in, consent on DOT's authorize page, return (code, verifier)."""
-        app = app or self.app
-        verifier, challenge = pkce_pair()
-        self.client.force_login(user)
-        params = {
-            "client_id": app.client_id,
-            "response_type": "code",
-            "redirect_uri": REDIRECT_URI,
-            "scope": scope,
-            "state": "st",
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-        }
-        url = f"{self.prefix}/authorize/?" + urlencode(params)
-        page = self.client.get(url)
-        assert page.status_code == 200, page.content
-        response = self.client.post(url, {**params, "allow": "Authorize"})
-        assert response.status_code == 302, response.content
-        self.client.logout()
-        query = parse_qs(urlparse(response["Location"]).query)
-        return query["code"][0], verifier
-
-    def hop(self, code, proof, app=None, pkce=True, **extra):
-        data = {"grant_type": "code_chain", "authorization_code": code, "id_token": proof, **extra}
-        verifier = None
-        if pkce and "code_challenge" not in extra:
-            verifier, challenge = pkce_pair()
-            data.update(code_challenge=challenge, code_challenge_method="S256")
-        response = self.client.post(f"{self.prefix}/token", data, **self.auth(app))
-        response.verifier = verifier
-        return response
-
-    def advance(self, code, agent, **kwargs):
-        response = self.hop(code, agent.proof(code, aud=self.issuer), **kwargs)
-        assert response.status_code == 200, response.content
-        body = response.json()
-        return body["authorization_code"], response.verifier, body
-
-    def exchange(self, code, verifier, app=None, redirect_uri=REDIRECT_URI):
-        data = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "code_verifier": verifier,
-        }
-        return self.client.post(f"{self.prefix}/token", data, **self.auth(app))
-
-    def introspect(self, token, app=None):
-        return self.client.post(f"{self.prefix}/introspect/", {"token": token}, **self.auth(app)).json()
-
-
 @pytest.fixture
 def flow(client, app):
     return Flow(client, app)
+
+
+@pytest.fixture
+def bob(db):
+    return get_user_model().objects.create_user("bob", "bob@example.com", "bob-pw")
+
+
+@pytest.fixture
+def chain_settings(settings):
+    """Override CHAIN_GRANT keys: ``chain_settings(MAX_CHILDREN=1)`` (chain_grant_settings
+    reloads on setting_changed; the ``settings`` fixture restores everything)."""
+
+    def override(**values):
+        settings.CHAIN_GRANT = {**getattr(settings, "CHAIN_GRANT", {}), **values}
+
+    return override
+
+
+@pytest.fixture
+def real_chain(flow, alice, make_agent):
+    """root (alice) → planner → (researcher → merger, security); see helpers.build_real_chain."""
+    return build_real_chain(flow, alice, make_agent)
+
+
+@pytest.fixture
+def exchanged_tree(flow, alice, make_agent):
+    """root → planner → (researcher → merger, security); every agent code but the
+    planner's exchanged. ``tree.<name>`` is (code, verifier, hop body); ``tree.tokens``."""
+    planner, researcher = make_agent("planner"), make_agent("researcher", scopes="openid read")
+    security, merger = make_agent("security", scopes="read"), make_agent("merger", scopes="openid read")
+    root_code, _ = flow.authorize(alice, scope="openid read write")
+    t = type("Tree", (), {})()
+    t.planner = flow.advance(root_code, planner)
+    t.researcher = flow.advance(t.planner[0], researcher)
+    t.security = flow.advance(t.planner[0], security)
+    t.merger = flow.advance(t.researcher[0], merger)
+    t.tokens = {}
+    for name in ("researcher", "security", "merger"):
+        code, verifier, _ = getattr(t, name)
+        response = flow.exchange(code, verifier)
+        assert response.status_code == 200
+        t.tokens[name] = response.json()
+    return t
+
+
+@pytest.fixture
+def wflow(client, app):
+    """The wallet step driven through Django's test client (helpers.WalletFlow)."""
+    return WalletFlow(client, app)
+
+
+@pytest.fixture
+def wallet():
+    return HeadlessWallet.generate()
 
 
 # --- browser tests: headless Debian Chromium (never a downloaded browser) ---------------
@@ -185,7 +152,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TIMEOUT_MS = 15_000
 
 
@@ -231,12 +197,3 @@ def browser_page(monkeypatch):
             # Django handed it its own database connections: close them here, or
             # PostgreSQL refuses to drop the test database ("being accessed by other users").
             connections.close_all()
-
-
-def screenshot(page, name: str) -> Path:
-    """A full-page screenshot under test-artifacts/ (CI keeps them; look at them)."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 10_000, f"{path} looks empty"
-    return path

@@ -3,35 +3,16 @@ an answer, and the actor chain is read from the token and stored with it."""
 
 from __future__ import annotations
 
-import secrets
-from datetime import timedelta
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
-from django.utils import timezone
-from oauth2_provider.models import get_access_token_model, set_token_value
 
 from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant
 from idp_project.models import Answer
+from tests.helpers import bearer, make_token
 
 URL = "/api/answers/"
-
-
-def bearer(raw: str) -> dict:
-    return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
-
-
-def plain_token(user, app, scope: str) -> str:
-    """A DOT access token that no chain step issued."""
-    raw = secrets.token_urlsafe(30)
-    token = get_access_token_model()(
-        user=user, application=app, scope=scope, expires=timezone.now() + timedelta(hours=1)
-    )
-    set_token_value(token, raw)
-    token.save()
-    return raw
 
 
 @pytest.fixture
@@ -74,7 +55,7 @@ def test_the_owner_token_and_staff_read_an_answer_others_do_not(client, chained,
     detail = f"{URL}{created.json()['id']}/"
     assert client.get(detail, **bearer(chained["token"])).json()["text"] == "hello"
     bob = get_user_model().objects.create_user("bob", "bob@example.com", "pw")
-    assert client.get(detail, **bearer(plain_token(bob, app, "email"))).status_code == 404
+    assert client.get(detail, **bearer(make_token(bob, app, "email"))).status_code == 404
     assert Client().get(detail).status_code == 401
     staff = Client()
     staff.force_login(get_user_model().objects.create_user("auditor", "a@example.com", "pw", is_staff=True))
@@ -84,7 +65,7 @@ def test_the_owner_token_and_staff_read_an_answer_others_do_not(client, chained,
 
 def test_a_token_not_issued_from_a_chain_is_refused(client, alice, app):
     response = client.post(
-        URL, {"text": "x"}, content_type="application/json", **bearer(plain_token(alice, app, "email"))
+        URL, {"text": "x"}, content_type="application/json", **bearer(make_token(alice, app, "email"))
     )
     assert response.status_code == 403 and response.json()["error"] == "chain_required"
     assert not Answer.objects.exists()

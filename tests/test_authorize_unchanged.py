@@ -1,10 +1,9 @@
 """Without code= (and with response_type=code) chain_grant's authorize endpoint is
-DOT's, unchanged (DESIGN §6): the same pages, redirects and errors as DOT's own
+DOT's, unchanged (docs/architecture.md): the same pages, redirects and errors as DOT's own
 AuthorizationView given the same request, and no ChainedGrant row, ever."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -15,28 +14,16 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.test import RequestFactory
 from oauth2_provider import views as dot_views
 
-from chain_grant.client import pkce_pair
 from chain_grant.models import ChainedGrant
 from chain_grant.oauth import views as chain_views
-
-from .conftest import ISSUER, REDIRECT_URI
+from tests import helpers
+from tests.helpers import ISSUER, REDIRECT_URI, b64url_decode, consent_url
 
 pytestmark = pytest.mark.django_db
 
 
 def authorize_params(app, **extra):
-    verifier, challenge = pkce_pair()
-    params = {
-        "client_id": app.client_id,
-        "response_type": "code",
-        "redirect_uri": REDIRECT_URI,
-        "scope": "openid read",
-        "state": "st-dot",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        **extra,
-    }
-    return {k: v for k, v in params.items() if v is not None}, verifier
+    return helpers.authorize_params(app, **{"state": "st-dot", **extra})
 
 
 def query_of(response) -> dict:
@@ -67,8 +54,7 @@ def test_ordinary_code_flow(flow, client, alice):
 
 
 def _claims(jwt: str) -> dict:
-    payload = jwt.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return json.loads(b64url_decode(jwt.split(".")[1]))
 
 
 def test_oidc_flow_keeps_the_nonce(flow, client, alice):
@@ -184,3 +170,12 @@ def test_same_answer_as_dots_own_view(case, flow, alice):
         request.session = SessionStore()
         answers.append(_summary(view.as_view()(request)))
     assert answers[0] == answers[1]
+
+
+def test_without_code_dot_keeps_the_resource(flow, client, alice):
+    """DOT's own flow (no code=) is untouched: the resource lands on the grant."""
+    url, _ = consent_url(flow.app, None, scope="read", resource="https://api.example/")
+    client.force_login(alice)
+    page = client.get(url)
+    assert page.status_code == 200 and 'value="https://api.example/"' in page.content.decode()
+    assert not ChainedGrant.objects.exists()

@@ -12,7 +12,8 @@ agent proofs, via Django's test client):
         └── implementer ── merger
 
 The admin revokes the researcher's branch; the four steps under it show "revoked",
-the six others are untouched, and the endpoints refuse the revoked codes.
+the six others are untouched, and the endpoints refuse the revoked codes; reloaded
+after the endpoints exchanged and chained untouched codes, the page shows that too.
 
 Screenshots (full page) go to test-artifacts/ at the repo root: the changelist, the
 chain page before, the confirmation page and the chain page after (light, then dark). The browser is
@@ -29,14 +30,9 @@ from oauth2_provider.models import get_access_token_model
 
 from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant
-
-from .conftest import screenshot
+from tests.helpers import error_of, screenshot
 
 ADMIN_PASSWORD = "admin-pw-for-browser-tests"
-
-
-def error_of(response) -> tuple[int, str | None]:
-    return response.status_code, response.json().get("error")
 
 
 def shoot(page, name: str):
@@ -193,7 +189,25 @@ def test_admin_reviews_and_revokes_a_subtree_in_a_browser(browser_page, live_ser
     hop = flow.hop(codes["merger<implementer"][0], critic.proof(codes["merger<implementer"][0]))
     assert hop.status_code == 200, hop.content
     assert flow.exchange(*codes["security"]).status_code == 200
-    assert set(untouched) == {"root", "planner", "security", "merger<security", "implementer", "merger<implementer"}
+
+    # --- the page agrees with the endpoints: reloaded, it shows what they just did --------
+    page.goto(tree_url)
+    shown = {name: page.locator(f"#step-{steps[name].pk} .badge.state").inner_text() for name in tree_order}
+    assert [name for name in tree_order if shown[name] == "revoked"] == revoked
+    assert {name: shown[name] for name in untouched} == {
+        "root": "live",
+        "planner": "live",
+        "security": "exchanged",  # just now, at the token endpoint
+        "merger<security": "exchanged",
+        "implementer": "live",
+        "merger<implementer": "live",  # it just had a child; its own code is still live
+    }
+    child = lifecycle.find_step(hop.json()["authorization_code"])
+    assert page.locator("li.chain-step").count() == 11  # the hop's new step is on the page
+    assert page.locator("li.chain-step").last.get_attribute("id") == f"step-{child.pk}"  # under merger<implementer
+    assert page.locator(f"#step-{child.pk} .actor").inner_text() == "critic"
+    assert page.locator(f"#step-{child.pk}").get_attribute("data-depth") == "4"
+    assert page.problems == [], page.problems
     print(
         f"\nbrowser admin test: chain built via endpoints {built - started:.2f}s, "
         f"browser {browsed - built:.2f}s, endpoint checks {time.monotonic() - browsed:.2f}s"

@@ -25,8 +25,7 @@ from django.contrib.auth import get_user_model
 from chain_grant.client import pkce_pair
 from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant, Wallet
-
-from .conftest import REDIRECT_URI, screenshot
+from tests.helpers import REDIRECT_URI, screenshot
 
 
 @pytest.fixture

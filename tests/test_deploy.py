@@ -11,7 +11,6 @@ import re
 import runpy
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -354,12 +355,6 @@ def test_error_log_lines_are_redacted_too(gunicorn_conf, tmp_path):
     text = (tmp_path / "error.log").read_text()
     assert "ERRCODE" not in text and "SEKRET" not in text
     assert "code=[REDACTED]&state=s" in text and "client_secret=[REDACTED]" in text
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url, token=None):

@@ -8,76 +8,47 @@ does not carry the codes, proofs, verifiers or secrets that were posted."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
 
 import pytest
 from django.test import Client
-from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
-from jwcrypto import jwk, jws
+from django.views.debug import SafeExceptionReporterFilter
+from jwcrypto import jwk
 from oauth2_provider.models import get_grant_model
 
 from chain_grant.client import pkce_pair
-from chain_grant.core import lifecycle, proofs
+from chain_grant.core import lifecycle
 from chain_grant.core.codes import code_digest
 from chain_grant.models import ChainedGrant
 from chain_grant.oauth.views import SECRET_PARAMS
 from chain_grant.settings import chain_grant_settings
 from chain_grant.validators import ChainOAuth2Validator
-from tests.conftest import ISSUER, REDIRECT_URI, SECRET, basic_auth
+from tests.helpers import (
+    FORM,
+    ISSUER,
+    REDIRECT_URI,
+    SECRET,
+    assert_error,
+    b64,
+    basic_auth,
+    crash_report,
+    proof_claims,
+    sign_jws,
+    signed,
+)
 
 pytestmark = pytest.mark.django_db
 Grant = get_grant_model()
-FORM = "application/x-www-form-urlencoded"
 
 
 # --- building odd proofs ------------------------------------------------------------
 
 
-def b64(data) -> str:
-    if isinstance(data, str):
-        data = data.encode()
-    elif not isinstance(data, bytes):
-        data = json.dumps(data).encode()
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def claims(agent, code, **overrides) -> dict:
-    now = int(time.time())
-    result = {
-        "sub": agent.identifier,
-        "aud": ISSUER,
-        "iat": now,
-        "exp": now + 60,
-        "jti": f"jti-{time.monotonic_ns()}",
-        "c_hash": proofs.code_hash(code),
-    }
-    result.update(overrides)
-    return result
-
-
-def signed_text(key, payload: str, header: dict | str | None = None) -> str:
-    """A validly signed compact JWS over ``payload`` exactly as given (any JSON text)."""
-    if not isinstance(header, str):
-        header = {"alg": "ES256", **(header or {})}
-        if "kid" not in header:
-            header["kid"] = key["kid"]
-        header = json.dumps(header)
-    token = jws.JWS(payload.encode())
-    token.add_signature(key, alg=json.loads(header)["alg"], protected=header)
-    return token.serialize(compact=True)
-
-
-def signed(agent, payload: dict, header: dict | None = None) -> str:
-    # allow_nan (the default): NaN/Infinity come out as the bare words a hostile agent would send
-    return signed_text(agent.key, json.dumps(payload), header)
-
-
 def with_raw_claim(agent, code, raw_json: str) -> str:
     """A signed proof whose claims are valid except for one extra claim ``x`` given as raw JSON."""
-    return signed_text(agent.key, json.dumps(claims(agent, code))[:-1] + f', "x": {raw_json}}}')
+    return sign_jws(agent.key, json.dumps(proof_claims(agent, code))[:-1] + f', "x": {raw_json}}}')
 
 
 def unsigned(payload, header=None) -> str:
@@ -103,12 +74,15 @@ CASES = {
         lambda f, p, c: f.hop(c, unsigned({"sub": "planner"}, {"alg": "ES256", "kid": "a\u0000"})),
         INVALID_REQUEST,
     ),
-    "jti NUL (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, jti="x\u0000"))), INVALID_REQUEST),
+    "jti NUL (signed)": (lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, jti="x\u0000"))), INVALID_REQUEST),
     "msg_sha256 NUL (signed)": (
-        lambda f, p, c: f.hop(c, signed(p, claims(p, c, msg_sha256="x\u0000"))),
+        lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, msg_sha256="x\u0000"))),
         INVALID_REQUEST,
     ),
-    "extra claim NUL (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, note="x\u0000"))), INVALID_REQUEST),
+    "extra claim NUL (signed)": (
+        lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, note="x\u0000"))),
+        INVALID_REQUEST,
+    ),
     "scope NUL": (lambda f, p, c: f.hop(c, p.proof(c), scope="read\x00"), INVALID_SCOPE),
     "authorization_code NUL": (lambda f, p, c: f.hop("a\x00", p.proof("a\x00")), INVALID_GRANT),
     "authorization_code non-ASCII": (lambda f, p, c: f.hop("é" * 40, p.proof("é" * 40)), INVALID_GRANT),
@@ -163,23 +137,24 @@ CASES = {
         ),
         INVALID_GRANT,
     ),
-    "refresh_token NUL": (
-        lambda f, p, c: f.client.post(
-            "/oauth/token", {"grant_type": "refresh_token", "refresh_token": "a\x00"}, **f.auth()
-        ),
-        INVALID_GRANT,
-    ),
+    "refresh_token NUL": (lambda f, p, c: f.refresh("a\x00"), INVALID_GRANT),
     # Floats, NaN and Infinity: jsonb would rewrite them (and break the link_hash).
-    "extra claim NaN (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, note=float("nan")))), INVALID_REQUEST),
+    "extra claim NaN (signed)": (
+        lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, note=float("nan")))),
+        INVALID_REQUEST,
+    ),
     "extra claim Infinity (signed)": (
-        lambda f, p, c: f.hop(c, signed(p, claims(p, c, note=float("inf")))),
+        lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, note=float("inf")))),
         INVALID_REQUEST,
     ),
     "extra claim -Infinity (signed)": (
-        lambda f, p, c: f.hop(c, signed(p, claims(p, c, note=float("-inf")))),
+        lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, note=float("-inf")))),
         INVALID_REQUEST,
     ),
-    "exp float (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, exp=time.time() + 30))), INVALID_REQUEST),
+    "exp float (signed)": (
+        lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, exp=time.time() + 30))),
+        INVALID_REQUEST,
+    ),
     "exponent literal 1e5 (signed)": (lambda f, p, c: f.hop(c, with_raw_claim(p, c, "1e5")), INVALID_REQUEST),
     # Odd code_challenge values (RFC 7636: 43-128 unreserved characters).
     "code_challenge NUL": (
@@ -215,26 +190,32 @@ CASES = {
         INVALID_REQUEST,
     ),
     # Wrong JSON types and sizes in the proof.
-    "aud nested list": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, aud=[[ISSUER]]))), INVALID_GRANT),
+    "aud nested list": (lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, aud=[[ISSUER]]))), INVALID_GRANT),
     "sub list": (lambda f, p, c: f.hop(c, unsigned({"sub": ["planner"]})), INVALID_GRANT),
     "sub very long": (lambda f, p, c: f.hop(c, unsigned({"sub": "p" * 6000})), INVALID_GRANT),
-    "kid object": (lambda f, p, c: f.hop(c, signed(p, claims(p, c), {"kid": {"a": 1}})), INVALID_GRANT),
-    "kid number": (lambda f, p, c: f.hop(c, signed(p, claims(p, c), {"kid": 5})), INVALID_GRANT),
+    "kid object": (lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c), {"kid": {"a": 1}})), INVALID_GRANT),
+    "kid number": (lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c), {"kid": 5})), INVALID_GRANT),
     "alg list": (
         lambda f, p, c: f.hop(c, unsigned({"sub": "planner"}, {"alg": ["ES256"], "kid": p.key["kid"]})),
         INVALID_GRANT,
     ),
     "alg none, empty signature": (
-        lambda f, p, c: f.hop(c, unsigned(claims(p, c), {"alg": "none"})[:-4]),
+        lambda f, p, c: f.hop(c, unsigned(proof_claims(p, c), {"alg": "none"})[:-4]),
         INVALID_GRANT,
     ),
     "b64 false": (
         lambda f, p, c: f.hop(c, unsigned({"sub": "planner"}, {"alg": "ES256", "b64": False, "kid": p.key["kid"]})),
         INVALID_GRANT,
     ),
-    "crit header": (lambda f, p, c: f.hop(c, unsigned(claims(p, c), {"alg": "ES256", "crit": ["exp"]})), INVALID_GRANT),
-    "exp and iat huge": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, iat=10**300, exp=10**300))), INVALID_GRANT),
-    "iat hugely negative": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, iat=-(10**300)))), INVALID_GRANT),
+    "crit header": (
+        lambda f, p, c: f.hop(c, unsigned(proof_claims(p, c), {"alg": "ES256", "crit": ["exp"]})),
+        INVALID_GRANT,
+    ),
+    "exp and iat huge": (
+        lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, iat=10**300, exp=10**300))),
+        INVALID_GRANT,
+    ),
+    "iat hugely negative": (lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, iat=-(10**300)))), INVALID_GRANT),
     "integer too long to parse": (lambda f, p, c: f.hop(c, with_raw_claim(p, c, "1" + "0" * 5000)), INVALID_REQUEST),
     "nesting beyond the parser's limit": (
         lambda f, p, c: f.hop(c, with_raw_claim(p, c, "[" * 2000 + "]" * 2000)),
@@ -276,12 +257,17 @@ LONE_SURROGATE_SUB = '{"sub": "\\ud800"}'  # JSON text: the escape, not the char
 UNSTORABLE_CASES = {
     "sub lone surrogate (unsigned)": (lambda f, p, c: f.hop(c, unsigned(LONE_SURROGATE_SUB)), INVALID_REQUEST),
     "sub lone surrogate (signed)": (
-        lambda f, p, c: f.hop(c, signed_text(p.key, json.dumps(claims(p, c)).replace('"planner"', '"planner\\ud800"'))),
+        lambda f, p, c: f.hop(
+            c, sign_jws(p.key, json.dumps(proof_claims(p, c)).replace('"planner"', '"planner\\ud800"'))
+        ),
         INVALID_REQUEST,
     ),
-    "jti lone surrogate (signed)": (lambda f, p, c: f.hop(c, signed(p, claims(p, c, jti="j\ud800"))), INVALID_REQUEST),
+    "jti lone surrogate (signed)": (
+        lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, jti="j\ud800"))),
+        INVALID_REQUEST,
+    ),
     "msg_sha256 lone surrogate (signed)": (
-        lambda f, p, c: f.hop(c, signed(p, claims(p, c, msg_sha256="\udfff"))),
+        lambda f, p, c: f.hop(c, signed(p, proof_claims(p, c, msg_sha256="\udfff"))),
         INVALID_REQUEST,
     ),
     "extra claim lone surrogate (signed)": (
@@ -305,18 +291,12 @@ def code(flow, alice, planner):
     return code
 
 
-def assert_oauth_error(response, status: int, errors: set[str]) -> None:
-    assert response.status_code == status, response.content[:300]
-    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    assert response.json()["error"] in errors, response.content[:300]
-
-
 @pytest.mark.parametrize(("name", "send", "expected"), ALL_CASES)
 def test_odd_token_request_is_an_oauth_error_not_a_500(name, send, expected, flow, planner, code):
     """Rule: malformed input to the token endpoint is answered with the right 4xx OAuth
     error JSON, and a refused request writes nothing (no step, no extra DOT grant)."""
     response = send(flow, planner, code)
-    assert_oauth_error(response, *expected)
+    assert_error(response, *expected)
     assert not ChainedGrant.objects.exists()
     assert list(Grant.objects.values_list("code", flat=True)) == [code_digest(code)]
 
@@ -336,11 +316,11 @@ def test_strict_mode_never_trusts_a_jwk_header(flow, planner, code):
     whatever (symmetric) key the header claims."""
     attacker = jwk.JWK.generate(kty="EC", crv="P-256")
     header = {"kid": planner.key["kid"], "jwk": attacker.export_public(as_dict=True)}
-    forged = signed_text(attacker, json.dumps(claims(planner, code)), {"alg": "ES256", **header})
-    assert_oauth_error(flow.hop(code, forged), *INVALID_GRANT)
+    forged = sign_jws(attacker, json.dumps(proof_claims(planner, code)), {"alg": "ES256", **header})
+    assert_error(flow.hop(code, forged), *INVALID_GRANT)
     assert not ChainedGrant.objects.exists()
 
-    genuine = signed(planner, claims(planner, code), {"jwk": {"kty": "oct", "k": "AAAA"}})
+    genuine = signed(planner, proof_claims(planner, code), {"jwk": {"kty": "oct", "k": "AAAA"}})
     response = flow.hop(code, genuine)
     assert response.status_code == 200, response.content
     assert lifecycle.find_step(response.json()["authorization_code"]).agent_id == planner.model.pk
@@ -372,7 +352,7 @@ def test_odd_introspection_requests(flow, client):
     """Rule: a missing token, a non-UTF-8 body, a GET with a NUL byte or bad client
     credentials at the introspection endpoint are 4xx answers, never 500s."""
     missing = flow.client.post("/oauth/introspect/", {}, **flow.auth())
-    assert_oauth_error(missing, *INVALID_REQUEST)
+    assert_error(missing, *INVALID_REQUEST)
     non_utf8 = flow.client.post("/oauth/introspect/", b"token=%ff%fe", content_type=FORM, **flow.auth())
     assert (non_utf8.status_code, non_utf8.json()) == (200, {"active": False})
     get_nul = flow.client.get("/oauth/introspect/?token=%00", **flow.auth())
@@ -446,8 +426,7 @@ def test_crash_report_does_not_carry_the_code_or_the_proof(flow, alice, planner,
     with caplog.at_level(logging.ERROR, logger="django.request"):
         response = Client(raise_request_exception=False).post("/oauth/token", data)
     assert response.status_code == 500
-    record = next(r for r in caplog.records if r.name == "django.request" and r.exc_info)
-    report = ExceptionReporter(record.request, *record.exc_info).get_traceback_text()
+    report = crash_report(caplog)
     assert "simulated crash" in report
     for secret in (data["authorization_code"], data["id_token"], SECRET):
         assert secret not in report

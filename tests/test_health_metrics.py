@@ -27,6 +27,7 @@ from chain_grant.models import ChainedGrant
 from idp_project import health
 from idp_project.settings import JsonFormatter
 from tests.factories import build_chain
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 REDIS = "redis://127.0.0.1:6379/12"
@@ -35,12 +36,6 @@ NOWHERE = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refus
 
 def sample(name: str, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_up() -> bool:
@@ -143,10 +138,28 @@ def test_the_routes_exist_without_the_middleware_too(client, settings):
 # --- the cache is only a cache -----------------------------------------------------------
 
 
-def test_the_cache_fails_open_when_redis_is_down(caplog):
+@pytest.fixture
+def redis_connects(monkeypatch) -> list:
+    """Every attempt of redis-py to open a TCP connection, as (host, port)."""
+    import redis.connection
+
+    attempts = []
+    real = redis.connection.Connection._connect
+
+    def counted(self):
+        attempts.append((self.host, self.port))
+        return real(self)
+
+    monkeypatch.setattr(redis.connection.Connection, "_connect", counted)
+    return attempts
+
+
+def test_the_cache_fails_open_when_redis_is_down(caplog, redis_connects):
     cache = health.FailSafeRedisCache(NOWHERE, {})
     with caplog.at_level(logging.WARNING, logger="idp_project.health"):
         assert cache.get("agent-keys:planner", "miss") == "miss"
+        tried = len(redis_connects)
+        assert tried >= 1 and set(redis_connects) == {("127.0.0.1", 1)}  # the first call did try
         assert cache.set("k", "v") is None
         assert cache.add("k", "v") is False
         assert cache.get_many(["a", "b"]) == {}
@@ -154,11 +167,11 @@ def test_the_cache_fails_open_when_redis_is_down(caplog):
         with pytest.raises(ValueError):
             cache.incr("counter")
     assert caplog.text.count("serving without the cache") == 1  # one failure, then it stops asking
+    assert len(redis_connects) == tried  # marked down: the calls after the first did not connect
 
-    started = time.monotonic()
     for _ in range(100):
         cache.get("k")
-    assert time.monotonic() - started < 0.5  # no connection attempt while marked down
+    assert len(redis_connects) == tried  # no connection attempt while marked down
 
 
 @needs_redis

@@ -7,7 +7,7 @@ from oauth2_provider.models import get_application_model
 
 from chain_grant.client import pkce_pair
 from chain_grant.models import ChainedGrant
-from tests.conftest import Flow
+from tests.helpers import Flow
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from chain_grant.core import lifecycle
 from chain_grant.core import retention as housekeeping
 from chain_grant.models import ChainedGrant
 from tests.factories import build_chain
+from tests.helpers import Flow
 
 pytestmark = pytest.mark.django_db
 Grant = get_grant_model()
@@ -229,8 +230,6 @@ def test_purge_running_while_agents_advance_never_touches_a_live_chain(app, alic
 
     from django.db import connection
     from django.test import Client
-
-    from tests.conftest import Flow
 
     planner, worker = make_agent("planner"), make_agent("worker", scopes="read")
     old = [build_chain(app, alice, 4, code_prefix=f"old{i}") for i in range(12)]

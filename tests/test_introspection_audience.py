@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, set_token_value
 
-from tests.conftest import SECRET, basic_auth
+from tests.helpers import SECRET, basic_auth
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 
 from chain_grant.core import steps
 from chain_grant.core.errors import ChainError
-from tests.conftest import REDIRECT_URI
+from tests.helpers import REDIRECT_URI
 
 
 def test_preview_of_an_ordinary_code_refuses_a_disabled_person(flow, alice, app):

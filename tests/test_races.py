@@ -10,8 +10,8 @@ from oauth2_provider.models import get_access_token_model
 
 from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant
-from tests.conftest import Flow
 from tests.factories import run_together
+from tests.helpers import Flow
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 TRIALS = 100

@@ -8,7 +8,7 @@ import pytest
 from django.core.cache import cache
 
 from chain_grant.client import pkce_pair
-from tests.conftest import REDIRECT_URI
+from tests.helpers import REDIRECT_URI
 
 
 @pytest.fixture

@@ -1,35 +1,45 @@
-"""The wallet step (DESIGN §6, issue 3): response_type=id_token on the authorize
+"""The wallet step (docs/architecture.md, issue 3): response_type=id_token on the authorize
 endpoint, the wallet's direct_post, and the browser collecting the code. One test
 per rule, through the real endpoints (Django's test client) and the headless wallet."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from django.views.debug import SafeExceptionReporterFilter
 from jwcrypto import jwk, jws
 from oauth2_provider.models import get_grant_model
 
-from chain_grant.client import generate_key, pkce_pair
+from chain_grant.client import generate_key
 from chain_grant.client.jose import JWK_THUMBPRINT_URI, b64url, did_jwk
 from chain_grant.client.wallet import HeadlessWallet, parse_request_url, request_url_from_html
-from chain_grant.core import integrity, lifecycle, steps
+from chain_grant.core import integrity, lifecycle, proofs, steps
+from chain_grant.core import wallet_step as siop
 from chain_grant.models import ChainedGrant, Wallet, WalletRequest
-
-from .conftest import ISSUER, REDIRECT_URI, SECRET, basic_auth
-from .factories import run_together
+from tests.factories import run_together
+from tests.helpers import (
+    ISSUER,
+    REDIRECT_URI,
+    RESPONSE_URI,
+    WalletFlow,
+    assert_error,
+    counts,
+    crash_report,
+    wallet_landing,
+)
 
 pytestmark = pytest.mark.django_db
 Grant = get_grant_model()
-RESPONSE_URI = "http://testserver/oauth/wallet/response"
+HIDDEN = SafeExceptionReporterFilter.cleansed_substitute
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -69,127 +79,9 @@ def public_of(key: jwk.JWK) -> dict:
     return public
 
 
-@dataclass
-class Pending:
-    """A wallet request as the browser saw it."""
-
-    page: object
-    url: str  # the openid:// link
-    request: dict  # its parameters
-    poll: str
-    row: WalletRequest
-
-    @property
-    def state(self) -> str:
-        return self.request["state"]
-
-    def path(self, name: str) -> str:
-        return reverse(f"oauth2_provider:chain-wallet-{name}", args=[self.row.pk])
-
-    def refresh(self) -> WalletRequest:
-        self.row.refresh_from_db()
-        return self.row
-
-
-class WalletFlow:
-    """A browser (Django test client) and a headless wallet posting through it."""
-
-    def __init__(self, client, app, prefix="/oauth"):
-        self.client, self.app, self.prefix = client, app, prefix
-        self.verifier, self.challenge = pkce_pair()
-
-    def params(self, **extra):
-        params = {
-            "client_id": self.app.client_id,
-            "redirect_uri": REDIRECT_URI,
-            "response_type": "id_token",
-            "scope": "openid read write",
-            "state": "client-state",
-            "client_metadata": "{}",
-            "code_challenge": self.challenge,
-            "code_challenge_method": "S256",
-        }
-        params.update(extra)
-        return {k: v for k, v in params.items() if v is not None}
-
-    def open(self, **extra):
-        return self.client.get(f"{self.prefix}/authorize/?" + urlencode(self.params(**extra), doseq=True))
-
-    def request_url(self, **extra) -> str:
-        page = self.open(**extra)
-        assert page.status_code == 200, page.content
-        return request_url_from_html(page.content.decode())
-
-    def start(self, **extra) -> Pending:
-        page = self.open(**extra)
-        assert page.status_code == 200, page.content[:500]
-        url = request_url_from_html(page.content.decode())
-        request = parse_request_url(url)
-        return Pending(page, url, request, self.poll_token(page), WalletRequest.objects.get(state=request["state"]))
-
-    def post(self, url, data):
-        response = self.client.post(url, data)
-        return response.status_code, response.json()
-
-    def direct_post(self, data: dict):
-        return self.client.post(RESPONSE_URI, data)
-
-    def status(self, pending: Pending, poll=None):
-        return self.client.post(pending.path("status"), {"poll": pending.poll if poll is None else poll})
-
-    def complete(self, pending: Pending, poll=None):
-        return self.client.post(pending.path("complete"), {"poll": pending.poll if poll is None else poll})
-
-    def cancel(self, pending: Pending):
-        return self.client.post(pending.path("cancel"), {"poll": pending.poll})
-
-    @staticmethod
-    def poll_token(page) -> str:
-        html = page.content.decode()
-        start = html.index('name="poll" value="') + len('name="poll" value="')
-        return html[start : html.index('"', start)]
-
-    def exchange(self, code, verifier=None):
-        return self.client.post(
-            "/oauth/token/",
-            {
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": REDIRECT_URI,
-                "code_verifier": verifier or self.verifier,
-            },
-            HTTP_AUTHORIZATION=basic_auth(self.app.client_id, SECRET),
-        )
-
-
-@pytest.fixture
-def wflow(client, app):
-    return WalletFlow(client, app)
-
-
-@pytest.fixture
-def wallet():
-    return HeadlessWallet.generate()
-
-
 @pytest.fixture
 def pending(wflow):
     return wflow.start()
-
-
-def landing(response, error=None) -> dict:
-    """The client's redirect (state and RFC 9207 iss asserted); its query."""
-    assert response.status_code == 302, response.content[:500]
-    location = response["Location"]
-    assert location.startswith(REDIRECT_URI + "?"), location
-    query = {k: v[0] for k, v in parse_qs(urlparse(location).query).items()}
-    assert query.get("state") == "client-state" and query.get("iss") == ISSUER, query
-    if error:
-        assert query.get("error") == error and query.get("error_description"), query
-        assert "code" not in query
-    else:
-        assert "error" not in query and query.get("code"), query
-    return query
 
 
 def error_page(response, status=400):
@@ -200,12 +92,10 @@ def error_page(response, status=400):
 
 
 def json_error(response, error, fragment, status=400) -> dict:
-    assert response.status_code == status, response.content[:300]
-    assert "no-store" in response["Cache-Control"]
-    body = response.json()
+    """The wallet endpoints' JSON error: exactly error and error_description, not cached."""
+    body = assert_error(response, status, error, fragment)
     assert set(body) == {"error", "error_description"}, body
-    assert body["error"] == error, body
-    assert fragment in body["error_description"], body
+    assert "no-store" in response["Cache-Control"]
     return body
 
 
@@ -257,7 +147,7 @@ def test_request_page_and_pending_row(wflow):
     ],
 )
 def test_request_client_metadata_must_be_a_json_object(metadata, fragment, wflow):
-    query = landing(wflow.open(client_metadata=metadata), error="invalid_request")
+    query = wallet_landing(wflow.open(client_metadata=metadata), error="invalid_request")
     assert fragment in query["error_description"]
     assert not WalletRequest.objects.exists()
 
@@ -308,14 +198,14 @@ def test_request_refused_without_redirect(params, wflow):
     ],
 )
 def test_request_refused_with_error_redirect(params, error, fragment, wflow):
-    query = landing(wflow.open(**params), error=error)
+    query = wallet_landing(wflow.open(**params), error=error)
     assert fragment in query["error_description"]
     assert not WalletRequest.objects.exists()
 
 
 def test_request_from_a_client_not_enabled_for_chains(client, make_app):
     plain = WalletFlow(client, make_app("plain-client", enabled=False))
-    query = landing(plain.open(), error="unauthorized_client")
+    query = wallet_landing(plain.open(), error="unauthorized_client")
     assert "wallet step" in query["error_description"]
     assert not WalletRequest.objects.exists()
 
@@ -483,7 +373,7 @@ def test_bad_id_token_is_refused_and_the_request_stays_open(case, wflow, pending
     # whoever saw the QR code cannot end the request: the holder's correct answer still works
     redirect = wallet.respond(pending.url, post=wflow.post)
     assert wflow.status(pending).json() == {"status": "verified"}
-    landing(wflow.client.get(redirect))
+    wallet_landing(wflow.client.get(redirect))
 
 
 STATE_ERRORS = {
@@ -525,7 +415,7 @@ def test_nonce_is_single_use(wflow, pending, wallet):
     redirect = wallet.respond(pending.url, post=wflow.post)
     again = wflow.direct_post({"id_token": wallet.id_token(pending.request), "state": pending.state})
     json_error(again, "invalid_request", "already answered")
-    landing(wflow.client.get(redirect))
+    wallet_landing(wflow.client.get(redirect))
     after_done = wflow.direct_post({"id_token": wallet.id_token(pending.request), "state": pending.state})
     json_error(after_done, "invalid_request", "already answered")
     assert ChainedGrant.objects.count() == 1
@@ -547,7 +437,7 @@ def test_status_poll_through_the_lifecycle(wflow, pending, wallet):
     redirect = wallet.respond(pending.url, post=wflow.post)
     response = wflow.status(pending)
     assert response.json() == {"status": "verified"} and "no-store" in response["Cache-Control"]
-    landing(wflow.complete(pending))
+    wallet_landing(wflow.complete(pending))
     assert wflow.status(pending).json() == {"status": "done"}
     error_page(wflow.client.get(redirect))  # the wallet's same-device link is spent too
 
@@ -565,7 +455,7 @@ def test_status_of_an_unknown_request_is_404(wflow, pending):
 
 def test_complete_with_the_poll_token(wflow, pending, wallet):
     wallet.respond(pending.url, post=wflow.post)
-    query = landing(wflow.complete(pending))
+    query = wallet_landing(wflow.complete(pending))
     step = lifecycle.find_step(query["code"])
     assert (step.kind, step.depth, step.parent_id, step.subject) == ("wallet", 0, None, wallet.did)
     row = pending.refresh()
@@ -579,7 +469,7 @@ def test_complete_with_the_response_code(wflow, pending, wallet):
     redirect = wallet.respond(pending.url, post=wflow.post)
     assert "response_code=" in redirect
     path = urlparse(redirect).path + "?" + urlparse(redirect).query
-    query = landing(wflow.client.get(path))
+    query = wallet_landing(wflow.client.get(path))
     assert lifecycle.find_step(query["code"]).kind == "wallet"
     error_page(wflow.client.get(path))
     error_page(wflow.complete(pending))
@@ -612,13 +502,13 @@ def test_completing_an_expired_request_tells_the_client(answered, wflow, pending
         wallet.respond(pending.url, post=wflow.post)
     WalletRequest.objects.filter(pk=pending.row.pk).update(expires=timezone.now() - timedelta(seconds=1))
     assert wflow.status(pending).json() == {"status": "expired"}
-    query = landing(wflow.complete(pending), error="access_denied")
+    query = wallet_landing(wflow.complete(pending), error="access_denied")
     assert "expired" in query["error_description"]
     nothing_issued()
 
 
 def test_cancel(wflow, pending, wallet):
-    query = landing(wflow.cancel(pending), error="access_denied")
+    query = wallet_landing(wflow.cancel(pending), error="access_denied")
     assert "cancelled" in query["error_description"]
     assert pending.refresh().status == "cancelled"
     assert wflow.status(pending).json() == {"status": "cancelled"}
@@ -633,7 +523,7 @@ def test_cancel(wflow, pending, wallet):
 
 def test_cancel_after_done_is_an_error_page(wflow, pending, wallet):
     wallet.respond(pending.url, post=wflow.post)
-    landing(wflow.complete(pending))
+    wallet_landing(wflow.complete(pending))
     error_page(wflow.cancel(pending))
     assert pending.refresh().status == "done"
 
@@ -661,7 +551,7 @@ def test_wallet_step_as_a_child(wflow, wallet, agent_code):
     html = pending.page.content.decode()
     assert 'id="chain-steps"' in html and "planner" in html
     wallet.respond(pending.url, post=wflow.post)
-    query = landing(wflow.complete(pending))
+    query = wallet_landing(wflow.complete(pending))
     step = lifecycle.find_step(query["code"])
     assert (step.kind, step.depth, step.parent_id, step.root_id) == ("wallet", 2, parent.pk, parent.root_id)
     assert step.user == Wallet.objects.get().user and step.scope == "read"
@@ -676,7 +566,7 @@ def test_wallet_step_on_an_ordinary_dot_code(wflow, wallet, flow, alice):
     root = ChainedGrant.objects.get()
     assert pending.row.parent == root and (root.kind, root.user) == ("user", alice)
     wallet.respond(pending.url, post=wflow.post)
-    step = lifecycle.find_step(landing(wflow.complete(pending))["code"])
+    step = lifecycle.find_step(wallet_landing(wflow.complete(pending))["code"])
     assert (step.parent_id, step.depth) == (root.pk, 1)
 
 
@@ -701,7 +591,7 @@ def test_previous_code_spent_before_completion(change, fragment, wflow, wallet, 
     else:
         ChainedGrant.objects.filter(pk=parent.pk).update(expires=timezone.now() - timedelta(seconds=1))
     before = (ChainedGrant.objects.count(), Grant.objects.count())
-    query = landing(wflow.complete(pending), error="access_denied")
+    query = wallet_landing(wflow.complete(pending), error="access_denied")
     assert fragment in query["error_description"]
     assert (ChainedGrant.objects.count(), Grant.objects.count()) == before
     assert not ChainedGrant.objects.filter(kind="wallet").exists()
@@ -714,7 +604,7 @@ def test_previous_code_spent_before_completion(change, fragment, wflow, wallet, 
 def test_exchanged_previous_code_at_authorize_is_refused_without_revocation(wflow, flow, agent_code):
     code, verifier = agent_code
     token = flow.exchange(code, verifier).json()["access_token"]
-    query = landing(wflow.open(code=code), error="invalid_request")
+    query = wallet_landing(wflow.open(code=code), error="invalid_request")
     assert "exchanged" in query["error_description"]
     assert flow.introspect(token)["active"] is True
     assert not WalletRequest.objects.exists()
@@ -731,7 +621,7 @@ def test_duplicate_previous_code_at_authorize(wflow, agent_code):
 def test_one_account_per_wallet_key(wflow, wallet):
     first = wflow.start()
     wallet.respond(first.url, post=wflow.post)
-    landing(wflow.complete(first))
+    wallet_landing(wflow.complete(first))
     account = Wallet.objects.get().user
     assert account.username.startswith("wallet-") and not account.has_usable_password()
 
@@ -740,13 +630,13 @@ def test_one_account_per_wallet_key(wflow, wallet):
     sub = JWK_THUMBPRINT_URI + jwk.JWK(**public).thumbprint()
     token = craft(wallet.key, claims_for(wallet, second.request, iss=sub, sub=sub, sub_jwk=public))
     assert wflow.direct_post({"id_token": token, "state": second.state}).status_code == 200
-    step = lifecycle.find_step(landing(wflow.complete(second))["code"])
+    step = lifecycle.find_step(wallet_landing(wflow.complete(second))["code"])
     assert Wallet.objects.count() == 1 and step.user == account and step.subject == sub
     assert Wallet.objects.get().subject == sub
 
     third = wflow.start()  # another key, another account
     HeadlessWallet.generate().respond(third.url, post=wflow.post)
-    landing(wflow.complete(third))
+    wallet_landing(wflow.complete(third))
     assert Wallet.objects.count() == 2
     assert get_user_model().objects.filter(username__startswith="wallet-").count() == 2
 
@@ -754,7 +644,7 @@ def test_one_account_per_wallet_key(wflow, wallet):
 def test_introspection_of_wallet_chain_tokens(wflow, wallet, flow, planner):
     pending = wflow.start()
     wallet.respond(pending.url, post=wflow.post)
-    code = landing(wflow.complete(pending))["code"]
+    code = wallet_landing(wflow.complete(pending))["code"]
     root = lifecycle.find_step(code)
     account = Wallet.objects.get().user.username
     agent_code, agent_verifier, _ = flow.advance(code, planner)  # an agent acting for the wallet holder
@@ -783,7 +673,7 @@ def test_parallel_completions_issue_one_code(app, wallet):
 
     codes = [r for r in responses if r.status_code == 302]
     assert len(codes) == 1, [r.status_code for r in responses]
-    landing(codes[0])
+    wallet_landing(codes[0])
     assert sorted(r.status_code for r in responses) == [302] + [400] * (THREADS - 1)
     assert ChainedGrant.objects.count() == 1 and Grant.objects.count() == 1
 
@@ -818,11 +708,29 @@ def test_parallel_first_presentations_of_one_key_make_one_account(app, wallet):
     assert get_user_model().objects.filter(username__startswith="wallet-").count() == 1
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_complete_and_cancel_never_both(app):
+    for _ in range(5):
+        wflow = WalletFlow(Client(), app)
+        pending = wflow.start()
+        HeadlessWallet.generate().respond(pending.url, post=wflow.post)
+        completed, cancelled = run_together(
+            lambda p, name: Client().post(p.path(name), {"poll": p.poll}), [(pending, "complete"), (pending, "cancel")]
+        )
+        row = pending.refresh()
+        issued = "code=" in completed.get("Location", "")
+        assert issued != ("error=access_denied" in cancelled.get("Location", ""))
+        assert row.status == ("done" if issued else "cancelled")
+        assert (row.step_id is not None) == issued
+    assert ChainedGrant.objects.count() == Grant.objects.count() == WalletRequest.objects.filter(status="done").count()
+
+
 def test_client_disabled_before_completion(wflow, pending, wallet):
     wallet.respond(pending.url, post=wflow.post)
     wflow.app.chain_client.code_chain_enabled = False
     wflow.app.chain_client.save()
-    query = landing(wflow.complete(pending), error="unauthorized_client")
+    query = wallet_landing(wflow.complete(pending), error="unauthorized_client")
     assert "may not" in query["error_description"]
     nothing_issued()
 
@@ -830,7 +738,7 @@ def test_client_disabled_before_completion(wflow, pending, wallet):
 def test_wallet_account_deleted_before_completion(wflow, pending, wallet):
     wallet.respond(pending.url, post=wflow.post)
     Wallet.objects.get().user.delete()
-    query = landing(wflow.complete(pending), error="access_denied")
+    query = wallet_landing(wflow.complete(pending), error="access_denied")
     assert "no longer exists" in query["error_description"]
     nothing_issued()
 
@@ -853,3 +761,156 @@ def test_presentation_after_the_wallet_record_was_deleted(wflow, wallet):
     response = wflow.direct_post({"id_token": wallet.id_token(third.request), "state": third.state})
     json_error(response, "invalid_request", "taken by another account")
     assert not Wallet.objects.exists() and third.refresh().status == "pending"
+
+
+# --- the request: refused before any page or row ---------------------------------------------
+
+
+@pytest.mark.parametrize("redirect_uri", ["http://[::1", "http://[::1/cb", "http://[not-an-ip]/cb"])
+def test_unparsable_redirect_uri_is_an_error_page_not_a_500(redirect_uri, wflow):
+    """Defect (crash): DOT's redirect_uri_allowed() raises ValueError (urlsplit) for an
+    unbalanced or non-IP bracketed host: an HTTP 500 from the unauthenticated wallet
+    authorize request. (DOT's own endpoint refuses such a URI in oauthlib first.)"""
+    error_page(wflow.open(redirect_uri=redirect_uri))
+    assert not WalletRequest.objects.exists()
+
+
+@pytest.mark.parametrize("prompt", ["none", "none login"])
+def test_prompt_none_on_the_wallet_step_is_interaction_required(prompt, wflow):
+    """Defect (OIDC Core 3.1.2.1/3.1.2.6): prompt=none must never show a page; the wallet
+    step showed its request page (and stored a pending request) for a silent request."""
+    query = wallet_landing(wflow.open(prompt=prompt), error="interaction_required")
+    assert "prompt=none" in query["error_description"]
+    assert not WalletRequest.objects.exists()
+
+
+def test_resource_indicator_on_the_wallet_step_is_refused(wflow):
+    """Defect (RFC 8707): the wallet step ignored ``resource``; the client asked for a
+    token restricted to one resource server and got one valid at every resource server."""
+    query = wallet_landing(wflow.open(resource="https://api.example/"), error="invalid_target")
+    assert "resource" in query["error_description"]
+    assert not WalletRequest.objects.exists()
+
+
+# --- the wallet and its account ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["before the presentation", "between presentation and collection"])
+def test_disabled_wallet_account_gets_no_code(when, wflow, wallet):
+    """Defect: an admin disabling a wallet's account (is_active=False, Django's way to
+    block a person; a user step's person cannot log in then) did not stop the wallet:
+    every presentation still minted codes and tokens for the disabled account."""
+    first = wflow.start()
+    wallet.respond(first.url, post=wflow.post)
+    wallet_landing(wflow.complete(first))
+    account = Wallet.objects.get().user
+    pending = wflow.start()
+    if when == "before the presentation":
+        get_user_model().objects.filter(pk=account.pk).update(is_active=False)
+    wallet.respond(pending.url, post=wflow.post)
+    if when != "before the presentation":
+        get_user_model().objects.filter(pk=account.pk).update(is_active=False)
+    before = counts()
+    query = wallet_landing(wflow.complete(pending), error="access_denied")
+    assert "disabled" in query["error_description"]
+    assert counts() == before
+
+
+@pytest.mark.parametrize("account", ["has logged in", "staff", "superuser"])
+def test_a_wallet_key_never_takes_over_an_account_someone_uses(account, wflow, wallet):
+    """Defect (account pre-hijacking): the first presentation of a key links to an
+    existing passwordless account named wallet-<thumbprint>, meant for a wallet record an
+    admin deleted. Accounts made by SSO or social sign-up have no usable password either:
+    whoever could pick that name (the thumbprint is public) got every chain of that wallet
+    acting for their account. Only a never-used, non-staff account is relinked now."""
+    thumbprint = jwk.JWK(**public_of(wallet.key)).thumbprint()
+    User = get_user_model()
+    squatter = User(
+        username="wallet-" + thumbprint[:40],
+        is_staff=account == "staff",
+        is_superuser=account == "superuser",
+        last_login=timezone.now() if account == "has logged in" else None,
+    )
+    squatter.set_unusable_password()
+    squatter.save()
+    pending = wflow.start()
+    json_error(
+        wflow.direct_post({"id_token": wallet.id_token(pending.request), "state": pending.state}),
+        "invalid_request",
+        "taken by another account",
+    )
+    assert not Wallet.objects.exists() and pending.refresh().status == "pending"
+
+
+@pytest.mark.parametrize("junk", ["    ", "!!!!", "()<>", "%%%%", "\t\t\t\t"])
+def test_did_jwk_subject_must_be_base64url(junk, wflow, wallet):
+    """Defect: base64.urlsafe_b64decode discards characters outside the alphabet, so
+    did:jwk:eyJ…<junk>… named the holder's key and the chain recorded that string as
+    the actor: many spellings of one DID in the audit trail (and in relaxed agent mode,
+    several agents for one key). did:jwk's method-specific id is base64url, nothing else."""
+    pending = wflow.start()
+    did = wallet.did[:20] + junk + wallet.did[20:]
+    token = craft(wallet.key, claims_for(wallet, pending.request, iss=did, sub=did))
+    json_error(wflow.direct_post({"id_token": token, "state": pending.state}), "invalid_grant", "not a did:jwk")
+    assert not Wallet.objects.exists()
+    assert proofs.did_jwk_thumbprint(did) is None
+    assert proofs.did_jwk_thumbprint(wallet.did) == jwk.JWK(**public_of(wallet.key)).thumbprint()
+
+
+# --- error reports never carry the wallet step's secrets -----------------------------------------
+
+
+def test_wallet_endpoints_hide_poll_token_and_id_token_from_error_reports(wflow, wallet):
+    """Defect (leak): the poll token (which collects the code) and the id_token were
+    posted to csrf-exempt views without sensitive_post_parameters, so a crash report
+    (DEBUG page, mail_admins, Sentry) carried them; the token endpoint hides its own."""
+    pending = wflow.start()
+    posts = {
+        "direct_post": (RESPONSE_URI, {"id_token": wallet.id_token(pending.request), "state": pending.state}),
+        "status": (pending.path("status"), {"poll": pending.poll}),
+        "complete": (pending.path("complete"), {"poll": pending.poll}),
+        "cancel": (pending.path("cancel"), {"poll": pending.poll}),
+    }
+    for name, (url, data) in posts.items():
+        response = wflow.client.post(url, data)
+        assert response.status_code < 500, name
+        cleansed = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
+        secrets = {k for k in data if k != "state"}
+        assert {k: cleansed[k] for k in secrets} == dict.fromkeys(secrets, HIDDEN), name
+        assert cleansed.get("state", pending.state) == pending.state
+
+
+def test_crash_report_of_the_complete_view_does_not_carry_the_poll_token(wflow, monkeypatch, caplog):
+    pending = wflow.start()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash while collecting the code")
+
+    monkeypatch.setattr(siop, "complete", crash)
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        response = Client(raise_request_exception=False).post(pending.path("complete"), {"poll": pending.poll})
+    assert response.status_code == 500
+    report = crash_report(caplog)
+    assert "simulated crash" in report and pending.poll not in report
+
+
+# --- RFC 9207: one issuer in every authorization response -----------------------------------------
+
+
+@pytest.mark.parametrize("outcome", ["code", "cancelled"])
+def test_wallet_step_responses_carry_exactly_one_iss(outcome, client, make_app, wallet):
+    """Defect (RFC 9207 §2): a registered redirect_uri may carry a query; one with its own
+    ``iss`` got the server's appended next to it (two issuers, the mix-up defence made
+    ambiguous). DOT's own responses (and the user step's) drop it first."""
+    registered = "http://127.0.0.1:8765/oauth-callback?tenant=7&iss=https%3A%2F%2Fattacker.example"
+    wflow = WalletFlow(client, make_app("query-client", redirect_uris=registered))
+    pending = wflow.start(redirect_uri=registered)
+    if outcome == "code":
+        wallet.respond(pending.url, post=wflow.post)
+        response = wflow.complete(pending)
+    else:
+        response = wflow.cancel(pending)
+    assert response.status_code == 302
+    query = parse_qs(urlparse(response["Location"]).query)
+    assert query["iss"] == [ISSUER] and query["tenant"] == ["7"] and query["state"] == ["client-state"]
+    assert ("code" in query) == (outcome == "code")

@@ -14,6 +14,7 @@ from oauth2_provider.settings import oauth2_settings
 
 from chain_grant.models import ChainedGrant
 from chain_grant.validators import ChainValidatorMixin
+from tests.helpers import authorize_params
 
 from .conftest import ISSUER, PREFIX
 from .validators import TENANT, AcmeChainValidator, AcmeValidator
@@ -110,7 +111,7 @@ def test_proof_must_be_addressed_to_this_issuer(acme, alice, planner):
 
 
 def test_the_idps_scope_policy_still_refuses(acme, alice, calls):
-    params, _ = acme.authorize_params("openid forbidden")
+    params, _ = authorize_params(acme.app, scope="openid forbidden")
     acme.client.force_login(alice)
     response = acme.client.get(f"{PREFIX}/authorize/?" + urlencode(params))
     assert response.status_code == 302, response.content

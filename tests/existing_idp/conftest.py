@@ -1,6 +1,6 @@
 """Fixtures for the existing-IdP checks. tests/conftest.py (a parent directory) is
 loaded too, so ``alice``, ``app``, ``make_app`` and ``make_agent`` come from there;
-its ``Flow`` is written for ``/oauth/``, so here is the same for ``/o/``.
+tests.helpers' ``Flow`` is written for ``/oauth/``, so here is the same for ``/o/``.
 
 These checks only make sense under ``tests.existing_idp.settings``; the main run
 does not collect them (``check_*.py``) and ``tests/test_existing_idp.py`` runs them
@@ -12,8 +12,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from chain_grant.client import pkce_pair
-from tests.conftest import REDIRECT_URI, Flow
+from tests.helpers import Flow
 
 from . import validators
 
@@ -40,19 +39,6 @@ class AcmeFlow(Flow):
 
     def __init__(self, client, app):
         super().__init__(client, app, prefix=PREFIX)
-
-    def authorize_params(self, scope, app=None):
-        verifier, challenge = pkce_pair()
-        params = {
-            "client_id": (app or self.app).client_id,
-            "response_type": "code",
-            "redirect_uri": REDIRECT_URI,
-            "scope": scope,
-            "state": "st",
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-        }
-        return params, verifier
 
     def introspect(self, token, app=None):
         response = self.client.post(f"{PREFIX}/introspect/", {"token": token}, **self.auth(app))

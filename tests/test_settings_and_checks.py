@@ -1,17 +1,26 @@
-"""chain_grant's system checks, one misconfiguration at a time (ids chain_grant.E00x/W00x).
+"""chain_grant's settings: its system checks, one misconfiguration at a time (ids
+chain_grant.E00x/W00x), and what the switches do at the endpoints (WALLET_STEP,
+ENABLE_FOR_ALL_CLIENTS through chain_grant.core.policy.client_may_chain and a real hop).
 
 The ``settings`` fixture fires ``setting_changed``; DOT's ``oauth2_settings`` and
 ``chain_grant_settings`` both reload on it, and everything is restored afterwards.
 """
 
+from urllib.parse import parse_qs, urlencode, urlparse
+
 import pytest
 from django.core import checks as django_checks
+from oauth2_provider.models import get_application_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 
 from chain_grant import checks
+from chain_grant.core import lifecycle
+from chain_grant.core.policy import client_may_chain
+from chain_grant.models import ChainClient, ChainedGrant, WalletRequest
 from chain_grant.server import ChainServer
 from chain_grant.settings import DEFAULTS
 from chain_grant.validators import ChainValidatorMixin
+from tests.helpers import REDIRECT_URI, Flow, assert_error
 
 
 class MyChainValidator(ChainValidatorMixin, OAuth2Validator):
@@ -38,14 +47,6 @@ def oauth2(settings):
     return override
 
 
-@pytest.fixture
-def chain(settings):
-    def override(**values):
-        settings.CHAIN_GRANT = {**getattr(settings, "CHAIN_GRANT", {}), **values}
-
-    return override
-
-
 # --- the project as configured --------------------------------------------------------
 
 
@@ -58,8 +59,8 @@ def test_project_has_no_chain_grant_errors(settings):
     assert ("chain_grant.W001" in ids(found)) == bool(relaxed)
 
 
-def test_each_check_function_is_clean_with_the_project_settings(settings, chain):
-    chain(RELAXED_PROOFS=False)
+def test_each_check_function_is_clean_with_the_project_settings(settings, chain_settings):
+    chain_settings(RELAXED_PROOFS=False)
     assert checks.check_plugged_in() == []
     assert checks.check_settings() == []
     assert [c.id for c in checks.check_deploy()] == ["chain_grant.W004"]  # issuer from Host: warn
@@ -70,8 +71,8 @@ def test_deploy_is_clean_with_a_fixed_issuer(settings):
     assert checks.check_deploy() == []
 
 
-def test_proof_audiences_also_silence_w004(settings, chain):
-    chain(PROOF_AUDIENCES=["https://idp.example/oauth"])
+def test_proof_audiences_also_silence_w004(settings, chain_settings):
+    chain_settings(PROOF_AUDIENCES=["https://idp.example/oauth"])
     assert checks.check_deploy() == []
 
 
@@ -158,8 +159,8 @@ def test_plugged_in_checks_through_run_checks(oauth2):
 
 
 @pytest.mark.parametrize("unsafe", ["HS256", "HS384", "HS512", "none", "RS1", "XYZ", "NONE"])
-def test_e003_unsafe_or_unknown_algorithm(chain, unsafe):
-    chain(ALLOWED_ALGORITHMS=["ES256", unsafe])
+def test_e003_unsafe_or_unknown_algorithm(chain_settings, unsafe):
+    chain_settings(ALLOWED_ALGORITHMS=["ES256", unsafe])
     messages = checks.check_settings()
     assert ids(messages) == ["chain_grant.E003"]
     assert messages[0].level == django_checks.ERROR
@@ -167,23 +168,23 @@ def test_e003_unsafe_or_unknown_algorithm(chain, unsafe):
     assert "ES256" not in messages[0].msg
 
 
-def test_e003_lists_every_unsafe_algorithm(chain):
-    chain(ALLOWED_ALGORITHMS=["none", "HS256", "ES256", "bogus"])
+def test_e003_lists_every_unsafe_algorithm(chain_settings):
+    chain_settings(ALLOWED_ALGORITHMS=["none", "HS256", "ES256", "bogus"])
     [message] = checks.check_settings()
     assert message.id == "chain_grant.E003"
     assert "none" in message.msg and "HS256" in message.msg and "bogus" in message.msg
 
 
-def test_safe_algorithms_pass(chain):
-    chain(ALLOWED_ALGORITHMS=["ES256", "ES256K", "EdDSA"])
+def test_safe_algorithms_pass(chain_settings):
+    chain_settings(ALLOWED_ALGORITHMS=["ES256", "ES256K", "EdDSA"])
     assert checks.check_settings() == []
-    chain(ALLOWED_ALGORITHMS=DEFAULTS["ALLOWED_ALGORITHMS"])
+    chain_settings(ALLOWED_ALGORITHMS=DEFAULTS["ALLOWED_ALGORITHMS"])
     assert checks.check_settings() == []
 
 
 @pytest.mark.parametrize("value", [0, -1, "3", 2.5, None])
-def test_e004_max_children_not_a_positive_integer(chain, value):
-    chain(MAX_CHILDREN=value)
+def test_e004_max_children_not_a_positive_integer(chain_settings, value):
+    chain_settings(MAX_CHILDREN=value)
     messages = checks.check_settings()
     assert ids(messages) == ["chain_grant.E004"]
     assert "MAX_CHILDREN" in messages[0].msg
@@ -191,31 +192,31 @@ def test_e004_max_children_not_a_positive_integer(chain, value):
 
 
 @pytest.mark.parametrize("name", ["MAX_DEPTH", "CODE_EXPIRE_SECONDS", "MAX_PROOF_LIFETIME", "PROOF_MAX_BYTES"])
-def test_e004_other_limits(chain, name):
-    chain(**{name: 0})
+def test_e004_other_limits(chain_settings, name):
+    chain_settings(**{name: 0})
     messages = checks.check_settings()
     assert ids(messages) == ["chain_grant.E004"]
     assert name in messages[0].msg
 
 
-def test_e004_one_error_per_bad_limit(chain):
-    chain(MAX_CHILDREN=0, MAX_DEPTH=-5)
+def test_e004_one_error_per_bad_limit(chain_settings):
+    chain_settings(MAX_CHILDREN=0, MAX_DEPTH=-5)
     messages = checks.check_settings()
     assert ids(messages) == ["chain_grant.E004", "chain_grant.E004"]
     assert "MAX_CHILDREN" in messages[0].msg and "MAX_DEPTH" in messages[1].msg
 
 
-def test_max_children_of_one_is_fine(chain):
-    chain(MAX_CHILDREN=1, MAX_DEPTH=1)
+def test_max_children_of_one_is_fine(chain_settings):
+    chain_settings(MAX_CHILDREN=1, MAX_DEPTH=1)
     assert checks.check_settings() == []
 
 
-def test_w001_relaxed_proofs(chain):
-    chain(RELAXED_PROOFS=True)
+def test_w001_relaxed_proofs(chain_settings):
+    chain_settings(RELAXED_PROOFS=True)
     messages = checks.check_settings()
     assert ids(messages) == ["chain_grant.W001"]
     assert messages[0].level == django_checks.WARNING
-    chain(RELAXED_PROOFS=False)
+    chain_settings(RELAXED_PROOFS=False)
     assert checks.check_settings() == []
 
 
@@ -228,25 +229,25 @@ def fixed_issuer(settings):
     settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_ISS_ENDPOINT": "https://idp.example/oauth"}
 
 
-def test_e005_relaxed_proofs_in_a_deployment(settings, chain, fixed_issuer):
-    chain(RELAXED_PROOFS=True)
+def test_e005_relaxed_proofs_in_a_deployment(settings, chain_settings, fixed_issuer):
+    chain_settings(RELAXED_PROOFS=True)
     settings.DEBUG = False
     messages = checks.check_deploy()
     assert ids(messages) == ["chain_grant.E005"]
     assert messages[0].level == django_checks.ERROR
 
 
-def test_e005_not_raised_in_debug_or_when_strict(settings, chain, fixed_issuer):
-    chain(RELAXED_PROOFS=True)
+def test_e005_not_raised_in_debug_or_when_strict(settings, chain_settings, fixed_issuer):
+    chain_settings(RELAXED_PROOFS=True)
     settings.DEBUG = True
     assert checks.check_deploy() == []
-    chain(RELAXED_PROOFS=False)
+    chain_settings(RELAXED_PROOFS=False)
     settings.DEBUG = False
     assert checks.check_deploy() == []
 
 
-def test_e005_only_with_deployment_checks(settings, chain, fixed_issuer):
-    chain(RELAXED_PROOFS=True)
+def test_e005_only_with_deployment_checks(settings, chain_settings, fixed_issuer):
+    chain_settings(RELAXED_PROOFS=True)
     settings.DEBUG = False
     assert chain_ids(django_checks.run_checks(include_deployment_checks=True)) == [
         "chain_grant.E005",
@@ -256,3 +257,84 @@ def test_e005_only_with_deployment_checks(settings, chain, fixed_issuer):
     assert "chain_grant.E005" in chain_ids(
         django_checks.run_checks(include_deployment_checks=True, tags=[django_checks.Tags.security])
     )
+
+
+# --- what the switches switch ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_wallet_step_off_leaves_id_token_to_dot(client, app, alice, chain_settings):
+    chain_settings(WALLET_STEP=False)
+    params = {
+        "client_id": app.client_id,
+        "redirect_uri": REDIRECT_URI,
+        "response_type": "id_token",
+        "scope": "openid",
+        "state": "s",
+        "nonce": "n",
+    }
+    client.force_login(alice)
+    response = client.get("/oauth/authorize/?" + urlencode(params))
+    # DOT's answer: an authorization-code client may not use the implicit id_token flow.
+    assert response.status_code == 302
+    query = parse_qs(urlparse(response["Location"]).query)
+    assert query["error"] == ["unauthorized_client"] and query["state"] == ["s"]
+    assert not WalletRequest.objects.exists()
+
+
+# ENABLE_FOR_ALL_CLIENTS: on, every authorization-code client may chain unless its
+# ChainClient row turns it off; off (the default), only clients with an enabled row.
+# (switch on?, the client's ChainClient row: None = no row, else code_chain_enabled; may it chain?)
+ENABLE_FOR_ALL_CASES = [
+    pytest.param(True, None, True, id="on, no row"),
+    pytest.param(True, True, True, id="on, row enabled"),
+    pytest.param(True, False, False, id="on, row disabled"),
+    pytest.param(False, None, False, id="off, no row"),
+    pytest.param(False, True, True, id="off, row enabled"),
+    pytest.param(False, False, False, id="off, row disabled"),
+]
+
+
+def client_with_row(make_app, row: bool | None, **kwargs):
+    application = make_app("any-client", enabled=False, **kwargs)
+    if row is not None:
+        ChainClient.objects.create(application=application, code_chain_enabled=row)
+    return application
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("enable_for_all", "row", "may"), ENABLE_FOR_ALL_CASES)
+def test_client_may_chain_follows_enable_for_all_clients(enable_for_all, row, may, make_app, chain_settings):
+    chain_settings(ENABLE_FOR_ALL_CLIENTS=enable_for_all)
+    assert client_may_chain(client_with_row(make_app, row)) is may
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("enable_for_all", [True, False], ids=["on", "off"])
+def test_enable_for_all_clients_is_for_authorization_code_clients_only(enable_for_all, make_app, chain_settings):
+    chain_settings(ENABLE_FOR_ALL_CLIENTS=enable_for_all)
+    Application = get_application_model()
+    machine = client_with_row(make_app, True, authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS)
+    assert client_may_chain(machine) is False
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("enable_for_all", "row", "may"), ENABLE_FOR_ALL_CASES)
+def test_enable_for_all_clients_at_the_token_endpoint(
+    enable_for_all, row, may, client, alice, make_app, make_agent, chain_settings
+):
+    """A real hop of a client under each combination: a new step, or unauthorized_client
+    and nothing written. DOT's own code flow works for the client either way."""
+    chain_settings(ENABLE_FOR_ALL_CLIENTS=enable_for_all)
+    application = client_with_row(make_app, row)
+    agent = make_agent("planner", applications=[application])
+    flow = Flow(client, application)
+    code, _ = flow.authorize(alice, scope="openid read")
+    response = flow.hop(code, agent.proof(code))
+    if may:
+        assert response.status_code == 200, response.content
+        step = lifecycle.find_step(response.json()["authorization_code"])
+        assert step.application_id == application.pk and step.agent_id == agent.model.pk
+    else:
+        assert assert_error(response, 400, "unauthorized_client") == {"error": "unauthorized_client"}
+        assert not ChainedGrant.objects.exists()

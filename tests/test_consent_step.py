@@ -1,4 +1,4 @@
-"""The user step (DESIGN §6, issue 3): authorize with response_type=code and
+"""The user step (docs/architecture.md, issue 3): authorize with response_type=code and
 code=<previous>. The person logs in and consents on a page that shows the chain;
 the new code is a ``user`` child. One test per rule, through the real endpoint.
 (Without code= the endpoint is DOT's: tests/test_authorize_unchanged.py.)"""
@@ -10,66 +10,21 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
-from chain_grant.client import pkce_pair
 from chain_grant.core import codes, integrity, lifecycle, steps
 from chain_grant.core.codes import code_digest
 from chain_grant.models import ChainedGrant
-
-from .conftest import ISSUER, REDIRECT_URI, Flow
+from tests.helpers import REDIRECT_URI, Flow, consent_form, consent_landing, consent_url, counts
 
 pytestmark = pytest.mark.django_db
 Grant = get_grant_model()
 REFUSED = steps.PREVIOUS_CODE_REFUSED
 
 
-def consent_url(app, code, scope="email", **extra):
-    """The authorize URL of a user step (and the PKCE verifier of its new code)."""
-    verifier, challenge = pkce_pair()
-    params = {
-        "client_id": app.client_id,
-        "response_type": "code",
-        "redirect_uri": REDIRECT_URI,
-        "scope": scope,
-        "state": "st-user",
-        "code": code,
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        **extra,
-    }
-    return "/oauth/authorize/?" + urlencode({k: v for k, v in params.items() if v is not None}), verifier
-
-
-def form(url, allow=True) -> dict:
-    """The consent form's fields (DOT's hidden fields carry the request), as posted back."""
-    data = {k: v[0] for k, v in parse_qs(urlparse(url).query).items() if k != "code"}
-    return {**data, "allow": "Authorize"} if allow else data
-
-
 def consent(client, url, allow=True):
-    return client.post(url, form(url, allow))
-
-
-def landing(response, error=None) -> dict:
-    """The client's redirect_uri query (asserting the redirect, and the RFC 9207 iss)."""
-    assert response.status_code == 302, response.content[:500]
-    location = response["Location"]
-    assert location.startswith(REDIRECT_URI + "?"), location
-    query = {k: v[0] for k, v in parse_qs(urlparse(location).query).items()}
-    assert query.get("state") == "st-user", query
-    assert query.get("iss") == ISSUER, query
-    if error:
-        assert query.get("error") == error, query
-        assert error == "access_denied" or query.get("error_description"), query  # DOT's has none
-        assert "code" not in query
-    return query
-
-
-def counts() -> tuple[int, int]:
-    return ChainedGrant.objects.count(), Grant.objects.count()
+    return client.post(url, consent_form(url, allow))
 
 
 @pytest.fixture
@@ -80,11 +35,6 @@ def chain(flow, alice, planner):
     ctx.code, ctx.verifier, _ = flow.advance(ctx.root, planner)
     ctx.step = lifecycle.find_step(ctx.code)
     return ctx
-
-
-@pytest.fixture
-def bob(db):
-    return get_user_model().objects.create_user("bob", "bob@example.com", "bob-pw")
 
 
 # --- the previous code must be live and this client's -------------------------------------------
@@ -117,14 +67,14 @@ def _expired_dot_code(ctx, flow, alice, **_):
     return code
 
 
-def _max_children(ctx, settings, make_agent, flow, **_):
-    settings.CHAIN_GRANT = {**settings.CHAIN_GRANT, "MAX_CHILDREN": 1}
+def _max_children(ctx, chain_settings, make_agent, flow, **_):
+    chain_settings(MAX_CHILDREN=1)
     flow.advance(ctx.code, make_agent("sibling"))
     return ctx.code
 
 
-def _max_depth(ctx, settings, **_):
-    settings.CHAIN_GRANT = {**settings.CHAIN_GRANT, "MAX_DEPTH": 1}  # ctx.code is at depth 1
+def _max_depth(ctx, chain_settings, **_):
+    chain_settings(MAX_DEPTH=1)  # ctx.code is at depth 1
     return ctx.code
 
 
@@ -147,15 +97,15 @@ PREVIOUS_CODES = {
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize("case", PREVIOUS_CODES)
-def test_previous_code_refused(case, method, chain, client, flow, alice, make_app, make_agent, settings):
+def test_previous_code_refused(case, method, chain, client, flow, alice, make_app, make_agent, chain_settings):
     code = PREVIOUS_CODES[case](
-        chain, flow=flow, alice=alice, make_app=make_app, make_agent=make_agent, settings=settings
+        chain, flow=flow, alice=alice, make_app=make_app, make_agent=make_agent, chain_settings=chain_settings
     )
     url, _ = consent_url(flow.app, code)
     client.force_login(alice)
     before = counts()
     response = client.get(url) if method == "GET" else consent(client, url)
-    query = landing(response, error="invalid_request")
+    query = consent_landing(response, error="invalid_request")
     assert query["error_description"].startswith(REFUSED)
     assert counts() == before
     assert not ChainedGrant.objects.filter(kind="user", depth__gt=0).exists()
@@ -183,7 +133,7 @@ def test_exchanged_previous_code_at_get_is_refused_without_revocation(chain, cli
     token = flow.exchange(chain.code, chain.verifier).json()["access_token"]
     url, _ = consent_url(flow.app, chain.code)
     client.force_login(alice)
-    query = landing(client.get(url), error="invalid_request")
+    query = consent_landing(client.get(url), error="invalid_request")
     assert "exchanged" in query["error_description"]
     chain.step.refresh_from_db()
     assert chain.step.revoked_at is None
@@ -198,7 +148,7 @@ def test_previous_code_exchanged_before_consent_is_a_replay(chain, client, flow,
     token = flow.exchange(chain.code, chain.verifier).json()["access_token"]
     child_token = flow.exchange(child_code, child_verifier).json()["access_token"]
 
-    query = landing(consent(client, url), error="invalid_request")
+    query = consent_landing(consent(client, url), error="invalid_request")
     assert "exchanged" in query["error_description"]
     assert not ChainedGrant.objects.filter(kind="user", depth__gt=0).exists()
     # the replay revoked the step's subtree and the tokens issued from it
@@ -216,7 +166,7 @@ def test_previous_code_revoked_before_consent(chain, client, flow, alice):
     assert client.get(url).status_code == 200
     lifecycle.revoke_subtree(chain.step)
     before = counts()
-    query = landing(consent(client, url), error="invalid_request")
+    query = consent_landing(consent(client, url), error="invalid_request")
     assert "revoked" in query["error_description"]
     assert counts() == before
 
@@ -253,7 +203,7 @@ def test_prompt_login_sends_a_logged_in_person_to_login_once(chain, client, flow
 def test_prompt_none_with_a_previous_code_needs_consent(scope, chain, client, flow, alice):
     url, _ = consent_url(flow.app, chain.code, scope=scope, prompt="none")
     client.force_login(alice)
-    landing(client.get(url), error="consent_required")
+    consent_landing(client.get(url), error="consent_required")
     assert counts() == (2, 2)
 
 
@@ -275,7 +225,7 @@ def test_client_not_enabled_for_chains(method, client, alice, make_app):
     client.force_login(alice)
     before = counts()
     response = client.get(url) if method == "GET" else consent(client, url)
-    landing(response, error="unauthorized_client")
+    consent_landing(response, error="unauthorized_client")
     assert counts() == before == (0, 1)
 
 
@@ -285,7 +235,7 @@ def test_duplicate_code_parameters(method, chain, client, flow, alice):
     url += "&" + urlencode({"code": chain.root})
     client.force_login(alice)
     response = client.get(url) if method == "GET" else consent(client, url)
-    query = landing(response, error="invalid_request")
+    query = consent_landing(response, error="invalid_request")
     assert "code" in query["error_description"]
     assert counts() == (2, 2)
 
@@ -349,7 +299,7 @@ def test_cancel_is_access_denied_and_writes_nothing(chain, client, flow, alice):
     url, _ = consent_url(flow.app, chain.code)
     client.force_login(alice)
     assert client.get(url).status_code == 200
-    landing(consent(client, url, allow=False), error="access_denied")
+    consent_landing(consent(client, url, allow=False), error="access_denied")
     assert counts() == (2, 2)
     assert ChainedGrant.objects.get(pk=chain.step.pk).children_count == 0
 
@@ -361,7 +311,7 @@ def test_user_step_is_a_child_acting_for_the_consenting_person(chain, client, fl
     url, verifier = consent_url(flow.app, chain.code, scope="email read")  # email: new, granted by bob
     client.force_login(bob)
     assert client.get(url).status_code == 200
-    query = landing(consent(client, url))
+    query = consent_landing(consent(client, url))
     code = query["code"]
     step = lifecycle.find_step(code)
     assert (step.kind, step.depth, step.parent_id, step.root_id) == ("user", 2, chain.step.pk, chain.step.root_id)
@@ -398,7 +348,7 @@ def test_user_step_on_an_ordinary_dot_code_materialises_the_root(flow, client, a
     page = client.get(url)
     assert page.status_code == 200 and "alice" in page.content.decode()
     assert ChainedGrant.objects.count() == 0  # showing the page does not create the root
-    code = landing(consent(client, url))["code"]
+    code = consent_landing(consent(client, url))["code"]
     root = ChainedGrant.objects.get(depth=0)
     assert (root.kind, root.user, root.subject, root.scope) == ("user", alice, str(alice.pk), "openid read")
     assert root.code_digest == codes.code_digest(root_code)
@@ -413,7 +363,7 @@ def test_user_step_on_an_ordinary_dot_code_materialises_the_root(flow, client, a
 def test_post_with_a_tampered_redirect_uri_is_not_followed(chain, client, flow, alice):
     url, _ = consent_url(flow.app, chain.code)
     client.force_login(alice)
-    response = client.post(url, {**form(url), "redirect_uri": "https://evil.example/cb"})
+    response = client.post(url, {**consent_form(url), "redirect_uri": "https://evil.example/cb"})
     assert 400 <= response.status_code < 500 and "Location" not in response
     assert counts() == (2, 2)
 
@@ -421,6 +371,20 @@ def test_post_with_a_tampered_redirect_uri_is_not_followed(chain, client, flow, 
 def test_pkce_is_required_for_the_new_code(chain, client, flow, alice):
     url, _ = consent_url(flow.app, chain.code, code_challenge=None, code_challenge_method=None)
     client.force_login(alice)
-    query = landing(client.get(url), error="invalid_request")
+    query = consent_landing(client.get(url), error="invalid_request")
     assert "challenge" in query["error_description"].lower()
     assert counts() == (2, 2)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_resource_indicator_on_the_user_step_is_refused(method, flow, client, alice):
+    """Defect (RFC 8707): with code= the consent page dropped ``resource`` (DOT's own page
+    keeps it in the form and on the grant), so the new code's token was unrestricted."""
+    root_code, _ = flow.authorize(alice, scope="openid read")
+    url, _ = consent_url(flow.app, root_code, scope="read", resource="https://api.example/")
+    client.force_login(alice)
+    before = counts()
+    response = client.get(url) if method == "GET" else client.post(url, consent_form(url))
+    query = consent_landing(response, error="invalid_target")
+    assert "resource" in query["error_description"]
+    assert counts() == before

@@ -9,11 +9,8 @@ Runs on SQLite and on PostgreSQL (DATABASE_URL)."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
-import secrets
 from datetime import timedelta
 from io import StringIO
 
@@ -25,46 +22,37 @@ from django.test import Client
 from django.utils import timezone
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
-from oauth2_provider.models import get_access_token_model, get_application_model, set_token_value
+from oauth2_provider.models import get_access_token_model, get_application_model
 
 from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant
-from tests.conftest import SECRET, basic_auth
+from tests import helpers
 from tests.factories import build_chain
+from tests.helpers import (
+    SECRET,
+    assert_no_secret,
+    b64url,
+    b64url_decode,
+    basic_auth,
+    bearer,
+    make_token,
+    verify_evidence_offline,
+)
 
 pytestmark = pytest.mark.django_db
 AccessToken = get_access_token_model()
 User = get_user_model()
 ERROR_KEYS = {"error", "error_description"}
-ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres", "pgsql"))
 
 
 # --- helpers and fixtures ---------------------------------------------------------------
 
 
-def make_token(user, app, scope: str, expires_in: int = 3600) -> str:
-    """An access token row as DOT would store it (hashed at rest when
-    COMPLIANT_BCP_RFC9700_TOKEN_STORAGE is on: looked up by token_checksum)."""
-    raw = secrets.token_urlsafe(30)
-    token = AccessToken(user=user, application=app, scope=scope, expires=timezone.now() + timedelta(seconds=expires_in))
-    set_token_value(token, raw)
-    token.save()
-    return raw
-
-
-def bearer(raw: str) -> dict:
-    return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
-
-
 def assert_error(response, status: int | tuple[int, ...], error: str | None = None) -> dict:
-    statuses = status if isinstance(status, tuple) else (status,)
-    assert response.status_code in statuses, (response.status_code, response.content)
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
+    """The API's one error shape: exactly error and error_description, non-empty strings."""
+    body = helpers.assert_error(response, status, error)
     assert set(body) == ERROR_KEYS, body
     assert isinstance(body["error"], str) and isinstance(body["error_description"], str) and body["error_description"]
-    if error:
-        assert body["error"] == error, body
     return body
 
 
@@ -87,63 +75,11 @@ def revoker(db):
 
 
 @pytest.fixture
-def bob(db):
-    return User.objects.create_user("bob", "bob@example.com", "bob-pw")
-
-
-@pytest.fixture
 def api(staff):
     """A staff session (its own client: Flow's client logs in and out as the person)."""
     client = Client()
     client.force_login(staff)
     return client
-
-
-@pytest.fixture
-def real_chain(flow, alice, make_agent):
-    return build_real_chain(flow, alice, make_agent)
-
-
-def build_real_chain(flow, alice, make_agent):
-    """root (alice) → planner → (researcher → merger, security), through the real
-    endpoints; merger's and security's codes exchanged. Keeps every secret the
-    client ever saw, so tests can check none of them leaks."""
-    planner = make_agent("planner")
-    researcher = make_agent("researcher", scopes="openid read")
-    security = make_agent("security", scopes="read")
-    merger = make_agent("merger", scopes="openid read")
-    root_code, root_verifier = flow.authorize(alice, scope="openid read write")
-    t = type("RealChain", (), {})()
-    t.root_code = root_code
-    t.planner = flow.advance(root_code, planner)
-    t.researcher = flow.advance(t.planner[0], researcher)
-    t.security = flow.advance(t.planner[0], security)
-    t.merger = flow.advance(t.researcher[0], merger)
-    t.agents = {"planner": planner, "researcher": researcher, "security": security, "merger": merger}
-    t.tokens = {}
-    for name in ("merger", "security"):
-        code, verifier, _ = getattr(t, name)
-        response = flow.exchange(code, verifier)
-        assert response.status_code == 200, response.content
-        t.tokens[name] = response.json()
-    t.root = lifecycle.find_step(root_code)
-    t.step = {name: lifecycle.find_step(getattr(t, name)[0]) for name in t.agents}
-    t.chain_id = str(t.root.pk)
-    t.secrets = (
-        [root_code, root_verifier]
-        + [value for name in t.agents for value in getattr(t, name)[:2] if value]
-        + [tok[k] for tok in t.tokens.values() for k in ("access_token", "refresh_token", "id_token") if k in tok]
-    )
-    t.digests = [s.code_digest for s in ChainedGrant.objects.chain(t.root.pk)]
-    return t
-
-
-def assert_no_secret(content: bytes, chain) -> None:
-    text = content.decode("utf-8")
-    for value in chain.secrets:
-        assert value not in text, "a code, verifier or token leaked into the response"
-    for digest in chain.digests:
-        assert digest not in text, "a full code digest leaked (only an 8-character prefix may be shown)"
 
 
 # --- authentication and authorisation ---------------------------------------------------
@@ -494,37 +430,6 @@ def test_verify_flags_a_moved_step(api, real_chain):
 # --- evidence: the offline check ---------------------------------------------------------
 
 
-def verify_evidence_offline(bundle: dict, jwks: dict) -> dict:
-    """How anyone checks an evidence bundle without trusting the IdP's database:
-
-    1. fetch the IdP's JWKS (``jwks_uri`` from its OIDC discovery document,
-       ``/oauth/.well-known/jwks.json`` here);
-    2. read the compact JWS's protected header: ``alg`` must be RS256 and ``kid``
-       must name a key of the JWKS;
-    3. verify the signature with that public key (jwcrypto);
-    4. the signed payload, parsed as JSON, must equal the bundle's ``evidence``
-       (what a reader is shown) — otherwise the JSON was edited after signing.
-
-    Returns the verified payload; raises on any failure."""
-    token = jws.JWS()
-    token.deserialize(bundle["jws"])
-    header = token.jose_header
-    if header.get("alg") != "RS256" or header.get("typ") != "chain-evidence+jws":
-        raise ValueError(f"unexpected JWS header {header}")
-    matches = [k for k in jwks["keys"] if k.get("kid") == header.get("kid")]
-    if len(matches) != 1:
-        raise ValueError("the kid names no key of the IdP's JWKS")
-    token.verify(jwk.JWK(**matches[0]), alg="RS256")  # raises InvalidJWSSignature
-    payload = json.loads(token.payload)
-    if payload != bundle["evidence"]:
-        raise ValueError("the evidence JSON differs from what was signed")
-    return payload
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def test_evidence_verifies_offline_against_the_jwks(api, client, real_chain):
     bundle = api.get(f"/api/chains/{real_chain.chain_id}/evidence/").json()
     assert set(bundle) == {"evidence", "jws"}
@@ -567,7 +472,7 @@ def test_tampered_evidence_fails_the_offline_check(api, client, real_chain):
 
 
 def token_header(bundle) -> dict:
-    return json.loads(base64.urlsafe_b64decode(bundle["jws"].split(".")[0] + "=="))
+    return json.loads(b64url_decode(bundle["jws"].split(".")[0]))
 
 
 def test_evidence_is_signed_with_the_current_oidc_key(api, client, real_chain):
@@ -595,12 +500,7 @@ def test_revoke_via_api_then_codes_and_tokens_are_dead(flow, revoker, app, real_
     exchange = flow.exchange(r_code, r_verifier)  # its (never exchanged) code
     assert exchange.status_code == 400 and exchange.json()["error"] == "invalid_grant"
     assert flow.introspect(real_chain.tokens["merger"]["access_token"])["active"] is False  # issued below it
-    refresh = flow.client.post(
-        "/oauth/token",
-        {"grant_type": "refresh_token", "refresh_token": real_chain.tokens["merger"]["refresh_token"]},
-        **flow.auth(),
-    )
-    assert refresh.json()["error"] == "invalid_grant"
+    assert flow.refresh(real_chain.tokens["merger"]["refresh_token"]).json()["error"] == "invalid_grant"
 
     # the sibling and the ancestors are untouched
     assert flow.introspect(real_chain.tokens["security"]["access_token"])["active"] is True

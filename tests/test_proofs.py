@@ -1,47 +1,35 @@
-"""chain_grant.proofs without HTTP: hashing, key loading, strict JWS parsing and
-each claim check on its own (no database needed)."""
+"""chain_grant.core.proofs: hashing, key loading, strict JWS parsing and each claim
+check on its own, without HTTP or a database; then the claim rules that a real hop
+shows (nbf, floats refused before anything is written)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk
+from oauth2_provider.models import get_grant_model
 
 from chain_grant.client import jose, sign_proof
 from chain_grant.core import proofs
+from chain_grant.core.codes import code_digest
 from chain_grant.core.proofs import ProofError
+from chain_grant.models import Agent, ChainedGrant
 from chain_grant.settings import DEFAULTS, chain_grant_settings
+from tests.helpers import ISSUER, b64url, b64url_decode, error_of, proof_claims, signed
 
-ISSUER = "http://testserver/oauth"
 NOW = 1_700_000_000
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+Grant = get_grant_model()
 
 
 def compact(header, payload, signature=b"sig") -> str:
     """A compact JWS-shaped string (unsigned: parse_compact never verifies)."""
     encode = lambda v: v if isinstance(v, bytes) else json.dumps(v).encode()  # noqa: E731
     return ".".join(b64url(encode(part)) for part in (header, payload, signature))
-
-
-@pytest.fixture
-def chain_settings(settings):
-    """Override CHAIN_GRANT keys (chain_grant_settings reloads on setting_changed)."""
-
-    def override(**values):
-        settings.CHAIN_GRANT = {**getattr(settings, "CHAIN_GRANT", {}), **values}
-
-    return override
 
 
 @pytest.fixture
@@ -504,3 +492,36 @@ def test_load_public_keys_refuses_what_is_not_a_key(text):
     """jwcrypto accepts ``JWK(**{})``; a key without kty must be refused, not a KeyError (500)."""
     with pytest.raises(ValueError):
         proofs.load_public_keys(text)
+
+
+# --- the claim rules seen through a real hop ------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "value",
+    [-0.0, 1e20, 1.5, 2.0, 1e-7, [1, 0.5], {"nested": 3.0}],
+    ids=["-0.0", "1e20", "1.5", "2.0", "1e-7", "in a list", "in an object"],
+)
+def test_float_claims_are_refused_and_write_nothing(value, flow, alice, planner):
+    """Rule: proofs carrying floats are invalid_request (PostgreSQL's jsonb would
+    rewrite them, so verify_chain would raise a false alarm); nothing is written."""
+    code, _ = flow.authorize(alice, scope="openid read")
+    response = flow.hop(code, signed(planner, proof_claims(planner, code, confidence=value)))
+    assert error_of(response) == (400, "invalid_request")
+    assert not ChainedGrant.objects.exists()
+    assert list(Grant.objects.values_list("code", flat=True)) == [code_digest(code)]
+    assert Agent.objects.count() == 1 and not planner.model.steps.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("nbf_offset", "expected"), [(120, 400), (-10, 200), (0, 200)], ids=["future", "past", "now"])
+def test_proof_nbf_in_the_future_is_refused(nbf_offset, expected, flow, alice, planner):
+    """Rule: a proof is not accepted before its ``nbf`` (beyond the clock skew)."""
+    code, _ = flow.authorize(alice, scope="openid read")
+    response = flow.hop(code, planner.proof(code, extra={"nbf": int(time.time()) + nbf_offset}))
+    assert response.status_code == expected, response.content
+    if expected == 400:
+        assert response.json()["error"] == "invalid_grant"
+        assert "nbf" in response.json()["error_description"]
+        assert not ChainedGrant.objects.exists()

@@ -1,12 +1,21 @@
-"""A whole chain through the real endpoints: a root code from the authorize
-endpoint, agent hops with a fan-out of 2, exchange of a leaf, introspection."""
+"""Hops (code_chain) through the real endpoints: a root code from the authorize
+endpoint, agent hops with a fan-out of 2, exchange of a leaf, introspection; each step
+exchanges for its own scope. What a hop inherits from its parent beyond the scope: an
+RFC 8707 resource restriction is never widened, a chain acting for a disabled person
+stops, a parent whose DOT grant is gone cannot be chained. (Every refusal:
+tests/test_negative_matrix.py.)"""
 
 import pytest
+from oauth2_provider.models import get_access_token_model, get_grant_model
 
-from chain_grant.core import integrity
+from chain_grant.core import integrity, lifecycle
+from chain_grant.core.codes import code_digest
 from chain_grant.models import ChainedGrant
+from tests.helpers import error_of
 
 pytestmark = pytest.mark.django_db
+Grant = get_grant_model()
+RESOURCE = "https://api.example.com/"
 
 
 def test_root_fanout_exchange_and_introspection(flow, alice, make_agent):
@@ -97,9 +106,7 @@ def test_refreshed_token_keeps_its_step(flow, alice, planner):
     root_code, _ = flow.authorize(alice, scope="openid read")
     code, verifier, _ = flow.advance(root_code, planner)
     token = flow.exchange(code, verifier).json()
-    refreshed = flow.client.post(
-        "/oauth/token", {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}, **flow.auth()
-    )
+    refreshed = flow.refresh(token["refresh_token"])
     assert refreshed.status_code == 200, refreshed.content
     info = flow.introspect(refreshed.json()["access_token"])
     assert info["act"] == {"sub": "planner"} and info["chain_depth"] == 1
@@ -122,3 +129,61 @@ def test_discovery_lists_code_chain(client):
     assert data["introspection_endpoint"].startswith("http://testserver/oauth/introspect")
     metadata = client.get("/oauth/.well-known/oauth-authorization-server").json()
     assert "code_chain" in metadata["grant_types_supported"]
+
+
+# --- what a hop inherits from its parent beyond the scope -------------------------------------
+
+
+def test_a_resource_restriction_carries_down_the_chain(flow, alice, planner, make_agent):
+    root, _ = flow.authorize(alice, scope="openid read", resource=RESOURCE)
+    assert get_grant_model().objects.get(code=code_digest(root)).resource == [RESOURCE]
+    code1, _, _ = flow.advance(root, planner)
+    critic = make_agent("critic", scopes="openid read")
+    code2, verifier2, _ = flow.advance(code1, critic)
+    assert get_grant_model().objects.get(code=code_digest(code1)).resource == [RESOURCE]
+    assert get_grant_model().objects.get(code=code_digest(code2)).resource == [RESOURCE]
+    assert flow.exchange(code2, verifier2).status_code == 200
+    assert get_access_token_model().objects.get().resource == [RESOURCE]  # the only token issued
+
+
+def test_an_unrestricted_code_stays_unrestricted(flow, alice, planner):
+    root, _ = flow.authorize(alice)
+    code1, _, _ = flow.advance(root, planner)
+    assert get_grant_model().objects.get(code=code_digest(code1)).resource == []
+
+
+def test_a_chain_acting_for_a_disabled_person_stops(flow, alice, planner, make_agent, settings):
+    # ON_DISABLE="refuse": the hop is refused for the person; by default the chain is
+    # also revoked (tests/test_disabling.py).
+    settings.CHAIN_GRANT = {**settings.CHAIN_GRANT, "ON_DISABLE": "refuse"}
+    root, _ = flow.authorize(alice)
+    code1, _, _ = flow.advance(root, planner)
+    alice.is_active = False
+    alice.save()
+    critic = make_agent("critic", scopes="openid read")
+    response = flow.hop(code1, critic.proof(code1, aud=flow.issuer))
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_grant",
+        "error_description": "The person this chain acts for is disabled.",
+    }
+    assert ChainedGrant.objects.count() == 2 and lifecycle.find_step(code1).children_count == 0
+
+
+@pytest.mark.parametrize("parent", ["agent step", "chain root"])
+def test_parent_whose_dot_grant_was_deleted_cannot_be_chained(parent, flow, alice, planner, make_agent):
+    """Rule: a step's code lives in DOT's Grant table; once that row is gone (an admin
+    deleted it, cleartokens), the code cannot be chained even though the step is
+    neither exchanged, revoked nor expired."""
+    researcher = make_agent("researcher")
+    root_code, _ = flow.authorize(alice, scope="openid read")
+    p_code, _, _ = flow.advance(root_code, planner)
+    code = p_code if parent == "agent step" else root_code
+    step = lifecycle.find_step(code)
+    Grant.objects.filter(pk=step.grant_id).delete()
+    assert step.state == "live"
+
+    assert error_of(flow.hop(code, researcher.proof(code))) == (400, "invalid_grant")
+    step.refresh_from_db()
+    assert step.children_count == (0 if parent == "agent step" else 1)
+    assert not ChainedGrant.objects.filter(agent=researcher.model).exists()

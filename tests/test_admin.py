@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import uuid
 from datetime import timedelta
@@ -29,16 +28,14 @@ from oauth2_provider.models import get_access_token_model, get_refresh_token_mod
 from chain_grant.client import generate_key
 from chain_grant.core import integrity, lifecycle
 from chain_grant.models import Agent, AgentKey, ChainedGrant
-from tests.conftest import ISSUER
 from tests.factories import build_chain
-from tests.test_api import assert_no_secret, build_real_chain, verify_evidence_offline
+from tests.helpers import ISSUER, TestAgent, assert_no_secret, verify_evidence_offline
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
 VIEW_PERMS = ("view_chain", "view_chainedgrant", "view_agent")
-ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres", "pgsql"))
 
 
 def staff_user(username: str, *codenames: str):
@@ -67,12 +64,6 @@ def revoker(db):
 @pytest.fixture
 def superuser(db):
     return User.objects.create_superuser("root", "root@example.com", "pw")
-
-
-@pytest.fixture
-def real_chain(flow, alice, make_agent):
-    """root (alice) → planner → (researcher → merger, security); see tests.test_api."""
-    return build_real_chain(flow, alice, make_agent)
 
 
 @pytest.fixture
@@ -493,8 +484,6 @@ def test_add_agent_by_pasting_a_public_jwk(admin_su, app, flow, alice):
     assert stored.jwk == {**public, "kid": key.thumbprint()} and "d" not in stored.jwk
 
     # and it can hop right away, with that key
-    from tests.conftest import TestAgent
-
     code, _ = flow.authorize(alice)
     _, _, body = flow.advance(code, TestAgent("summariser", key, agent))
     assert body["scope"] == "openid read"
@@ -691,3 +680,29 @@ def test_list_query_counts_are_constant(app, alice, revoker, count, django_asser
         with django_assert_max_num_queries(12):
             response = client.get(url)
         assert response.status_code == 200
+
+
+# --- the wallet step's rows ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/chain_grant/walletrequest/?status__exact=%00",
+        "/admin/chain_grant/walletrequest/?status=a%00b",
+        "/admin/chain_grant/wallet/?thumbprint=%00",
+    ],
+)
+def test_wallet_admin_filters_with_nul_are_a_400(url, admin_su):
+    """Defect (crash, PostgreSQL): a NUL in a Wallet/WalletRequest changelist filter reached
+    the database (DataError, an HTTP 500); the chain lists already answered 400."""
+    assert admin_su.get(url).status_code == 400
+
+
+def test_wallet_request_admin_shows_no_secret_digests(admin_su, wflow, wallet):
+    pending = wflow.start()
+    wallet.respond(pending.url, post=wflow.post)
+    row = pending.refresh()
+    html = admin_su.get(f"/admin/chain_grant/walletrequest/{row.pk}/change/").content.decode()
+    for value in (row.poll_digest, row.response_code_digest, row.state, pending.poll):  # the nonce, spent, is evidence
+        assert value not in html
