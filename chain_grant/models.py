@@ -88,7 +88,9 @@ class AgentKey(models.Model):
 
 
 class ChainClient(models.Model):
-    """Per-application switch: may this client use ``grant_type=code_chain``?"""
+    """Per-application switches: may this client use chains (``grant_type=code_chain``
+    and the browser steps), and is ``response_type=id_token`` at authorize its wallet
+    step (otherwise DOT's OIDC implicit flow, unchanged)?"""
 
     application = models.OneToOneField(
         oauth2_settings.APPLICATION_MODEL,
@@ -97,6 +99,13 @@ class ChainClient(models.Model):
         verbose_name=_("application"),
     )
     code_chain_enabled = models.BooleanField(_("code_chain enabled"), default=True)
+    wallet_step = models.BooleanField(
+        _("wallet step"),
+        default=True,
+        help_text=_(
+            "response_type=id_token at authorize starts this client's wallet step; off: DOT's OIDC implicit flow."
+        ),
+    )
 
     class Meta:
         verbose_name = _("chain client")

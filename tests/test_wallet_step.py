@@ -24,7 +24,7 @@ from chain_grant.client.jose import JWK_THUMBPRINT_URI, b64url, did_jwk
 from chain_grant.client.wallet import HeadlessWallet, parse_request_url, request_url_from_html
 from chain_grant.core import integrity, lifecycle, proofs, steps
 from chain_grant.core import wallet_step as siop
-from chain_grant.models import ChainedGrant, Wallet, WalletRequest
+from chain_grant.models import ChainClient, ChainedGrant, Wallet, WalletRequest
 from tests.factories import run_together
 from tests.helpers import (
     ISSUER,
@@ -155,17 +155,11 @@ def test_request_client_metadata_must_be_a_json_object(metadata, fragment, wflow
 @pytest.mark.parametrize(
     "params",
     [
-        {"client_id": "nobody"},
-        {"client_id": "chain\x00client"},
-        {"client_id": None},
         {"redirect_uri": "https://evil.example/cb"},
         {"redirect_uri": REDIRECT_URI + "\x00"},
         {"state": ["a", "b"]},
     ],
     ids=[
-        "unknown client",
-        "NUL client_id",
-        "no client_id",
         "unregistered redirect_uri",
         "NUL redirect_uri",
         "duplicate state",
@@ -203,10 +197,29 @@ def test_request_refused_with_error_redirect(params, error, fragment, wflow):
     assert not WalletRequest.objects.exists()
 
 
-def test_request_from_a_client_not_enabled_for_chains(client, make_app):
+@pytest.mark.parametrize("client_id", ["nobody", "chain\x00client", None])
+def test_an_unknown_client_gets_dots_authorize(client_id, wflow):
+    """Not a wallet client: DOT's authorize answers (its login page first), not the wallet step."""
+    response = wflow.open(client_id=client_id)
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+    assert not WalletRequest.objects.exists()
+
+
+def test_a_client_not_enabled_for_chains_gets_dots_implicit_flow(client, make_app, alice):
+    """response_type=id_token from a client that is not a wallet client is DOT's flow,
+    unchanged: here DOT refuses id_token for an authorization-code client itself."""
     plain = WalletFlow(client, make_app("plain-client", enabled=False))
-    query = wallet_landing(plain.open(), error="unauthorized_client")
-    assert "wallet step" in query["error_description"]
+    assert "/accounts/login/" in plain.open()["Location"]
+    client.force_login(alice)
+    query = parse_qs(urlparse(plain.open()["Location"]).fragment or urlparse(plain.open()["Location"]).query)
+    assert query["error"] == ["unauthorized_client"]
+    assert "wallet step" not in query.get("error_description", [""])[0]
+    assert not WalletRequest.objects.exists()
+
+
+def test_the_wallet_switch_of_a_chain_client_hands_id_token_back_to_dot(wflow, app, alice, client):
+    ChainClient.objects.filter(application=app).update(wallet_step=False)
+    assert "/accounts/login/" in wflow.open()["Location"]
     assert not WalletRequest.objects.exists()
 
 

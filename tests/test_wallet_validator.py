@@ -17,7 +17,9 @@ class PolicyValidator(ChainOAuth2Validator):
         return client_id != "suspended" and super().validate_client_id(client_id, request, *args, **kwargs)
 
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
-        return "forbidden" not in scopes and super().validate_scopes(client_id, scopes, client, request, *args, **kwargs)
+        return "forbidden" not in scopes and super().validate_scopes(
+            client_id, scopes, client, request, *args, **kwargs
+        )
 
 
 @pytest.fixture
@@ -71,3 +73,40 @@ def test_malformed_or_unregistered_redirect_uris_are_refused_as_dot_refuses_them
 def test_a_loopback_redirect_on_another_port_is_accepted_as_dot_accepts_it(wflow):
     """RFC 8252 §7.3: DOT allows any port on a registered loopback URI; so does the wallet step."""
     assert wflow.open(redirect_uri="http://127.0.0.1:9999/oauth-callback").status_code == 200
+
+
+def test_an_oidc_implicit_client_gets_dots_implicit_flow(client, make_app, alice, settings):
+    """The host's OIDC implicit client keeps working: response_type=id_token is the
+    wallet step only for clients enabled for it. (idp_project follows RFC 9700 and
+    turns the implicit grant off; a host that serves it, as here, keeps it.)"""
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": False}
+    from oauth2_provider.models import get_application_model
+
+    from tests.helpers import REDIRECT_URI
+
+    Application = get_application_model()
+    implicit = make_app(
+        "implicit-client",
+        enabled=False,
+        client_type=Application.CLIENT_PUBLIC,
+        client_secret="",
+        authorization_grant_type=Application.GRANT_IMPLICIT,
+        skip_authorization=True,
+    )
+    client.force_login(alice)
+    response = client.get(
+        "/oauth/authorize/",
+        {
+            "client_id": implicit.client_id,
+            "response_type": "id_token",
+            "scope": "openid",
+            "nonce": "n-1",
+            "redirect_uri": REDIRECT_URI,
+            "state": "s",
+        },
+    )
+    assert response.status_code == 302, response.content[:300]
+    fragment = parse_qs(urlparse(response["Location"]).fragment)
+    assert "id_token" in fragment, response["Location"]
+    assert fragment["state"] == ["s"]
+    assert not WalletRequest.objects.exists()

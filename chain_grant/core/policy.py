@@ -32,6 +32,15 @@ _PKCE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 _PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
 
+def wallet_step_client(application) -> bool:
+    """Is ``response_type=id_token`` at authorize this client's wallet step? Only for a
+    client that may chain and whose wallet switch is on (WALLET_STEP turns it off for
+    every client); any other client gets DOT's OIDC implicit flow, unchanged."""
+    if not chain_grant_settings.WALLET_STEP or not client_may_chain(application):
+        return False
+    return not ChainClient.objects.filter(application=application, wallet_step=False).exists()
+
+
 def attenuate_scope(parent_scope: str, allowed: set[str], requested: str | None) -> str:
     """Agents only narrow: the result is ⊆ parent ∩ allowed (default: all of that).
     A step with no scope at all is refused: its token would authorize nothing."""

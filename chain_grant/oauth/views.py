@@ -18,6 +18,7 @@ from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
 from ..client.jose import sha256_hex
 from ..core import lineage, policy, steps
+from ..core.codes import plausible_code
 from ..core.errors import ChainError
 from ..settings import chain_grant_settings
 from . import throttle, wallet_views
@@ -117,11 +118,7 @@ class AuthorizationView(dot_views.AuthorizationView):
     chain_template_name = "chain_grant/consent.html"
 
     def dispatch(self, request, *args, **kwargs):
-        if (
-            request.method == "GET"
-            and request.GET.get("response_type") == "id_token"
-            and chain_grant_settings.WALLET_STEP
-        ):
+        if request.method == "GET" and request.GET.get("response_type") == "id_token" and self._wallet_client():
             return wallet_views.start(request)
         if request.method == "GET" and "code" in request.GET:  # a chain step; anonymous ones are counted
             wait = throttle.retry_after("chain_authorize", request, request.GET.get("client_id", ""))
@@ -130,6 +127,15 @@ class AuthorizationView(dot_views.AuthorizationView):
                 response["Retry-After"] = str(wait)
                 return response
         return super().dispatch(request, *args, **kwargs)
+
+    def _wallet_client(self) -> bool:
+        """response_type=id_token is the wallet step for a client enabled for it; for
+        any other (an OIDC implicit client) it is DOT's flow."""
+        if not chain_grant_settings.WALLET_STEP:
+            return False
+        client_id = self.request.GET.get("client_id", "")
+        application = plausible_code(client_id) and get_application_model().objects.filter(client_id=client_id).first()
+        return bool(application) and policy.wallet_step_client(application)
 
     def previous_code(self) -> str | None:
         codes = self.request.GET.getlist("code")
