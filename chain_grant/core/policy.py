@@ -3,14 +3,13 @@ what browser steps refuse. Plain functions; each refusal is a ChainError."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 
 from oauth2_provider.models import AbstractApplication
 from oauth2_provider.settings import oauth2_settings
 
-from ..client.jose import b64url
+from ..client.pkce import s256
 from ..models import ChainClient
 from ..settings import chain_grant_settings
 from .errors import ChainError
@@ -75,7 +74,7 @@ def check_code_verifier(verifier: str | None, challenge: str, method: str, *, re
         raise ChainError("The previous code has no code_challenge to verify code_verifier against.", "invalid_grant")
     if not _PKCE_VERIFIER.fullmatch(verifier):
         raise ChainError("code_verifier must be 43 to 128 unreserved characters (RFC 7636).", "invalid_request")
-    computed = b64url(hashlib.sha256(verifier.encode("ascii")).digest()) if method == "S256" else verifier
+    computed = s256(verifier) if method == "S256" else verifier
     if not hmac.compare_digest(computed.encode("ascii"), challenge.encode("ascii", "replace")):
         raise ChainError("code_verifier does not match the previous code's code_challenge.", "invalid_grant")
 
