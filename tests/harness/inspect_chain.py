@@ -34,13 +34,15 @@ def inspect(chain_id: str) -> dict:
             "created": s.created.timestamp(),
             "expires": s.expires.timestamp(),
             "expired_at": s.expired_at.timestamp() if s.expired_at else None,
+            "ended_at": s.ended_at.timestamp() if s.ended_at else None,  # expiry marks it; handed-off steps too
+            "state": s.state,
             "exchanged": s.exchanged_at is not None,
             "revoked": s.revoked_at is not None,
             "grant_id": s.grant_id,
         }
         for s in rows
     ]
-    grant_ids = [s["grant_id"] for s in steps if s["expired_at"] and s["grant_id"]]
+    grant_ids = [s["grant_id"] for s in steps if s["ended_at"] and not s["exchanged"] and s["grant_id"]]
     return {
         "verification": {
             "ok": verification.ok,
