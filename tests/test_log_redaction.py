@@ -4,6 +4,7 @@ the request line of a consent step's authorize URL carries ``code=<previous>``."
 import io
 import logging
 
+import pytest
 from django.test import override_settings
 
 from chain_grant.redaction import RedactFilter, redact
@@ -35,3 +36,147 @@ def test_redact_keeps_what_is_not_a_credential():
 def test_chain_grant_logger_is_redacted_too():
     logger = logging.getLogger("chain_grant")
     assert any(isinstance(f, RedactFilter) for h in logger.handlers for f in h.filters)
+
+
+# --- dict / repr / JSON / header forms (oauthlib and DOT at DEBUG) ---------------------------------------------
+
+CODE, TOKEN, JWS = "Zx3kQ9vLmN2pR7sT1uW4", "AcC3ssT0kenValue1234", "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJwIn0.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        pytest.param(
+            f"Created authorization code grant {{'code': '{CODE}', 'state': 'st'}} for request <oauthlib.Request>.",
+            "Created authorization code grant {'code': '[REDACTED]', 'state': 'st'} for request <oauthlib.Request>.",
+            id="oauthlib grant dict",
+        ),
+        pytest.param(
+            f"Issuing new token to client id 'c' (<App>), {{'access_token': '{TOKEN}', 'expires_in': 3600, "
+            f"'token_type': 'Bearer', 'scope': 'openid read', 'refresh_token': 'R3fr3shT0kenValue99', "
+            f"'id_token': '{JWS}'}}.",
+            "Issuing new token to client id 'c' (<App>), {'access_token': '[REDACTED]', 'expires_in': 3600, "
+            "'token_type': 'Bearer', 'scope': 'openid read', 'refresh_token': '[REDACTED]', "
+            "'id_token': '[REDACTED]'}.",
+            id="oauthlib token dict",
+        ),
+        pytest.param(
+            f'{{"access_token": "{TOKEN}", "refresh_token": "R3fr3sh", "token_type": "Bearer", "state": "s"}}',
+            '{"access_token": "[REDACTED]", "refresh_token": "[REDACTED]", "token_type": "Bearer", "state": "s"}',
+            id="JSON",
+        ),
+        pytest.param(
+            '{"client_secret":"s3cret","client_id":"chain-client","code_verifier":"v3rifier"}',
+            '{"client_secret":"[REDACTED]","client_id":"chain-client","code_verifier":"[REDACTED]"}',
+            id="compact JSON",
+        ),
+        pytest.param(
+            f'"{{\\"code\\": \\"{CODE}\\", \\"nonce\\": \\"n\\"}}"',
+            '"{\\"code\\": \\"[REDACTED]\\", \\"nonce\\": \\"n\\"}"',
+            id="JSON inside a JSON string",
+        ),
+        pytest.param(
+            f'b\'{{"authorization_code":"{CODE}","code_challenge":"E9Mel"}}\'',
+            'b\'{"authorization_code":"[REDACTED]","code_challenge":"E9Mel"}\'',
+            id="bytes repr of a JSON body",
+        ),
+        pytest.param(
+            f"[('grant_type', 'code_chain'), ('authorization_code', '{CODE}'), ('id_token', '{JWS}'), "
+            "('code_challenge', 'E9Mel'), ('scope', 'read')]",
+            "[('grant_type', 'code_chain'), ('authorization_code', '[REDACTED]'), ('id_token', '[REDACTED]'), "
+            "('code_challenge', 'E9Mel'), ('scope', 'read')]",
+            id="POST items (tuples)",
+        ),
+        pytest.param(
+            "<QueryDict: {'password': ['hunter2'], 'username': ['alice'], 'assertion': ['a.b.c']}>",
+            "<QueryDict: {'password': ['[REDACTED]'], 'username': ['alice'], 'assertion': ['[REDACTED]']}>",
+            id="QueryDict repr",
+        ),
+        pytest.param(
+            "Step(subject='planner', code='abc123', state='st') client_secret = 'pw'",
+            "Step(subject='planner', code='[REDACTED]', state='st') client_secret = '[REDACTED]'",
+            id="kwargs repr and a local",
+        ),
+        pytest.param(
+            "{'HTTP_AUTHORIZATION': 'Basic Y2hhaW4tY2xpZW50OnMzY3JldA==', 'Authorization': 'Bearer "
+            + TOKEN
+            + "', 'HTTP_COOKIE': 'csrftoken=x; sessionid=abc', 'HTTP_DPOP': '"
+            + JWS
+            + "', 'CONTENT_TYPE': 'application/x-www-form-urlencoded'}",
+            "{'HTTP_AUTHORIZATION': 'Basic [REDACTED]', 'Authorization': 'Bearer [REDACTED]', "
+            "'HTTP_COOKIE': '[REDACTED]', 'HTTP_DPOP': '[REDACTED]', "
+            "'CONTENT_TYPE': 'application/x-www-form-urlencoded'}",
+            id="request headers (META)",
+        ),
+        pytest.param(
+            "POST /oauth/token HTTP/1.1\r\nHost: idp\r\nAuthorization: Basic Y2hhaW4tY2xpZW50OnMzY3JldA==\r\n"
+            "Cookie: sessionid=abc\r\nDPoP: " + JWS + "\r\nX-Api-Key: k3y\r\nAccept: */*",
+            "POST /oauth/token HTTP/1.1\r\nHost: idp\r\nAuthorization: Basic [REDACTED]\r\n"
+            "Cookie: [REDACTED]\r\nDPoP: [REDACTED]\r\nX-Api-Key: [REDACTED]\r\nAccept: */*",
+            id="raw headers",
+        ),
+        pytest.param(
+            f"introspection of Bearer {TOKEN} failed; retry with DPoP {JWS} or basic Y2M6eA==",
+            "introspection of Bearer [REDACTED] failed; retry with DPoP [REDACTED] or basic [REDACTED]",
+            id="bare Authorization values",
+        ),
+        pytest.param(
+            'WWW-Authenticate: Bearer realm="oauth", error="invalid_token"',
+            'WWW-Authenticate: Bearer realm="oauth", error="invalid_token"',
+            id="a challenge is not a credential",
+        ),
+        pytest.param(
+            "Validating refresh token R3fr3shT0kenValue99xyz for client <App>. "
+            "Invalid refresh token, R3fr3shT0kenValue99xyz, for client <App>. "
+            "Refresh token R3fr3shT0kenValue99xyz lack requested scopes, ['write'].",
+            "Validating refresh token [REDACTED] for client <App>. "
+            "Invalid refresh token, [REDACTED], for client <App>. "
+            "Refresh token [REDACTED] lack requested scopes, ['write'].",
+            id="oauthlib refresh token lines",
+        ),
+        pytest.param(
+            "Validating refresh token request, <oauthlib.Request SANITIZED>.",
+            "Validating refresh token request, <oauthlib.Request SANITIZED>.",
+            id="prose without a token",
+        ),
+        pytest.param(f"proof rejected: {JWS}", "proof rejected: [REDACTED]", id="a bare JWS"),
+        pytest.param(
+            f'<oauthlib.Request url="http://testserver/oauth/authorize/?client_id=c&code={CODE}", '
+            "http_method=\"POST\", headers=\"{'Content-Type': 'x'}\", "
+            f'body="authorization_code={CODE}&code_verifier=v3r">',
+            '<oauthlib.Request url="http://testserver/oauth/authorize/?client_id=c&code=[REDACTED]", '
+            "http_method=\"POST\", headers=\"{'Content-Type': 'x'}\", "
+            'body="authorization_code=[REDACTED]&code_verifier=[REDACTED]">',
+            id="oauthlib.Request repr (set_debug)",
+        ),
+        pytest.param(
+            "{'QUERY_STRING': 'code=abc&state=s', 'PATH_INFO': '/oauth/authorize/'}",
+            "{'QUERY_STRING': 'code=[REDACTED]&state=s', 'PATH_INFO': '/oauth/authorize/'}",
+            id="a query string as a quoted value",
+        ),
+    ],
+)
+def test_redact_dict_repr_json_and_header_forms(line, expected):
+    assert redact(line) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "{'state': 'st', 'nonce': 'n', 'code_challenge': 'E9Mel', 'code_challenge_method': 'S256'}",
+        "{'scope': 'openid read', 'client_id': 'chain-client', 'token_type': 'Bearer', 'expires_in': 3600}",
+        '{"token_type_hint": "access_token", "error": "invalid_grant", "code": 400, "dpop_jkt": "x"}',
+        "Failed basic auth: credentials can't be decoded as base64",
+        "Bearer authentication required; Basic auth is not offered",
+        "client_id=c&state=s&nonce=n&code_challenge=x&scope=read",
+        "{'code': '', 'token': None}",
+        "status code: 400, authorization_code grant",
+    ],
+)
+def test_redact_keeps_non_secrets_in_every_form(line):
+    assert redact(line) == line
+
+
+def test_redact_is_idempotent():
+    once = redact(f"{{'code': '{CODE}'}} Bearer {TOKEN} /cb?code={CODE}&state=s {JWS}")
+    assert redact(once) == once and CODE not in once and TOKEN not in once
