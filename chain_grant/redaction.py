@@ -238,18 +238,42 @@ def redact(text):
     return "".join(out)
 
 
+_EXCEPTION_FORMATTER = logging.Formatter()
+
+
 class RedactFilter(logging.Filter):
-    """Redacts a record's final message (error log lines can carry the request URI)."""
+    """Redacts a record's message, traceback and stack, for every handler after it.
+
+    The message is formatted and redacted (``args`` become None). The traceback is rendered
+    into ``exc_text`` (what ``logging.Formatter`` prints instead of re-formatting
+    ``exc_info``) and redacted; ``exc_info`` stays, so a formatter that wants a traceback
+    still gets one -- it must print ``exc_text`` when set, as ``logging.Formatter`` does.
+    A record is processed once, however many handlers carry the filter.
+    """
 
     def filter(self, record):
+        mark = record.__dict__.get("_chain_grant_redacted")
+        if (
+            mark is not None
+            and record.args is None
+            and mark[0] is record.msg
+            and mark[1] is record.exc_text
+            and mark[2] is record.stack_info
+        ):
+            return True
         try:
             message = record.getMessage()
-        except Exception:
-            return True
+        except Exception:  # a broken call: keep what it said, redacted, instead of a "Logging error"
+            try:
+                message = f"{record.msg} (arguments {record.args!r})"
+            except Exception:
+                message = "<unprintable log message>"
         record.msg, record.args = redact(message), None
         if record.exc_info and not record.exc_text:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        elif record.exc_text:
+            record.exc_text = _EXCEPTION_FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        record._chain_grant_redacted = (record.msg, record.exc_text, record.stack_info)
         return True

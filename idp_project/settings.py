@@ -329,7 +329,11 @@ if PRODUCTION:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line (LOG_FORMAT=json): time (UTC), level, logger, message, exc."""
+    """One JSON object per line (LOG_FORMAT=json): time (UTC), level, logger, message, exc, stack.
+
+    ``exc`` is ``record.exc_text`` when set -- RedactFilter renders the traceback there,
+    redacted -- as logging.Formatter does; never a second, unredacted rendering of exc_info.
+    """
 
     converter = time.gmtime
 
@@ -341,8 +345,12 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "process": record.process,
         }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False)
 
 

@@ -2,7 +2,9 @@
 the request line of a consent step's authorize URL carries ``code=<previous>``."""
 
 import io
+import json
 import logging
+import sys
 
 import pytest
 from django.test import override_settings
@@ -180,3 +182,109 @@ def test_redact_keeps_non_secrets_in_every_form(line):
 def test_redact_is_idempotent():
     once = redact(f"{{'code': '{CODE}'}} Bearer {TOKEN} /cb?code={CODE}&state=s {JWS}")
     assert redact(once) == once and CODE not in once and TOKEN not in once
+
+
+# --- tracebacks: redacted inside, kept for every handler and formatter -----------------------------------------
+
+
+def _raise_with_secrets():
+    request = {"code": CODE, "access_token": TOKEN, "state": "st"}  # noqa: F841  (a local, for capture_locals)
+    try:
+        raise KeyError(f"/oauth/token?code={CODE}&state=st")
+    except KeyError as exc:
+        raise RuntimeError(f"receiver failed on {request!r} with Authorization: Bearer {TOKEN}") from exc
+
+
+def _capture(*formatters, logger_name="chain_grant.tests.traceback"):
+    """A logger with one redacting handler per formatter (propagation off); returns
+    (logger, streams, records seen by a handler after the filters)."""
+    logger = logging.getLogger(logger_name)
+    logger.propagate, logger.handlers = False, []
+    streams, seen = [], []
+    for formatter in formatters:
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.addFilter(RedactFilter())
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+        streams.append(stream)
+    spy = logging.Handler()
+    spy.addFilter(RedactFilter())
+    spy.emit = seen.append
+    logger.addHandler(spy)
+    return logger, streams, seen
+
+
+def _assert_redacted_traceback(text):
+    assert "Traceback (most recent call last)" in text and "_raise_with_secrets" in text
+    assert "RuntimeError: receiver failed on" in text and "KeyError" in text  # the chained exception too
+    assert "The above exception was the direct cause" in text
+    assert CODE not in text and TOKEN not in text
+    assert "'code': '[REDACTED]'" in text and "code=[REDACTED]&state=st" in text and "Bearer [REDACTED]" in text
+
+
+def test_traceback_reaches_plain_and_json_formatters_redacted():
+    from django.utils.log import ServerFormatter
+
+    from idp_project.settings import JsonFormatter
+
+    logger, (plain, server, js), seen = _capture(
+        logging.Formatter("%(levelname)s %(name)s %(message)s"),
+        ServerFormatter("[{server_time}] {message}", style="{"),
+        JsonFormatter(),
+    )
+    try:
+        _raise_with_secrets()
+    except RuntimeError:
+        logger.exception("Internal Server Error: %s", f"/oauth/token?code={CODE}")
+    _assert_redacted_traceback(plain.getvalue())
+    _assert_redacted_traceback(server.getvalue())
+    entry = json.loads(js.getvalue())
+    assert entry["message"] == "Internal Server Error: /oauth/token?code=[REDACTED]"
+    _assert_redacted_traceback(entry["exc"])
+    # exc_info stays on the record (for handlers that build their own report, e.g. mail_admins)
+    assert seen and seen[0].exc_info and seen[0].exc_info[0] is RuntimeError
+    _assert_redacted_traceback(seen[0].exc_text)
+
+
+def test_local_reprs_in_a_rendered_traceback_are_redacted():
+    """A handler without the filter (or a locals-rendering formatter) ran first and cached
+    exc_text with local reprs: the filter redacts that text for every later handler."""
+    import traceback
+
+    logger, (plain,), _ = _capture(logging.Formatter("%(message)s"))
+    try:
+        _raise_with_secrets()
+    except RuntimeError as exc:
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+        record.exc_text = "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format())
+    assert f"'code': '{CODE}'" in record.exc_text and "request = " in record.exc_text  # locals rendered
+    logger.handle(record)
+    _assert_redacted_traceback(plain.getvalue())
+    assert "request = {'code': '[REDACTED]', 'access_token': '[REDACTED]', 'state': 'st'}" in plain.getvalue()
+
+
+def _log_with_a_secret_in_the_source(logger):
+    logger.warning("with stack", stack_info=True)  # /cb?code=S3cr3tInSource (the stack prints this line)
+
+
+def test_stack_info_is_redacted():
+    logger, (plain,), _ = _capture(logging.Formatter("%(message)s"))
+    _log_with_a_secret_in_the_source(logger)
+    text = plain.getvalue()
+    assert "Stack (most recent call last)" in text and "_log_with_a_secret_in_the_source" in text
+    assert "S3cr3tInSource" not in text and "/cb?code=[REDACTED]" in text
+
+
+def test_a_message_that_cannot_be_formatted_is_logged_redacted():
+    logger, (plain,), _ = _capture(logging.Formatter("%(message)s"))
+    logger.warning("bad format %d", f"code={CODE}")  # getMessage() raises
+    text = plain.getvalue()
+    assert "bad format %d" in text and "code=[REDACTED]" in text and CODE not in text
+
+
+def test_a_record_is_redacted_once_for_all_handlers():
+    logger, streams, seen = _capture(logging.Formatter("%(message)s"), logging.Formatter("%(message)s"))
+    logger.info("grant %r", {"code": CODE})
+    assert [s.getvalue() for s in streams] == ["grant {'code': '[REDACTED]'}\n"] * 2
+    assert seen[0].msg == "grant {'code': '[REDACTED]'}" and seen[0].args is None
