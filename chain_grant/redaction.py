@@ -277,3 +277,51 @@ class RedactFilter(logging.Filter):
             record.stack_info = redact(record.stack_info)
         record._chain_grant_redacted = (record.msg, record.exc_text, record.stack_info)
         return True
+
+
+# The loggers whose records can carry credentials -- oauthlib's and DOT's at DEBUG, the request
+# lines of runserver, Django's 500s -- and the root logger they (and everything else) propagate to.
+CREDENTIAL_LOGGERS = ("oauthlib", "oauth2_provider", "django.server", "django.request", "root")
+
+
+def reached_handlers(name):
+    """The handlers a record of logger ``name`` reaches, propagation included ("root": the
+    root logger); ``[logging.lastResort]`` when there is none."""
+    logger = logging.getLogger(None if name == "root" else name)
+    if logger.disabled:
+        return []
+    found = []
+    while logger is not None:
+        found += logger.handlers
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    if not found and logging.lastResort is not None:
+        found.append(logging.lastResort)
+    return found
+
+
+def redacts(handler):
+    return any(isinstance(f, RedactFilter) for f in handler.filters)
+
+
+def unredacted_handlers(names=CREDENTIAL_LOGGERS):
+    """{handler: [names of the loggers whose records reach it]} for every handler without a
+    RedactFilter (NullHandlers, which print nothing, aside)."""
+    found = {}
+    for name in names:
+        for handler in reached_handlers(name):
+            if not isinstance(handler, logging.NullHandler) and not redacts(handler):
+                found.setdefault(handler, [])
+                if name not in found[handler]:
+                    found[handler].append(name)
+    return found
+
+
+def install(names=CREDENTIAL_LOGGERS):
+    """Add a RedactFilter to every handler the records of ``names`` reach that has none
+    (gunicorn's post_worker_init does, whatever LOGGING the app was given); returns them."""
+    handlers = list(unredacted_handlers(names))
+    for handler in handlers:
+        handler.addFilter(RedactFilter())
+    return handlers

@@ -4,7 +4,9 @@ the request line of a consent step's authorize URL carries ``code=<previous>``."
 import io
 import json
 import logging
+import runpy
 import sys
+from pathlib import Path
 
 import pytest
 from django.test import override_settings
@@ -288,3 +290,59 @@ def test_a_record_is_redacted_once_for_all_handlers():
     logger.info("grant %r", {"code": CODE})
     assert [s.getvalue() for s in streams] == ["grant {'code': '[REDACTED]'}\n"] * 2
     assert seen[0].msg == "grant {'code': '[REDACTED]'}" and seen[0].args is None
+
+
+# --- gunicorn: filters on its handlers, and on the app's once a worker has loaded it ----------------------------
+
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
+
+
+@pytest.fixture
+def gunicorn_conf(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prometheus"))
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    return runpy.run_path(str(GUNICORN_CONF))
+
+
+def _gunicorn_logger(conf, tmp_path, json_logs=False):
+    from gunicorn.config import Config
+
+    cfg = Config()
+    cfg.set("accesslog", str(tmp_path / "access.log"))
+    cfg.set("errorlog", str(tmp_path / "error.log"))
+    logger_class = conf["RedactingLogger"]
+    logger_class.setup.__globals__["JSON_LOGS"] = json_logs
+    return logger_class(cfg)
+
+
+@pytest.mark.parametrize("json_logs", [False, True], ids=["plain", "json"])
+def test_gunicorn_error_log_keeps_a_redacted_traceback(gunicorn_conf, tmp_path, json_logs):
+    log = _gunicorn_logger(gunicorn_conf, tmp_path, json_logs)
+    for handler in (*log.error_log.handlers, *log.access_log.handlers):
+        assert any(isinstance(f, RedactFilter) for f in handler.filters), handler  # on the handlers
+    try:
+        _raise_with_secrets()
+    except RuntimeError:
+        log.exception("Error handling request %s", f"/oauth/token?code={CODE}")
+    for handler in log.error_log.handlers:
+        handler.flush()
+    text = (tmp_path / "error.log").read_text()
+    if json_logs:
+        entry = json.loads(text)
+        assert entry["message"] == "Error handling request /oauth/token?code=[REDACTED]"
+        text = entry["exc"]
+    _assert_redacted_traceback(text)
+
+
+def test_gunicorn_worker_puts_the_filter_on_the_apps_handlers(gunicorn_conf):
+    from .log_capture import isolated_logging
+
+    with isolated_logging():
+        bare = logging.StreamHandler(io.StringIO())
+        logging.getLogger("oauth2_provider").addHandler(bare)
+        worker = type("Worker", (), {"log": logging.getLogger("gunicorn.error.test")})()
+        gunicorn_conf["post_worker_init"](worker)
+        assert any(isinstance(f, RedactFilter) for f in bare.filters)
+        logging.getLogger("oauth2_provider").debug("token %r", {"access_token": TOKEN})
+        logging.getLogger("oauth2_provider").warning("token %r", {"access_token": TOKEN})
+        assert TOKEN not in bare.stream.getvalue() and "'access_token': '[REDACTED]'" in bare.stream.getvalue()
