@@ -56,6 +56,12 @@ SECRET_PARAMS = (
     "actor_token",
     "device_code",
     "user_code",
+    # Django's session and CSRF values: cookies (sessionid=; csrftoken=), the consent form's
+    # field, the request's META["CSRF_COOKIE"] (in oauthlib's request repr at DEBUG).
+    "sessionid",
+    "csrftoken",
+    "csrfmiddlewaretoken",
+    "csrf_cookie",
 )
 # Headers whose value is a credential (also as WSGI/META keys: HTTP_AUTHORIZATION, HTTP_COOKIE).
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "dpop"})
@@ -77,7 +83,7 @@ _PARAMS = frozenset(SECRET_PARAMS)
 # with str.find; a word is a candidate where it starts with ``str.startswith``; only then is a
 # (small) pattern matched after it.
 _ANCHORS = ("code", "token", "secret", "assert", "passw", "poll", "authoriz", "cookie", "api-key", "api_key")
-_ANCHORS += ("dpop", "basic", "bearer")
+_ANCHORS += ("dpop", "basic", "bearer", "sessionid")
 _WORDS = _PARAMS | _HEADER_WORDS | _SCHEMES | _PROSE
 
 

@@ -154,6 +154,13 @@ CODE, TOKEN, JWS = "Zx3kQ9vLmN2pR7sT1uW4", "AcC3ssT0kenValue1234", "eyJhbGciOiJF
             id="oauthlib.Request repr (set_debug)",
         ),
         pytest.param(
+            "{'CSRF_COOKIE': 'c5rf', 'SESSION': 'x'} csrfmiddlewaretoken=c5rf&allow=Authorize "
+            "sessionid=s3ss; csrftoken=c5rf",
+            "{'CSRF_COOKIE': '[REDACTED]', 'SESSION': 'x'} csrfmiddlewaretoken=[REDACTED]&allow=Authorize "
+            "sessionid=[REDACTED]; csrftoken=[REDACTED]",
+            id="Django's session and CSRF values",
+        ),
+        pytest.param(
             "{'QUERY_STRING': 'code=abc&state=s', 'PATH_INFO': '/oauth/authorize/'}",
             "{'QUERY_STRING': 'code=[REDACTED]&state=s', 'PATH_INFO': '/oauth/authorize/'}",
             id="a query string as a quoted value",
