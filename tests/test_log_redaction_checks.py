@@ -3,6 +3,9 @@
 
 import logging
 import logging.config
+import os
+import re
+from pathlib import Path
 
 import pytest
 from django.core import checks as django_checks
@@ -109,3 +112,28 @@ def test_install_adds_the_filter_where_it_is_missing(logs):
     assert changed and all(any(isinstance(f, RedactFilter) for f in h.filters) for h in changed)
     assert unredacted_handlers() == {} and w005() == []
     assert redact("/cb?code=x") == "/cb?code=[REDACTED]"
+
+
+def _readme_logging_snippets():
+    """The LOGGING dicts of README.md (the plug-in section and "Logs: what is redacted")."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    snippets = [b[b.index("LOGGING = {") :] for b in blocks if "LOGGING = {" in b]
+    assert len(snippets) == 2
+    return snippets
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["plug-in", "deploying"])
+def test_the_readme_snippets_pass_the_check(logs, index):
+    """Applied as Django applies a project's LOGGING: after its DEFAULT_LOGGING."""
+    namespace = {"os": os}
+    exec(_readme_logging_snippets()[index], namespace)
+    logging.getLogger().handlers = []
+    logging.config.dictConfig(DEFAULT_LOGGING)
+    streams = capture(namespace["LOGGING"])
+    assert w005() == []
+    logging.getLogger("oauthlib.oauth2.rfc6749.grant_types.authorization_code").warning("grant %r", {"code": "X1"})
+    logging.getLogger("django.server").warning('"GET /oauth/authorize/?code=X2 HTTP/1.1" 200 0')
+    logging.getLogger("django.request").error("Internal Server Error: %s", "/cb?code=X3")
+    text = "".join(s.getvalue() for s in streams.values())
+    assert text.count("[REDACTED]") == 3 and not {"X1", "X2", "X3"} & set(re.findall(r"X\d", text))
