@@ -1,5 +1,7 @@
 """System checks for misconfiguration (ids ``chain_grant.E00x`` / ``W00x``)."""
 
+import logging
+
 from django.conf import settings
 from django.core import checks
 from oauth2_provider.settings import oauth2_settings
@@ -103,6 +105,32 @@ def check_settings(app_configs=None, **kwargs):
                 "aud/jti/c_hash are optional.",
                 hint="Only for clients written against the PoC; never in production.",
                 id="chain_grant.W001",
+            )
+        )
+    return found
+
+
+@checks.register()
+def check_log_redaction(app_configs=None, **kwargs):
+    """W005: a handler that records of oauthlib, DOT, runserver, django.request or the root
+    logger reach (as configured now, propagation included) has no RedactFilter."""
+    from .redaction import CREDENTIAL_LOGGERS, unredacted_handlers
+
+    found = []
+    for handler, names in unredacted_handlers(CREDENTIAL_LOGGERS).items():
+        if handler is logging.lastResort:
+            label = "logging.lastResort (no handler configured)"
+        else:
+            label = f"'{handler.name}' {handler!r}" if handler.name else repr(handler)
+        found.append(
+            checks.Warning(
+                f"Log handler {label} has no chain_grant.redaction.RedactFilter; records of "
+                f"{', '.join(names)} reach it unredacted (oauthlib and DOT log codes and tokens at DEBUG, "
+                "request lines carry code=, a 500's traceback can carry any of them).",
+                hint='Add "filters": ["redact"] to every handler in LOGGING, with '
+                'LOGGING["filters"] = {"redact": {"()": "chain_grant.redaction.RedactFilter"}}, and give '
+                "the root logger such a handler (README, Deploying: Logs).",
+                id="chain_grant.W005",
             )
         )
     return found

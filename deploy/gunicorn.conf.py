@@ -10,8 +10,10 @@
   graceful 30 s, keep-alive 5 s; workers are recycled after ~1000 requests.
 * Access log on stdout; every code, token, secret or password in the request line,
   the query string, the referer or a logged header is replaced by ``[REDACTED]``
-  (also in error-log lines, which can carry the URI). ``LOG_FORMAT=json``: one JSON
-  object per line.
+  (also in error-log lines and their tracebacks, which can carry the URI).
+  ``LOG_FORMAT=json``: one JSON object per line. In each worker, once the app is loaded,
+  every handler oauthlib's, DOT's and Django's records reach gets chain_grant's
+  RedactFilter if its LOGGING left it without one.
 * Prometheus multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` (a directory of its own,
   emptied at start; a temporary one when unset), so ``/metrics`` adds up all workers.
 """
@@ -89,9 +91,8 @@ access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"
 JSON_LOGS = os.environ.get("LOG_FORMAT", "").lower() == "json"
 
 # The redaction rules live in the app, so runserver's and Django's logs use the same ones.
-from chain_grant.redaction import REDACTED, SECRET_PARAMS, RedactFilter, redact  # noqa: E402,F401
-
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
+from chain_grant import redaction  # noqa: E402
+from chain_grant.redaction import REDACTED, SECRET_HEADERS, SECRET_PARAMS, RedactFilter, redact  # noqa: E402,F401
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -122,9 +123,12 @@ class RedactingLogger(glogging.Logger):
 
     def setup(self, cfg):
         super().setup(cfg)
+        # On the handlers (a record propagated to them skips a logger's filters), and on the
+        # loggers: a handler added later (syslog, reopened files) still gets redacted lines.
         for log in (self.error_log, self.access_log):
-            if not any(isinstance(f, RedactFilter) for f in log.filters):
-                log.addFilter(RedactFilter())
+            for target in (log, *log.handlers):
+                if not redaction.redacts(target):
+                    target.addFilter(RedactFilter())
         if JSON_LOGS:
             for handler in self.error_log.handlers:
                 handler.setFormatter(JsonLogFormatter())
@@ -183,6 +187,15 @@ def on_starting(server):
     for name in os.listdir(directory):
         if name.endswith(".db"):
             os.unlink(os.path.join(directory, name))
+
+
+def post_worker_init(worker):
+    """The app is loaded (Django configured its LOGGING): every handler that records of
+    oauthlib, DOT, django.request, django.server or the root logger reach gets a
+    RedactFilter if it has none (manage.py check warns about them: chain_grant.W005)."""
+    added = redaction.install()
+    if added:
+        worker.log.warning("added chain_grant's RedactFilter to log handlers without one: %s", added)
 
 
 def child_exit(server, worker):

@@ -296,40 +296,81 @@ CELERY_BEAT_SCHEDULE = {
     "dot-clear-expired-tokens": {"task": "chain_grant.clear_dot_tokens", "schedule": crontab(hour=3, minute=47)},
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    # Codes and tokens never reach a log: runserver's request lines (django.server) print
-    # authorize URLs, which carry code=<previous> in a consent step.
-    "filters": {"redact": {"()": "chain_grant.redaction.RedactFilter"}},
-    "formatters": {
-        "django.server": {
-            "()": "django.utils.log.ServerFormatter",
-            "format": "[{server_time}] {message}",
-            "style": "{",
+
+def logging_config(log_format: str = "", production: bool = False) -> dict:
+    """LOGGING: plain text (the default) or one JSON object per line (``LOG_FORMAT=json``).
+
+    Codes and tokens never reach a log, at any level: every handler carries
+    chain_grant.redaction.RedactFilter (a filter on a handler also sees the records that
+    propagate to it; a logger's filter does not). oauthlib and DOT log grants, token
+    responses and requests at DEBUG (``LOG_LEVEL=DEBUG``); runserver's request lines
+    (django.server) print authorize URLs, which carry code=<previous> in a consent step; a
+    500's traceback (django.request) can carry them too, and keeps its (redacted) text.
+    ``manage.py check`` warns (chain_grant.W005) when a handler lacks the filter.
+    """
+    level = os.environ.get("LOG_LEVEL", "INFO" if log_format == "json" else "WARNING")
+    chain_level = os.environ.get("CHAIN_LOG_LEVEL", "INFO")
+    redact = {"redact": {"()": "chain_grant.redaction.RedactFilter"}}
+    # SQL is never logged, even with DEBUG on and LOG_LEVEL=DEBUG: its parameters (token
+    # values) cannot be told from other values.
+    sql = {"django.db.backends": {"level": "INFO"}}
+    if log_format == "json":
+        return {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "filters": redact,
+            "formatters": {"json": {"()": "idp_project.settings.JsonFormatter"}},
+            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["redact"]}},
+            # oauthlib, oauth2_provider, celery... propagate here.
+            "root": {"handlers": ["console"], "level": level},
+            "loggers": {
+                "chain_grant": {"level": chain_level},
+                # Django's own handlers would print a second, plain-text copy.
+                "django": {"handlers": [], "propagate": True},
+                "django.server": {"handlers": [], "propagate": True},
+                **sql,
+            },
+        }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": redact,
+        "formatters": {
+            "django.server": {
+                "()": "django.utils.log.ServerFormatter",
+                "format": "[{server_time}] {message}",
+                "style": "{",
+            },
         },
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "filters": ["redact"]},
-        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server", "filters": ["redact"]},
-    },
-    "loggers": {
-        "chain_grant": {"handlers": ["console"], "level": os.environ.get("CHAIN_LOG_LEVEL", "INFO")},
-        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
-    },
-}
-if PRODUCTION:
-    # Django prints nothing with DEBUG off (its console handler wants DEBUG): log 500s and
-    # security events (e.g. DisallowedHost) to stderr, where the process manager collects them.
-    LOGGING["loggers"]["django"] = {
-        "handlers": ["console"],
-        "level": os.environ.get("DJANGO_LOG_LEVEL", "ERROR"),
-        "propagate": False,
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "filters": ["redact"]},
+            "django.server": {"class": "logging.StreamHandler", "formatter": "django.server", "filters": ["redact"]},
+        },
+        # oauthlib, oauth2_provider, celery... propagate here (without a root handler,
+        # their warnings would reach logging.lastResort, unredacted).
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {
+            "chain_grant": {"handlers": ["console"], "level": chain_level, "propagate": False},
+            "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+            # Django's default handlers (console with DEBUG on, mail_admins) redact nothing.
+            # Production: 500s and security events (e.g. DisallowedHost) to stderr, where
+            # the process manager collects them, with DEBUG off.
+            "django": {
+                "handlers": ["console"] if production else [],
+                "level": os.environ.get("DJANGO_LOG_LEVEL", "ERROR" if production else "INFO"),
+                "propagate": not production,
+            },
+            **sql,
+        },
     }
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line (LOG_FORMAT=json): time (UTC), level, logger, message, exc."""
+    """One JSON object per line (LOG_FORMAT=json): time (UTC), level, logger, message, exc, stack.
+
+    ``exc`` is ``record.exc_text`` when set -- RedactFilter renders the traceback there,
+    redacted -- as logging.Formatter does; never a second, unredacted rendering of exc_info.
+    """
 
     converter = time.gmtime
 
@@ -341,23 +382,13 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "process": record.process,
         }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
-if os.environ.get("LOG_FORMAT", "").lower() == "json":
-    LOGGING = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "filters": {"redact": {"()": "chain_grant.redaction.RedactFilter"}},
-        "formatters": {"json": {"()": "idp_project.settings.JsonFormatter"}},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["redact"]}},
-        "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-        "loggers": {
-            "chain_grant": {"level": os.environ.get("CHAIN_LOG_LEVEL", "INFO")},
-            # Django's own handlers would print a second, plain-text copy.
-            "django": {"handlers": [], "propagate": True},
-            "django.server": {"handlers": [], "propagate": True},
-        },
-    }
+LOGGING = logging_config(os.environ.get("LOG_FORMAT", "").strip().lower(), PRODUCTION)

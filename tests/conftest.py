@@ -197,3 +197,20 @@ def browser_page(monkeypatch):
             # Django handed it its own database connections: close them here, or
             # PostgreSQL refuses to drop the test database ("being accessed by other users").
             connections.close_all()
+
+
+# --- pytest's own log capture redacts too -------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _pytest_log_capture_is_redacted(pytestconfig):
+    """caplog and the report's "Captured log" sections go through RedactFilter like the
+    IdP's handlers: failure reports carry no code or token, and chain_grant.W005 (a handler
+    without the filter) does not fire on pytest's handlers. Records keep exc_info."""
+    from chain_grant.redaction import RedactFilter, redacts
+
+    plugin = pytestconfig.pluginmanager.get_plugin("logging-plugin")
+    for name in ("caplog_handler", "report_handler", "log_file_handler", "log_cli_handler"):
+        handler = getattr(plugin, name, None)
+        if handler is not None and not redacts(handler):
+            handler.addFilter(RedactFilter())

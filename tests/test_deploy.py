@@ -193,9 +193,12 @@ def test_defaults_without_the_flag_are_unchanged(settings):
         assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
     if not os.environ.get("LOG_FORMAT"):
         assert idp.LOGGING["loggers"] == {
-            "chain_grant": {"handlers": ["console"], "level": "INFO"},
+            "chain_grant": {"handlers": ["console"], "level": "INFO", "propagate": False},
             "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},  # redacted
+            "django": {"handlers": [], "level": "INFO", "propagate": True},  # to root's redacting console
+            "django.db.backends": {"level": "INFO"},  # never SQL parameters
         }
+        assert idp.LOGGING["root"] == {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")}
 
 
 # --- gunicorn ----------------------------------------------------------------------------------

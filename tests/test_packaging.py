@@ -209,6 +209,15 @@ MINIMAL_SETTINGS = """\
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
     DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
     USE_TZ = True
+    # The README's: every handler redacts (else chain_grant.W005).
+    LOGGING = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": "chain_grant.redaction.RedactFilter"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["redact"]}},
+        "root": {"handlers": ["console"], "level": "WARNING"},
+        "loggers": {"django": {"handlers": [], "propagate": True}},
+    }
     # Deliberately no OAUTH2_PROVIDER_*_MODEL settings: the stock django-oauth-toolkit models.
     OAUTH2_PROVIDER = {
         "OAUTH2_SERVER_CLASS": "chain_grant.server.ChainServer",
