@@ -87,8 +87,10 @@ _PARAMS = frozenset(SECRET_PARAMS)
 # token") contains one of these anchors. The line is lower-cased once and each anchor found
 # with str.find; a word is a candidate where it starts with ``str.startswith``; only then is a
 # (small) pattern matched after it.
-_ANCHORS = ("code", "token", "secret", "assert", "passw", "poll", "authoriz", "cookie", "api-key", "api_key")
-_ANCHORS += ("dpop", "basic", "bearer", "sessionid")
+_ANCHORS: tuple[str, ...] = (
+    *("code", "token", "secret", "assert", "passw", "poll", "authoriz", "cookie", "api-key", "api_key"),
+    *("dpop", "basic", "bearer", "sessionid"),
+)
 _WORDS = _PARAMS | _HEADER_WORDS | _SCHEMES | _PROSE
 
 

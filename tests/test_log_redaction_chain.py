@@ -22,8 +22,8 @@ from django.test import Client
 from chain_grant import signals
 from chain_grant.client import pkce_pair
 from idp_project import settings as idp
+from tests.helpers import REDIRECT_URI, SECRET, Flow, basic_auth
 
-from .conftest import REDIRECT_URI, SECRET, Flow, basic_auth
 from .log_capture import capture, isolated_logging
 
 pytestmark = pytest.mark.django_db
