@@ -84,3 +84,51 @@ def test_an_api_revocation_racing_child_exchanges_leaves_nothing_live(app, alice
         assert_oauth_answers(responses[1:])
         assert not ChainedGrant.objects.subtree_of(planner_step).filter(revoked_at__isnull=True).exists()
         assert not AccessToken.objects.exists(), "a token issued below the revoked step survived"
+
+
+def test_exchanged_at_is_taken_after_the_lock_the_exchange_waited_for(app, alice, agents):
+    """The recorded order is the real one: an exchange that waits for a hop or a
+    revocation holding the chain stamps ``exchanged_at`` after it got the lock."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from chain_grant.core.locks import lock_chain
+
+    flow = Flow(Client(), app)
+    code, verifier, _ = family(flow, alice, agents, children=0)
+    step = lifecycle.find_step(code)
+    locked, release = threading.Event(), threading.Event()
+    released_at = {}
+
+    def hold_the_chain():
+        try:
+            with transaction.atomic():
+                lock_chain(step.root_id)
+                locked.set()
+                release.wait(20)
+                released_at["t"] = timezone.now()
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_chain)
+    holder.start()
+    assert locked.wait(20)
+    results = {}
+
+    def exchange():
+        try:
+            results["response"] = Flow(Client(), app).exchange(code, verifier)
+        finally:
+            connection.close()
+
+    exchanger = threading.Thread(target=exchange)
+    exchanger.start()
+    time.sleep(0.3)  # let the exchange reach the lock (ordering only: nothing is timed)
+    release.set()
+    holder.join(30)
+    exchanger.join(30)
+    assert results["response"].status_code == 200
+    assert lifecycle.find_step(code).exchanged_at >= released_at["t"]
