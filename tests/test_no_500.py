@@ -214,9 +214,15 @@ def test_8_non_ascii_basic_credentials_at_revocation(authorization):
 
 
 def test_8_bad_client_at_introspection_is_a_json_401(flow):
-    for authorization in (basic_auth(flow.app.client_id, "wrong"), basic_auth("nobody", "x"), "Bearer nope"):
+    """Rule: failed authentication at introspection is a JSON 401 (DOT: a bare 403):
+    invalid_client for client credentials, invalid_token for a bearer token."""
+    for authorization in (basic_auth(flow.app.client_id, "wrong"), basic_auth("nobody", "x"), "Basic !!"):
         response = raw().post("/oauth/introspect/", {"token": "x"}, HTTP_AUTHORIZATION=authorization)
         assert_oauth_error(response, 401, "invalid_client")
+        assert response["WWW-Authenticate"].startswith("Basic")
+    response = raw().post("/oauth/introspect/", {"token": "x"}, HTTP_AUTHORIZATION="Bearer nope")
+    assert_oauth_error(response, 401, "invalid_token")
+    assert response["WWW-Authenticate"].startswith("Bearer")
 
 
 # --- (9) DOT: POST /oauth/device-authorization/ ----------------------------------------------

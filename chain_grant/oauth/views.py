@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from django.http import JsonResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import views as dot_views
@@ -28,6 +29,22 @@ SECRET_PARAMS = ("client_secret", "code", "authorization_code", "id_token", "cod
 @method_decorator(sensitive_post_parameters("token"), name="dispatch")
 class IntrospectTokenView(dot_views.IntrospectTokenView):
     """RFC 7662 introspection (DOT's) plus ``chain_id``, ``chain_depth`` and ``act``."""
+
+    def unauthenticated_response(self, request, oauthlib_request=None):
+        """RFC 7662 §2.3: bad client credentials are RFC 6749 §5.2's 401 invalid_client
+        (DOT answers a bare 403); a bearer token that fails is RFC 6750's answer."""
+        if request.headers.get("Authorization", "")[:7].lower() == "bearer ":
+            error = dict(getattr(oauthlib_request, "oauth2_error", None) or {"error": "invalid_token"})
+            error.setdefault("error_description", "The access token is invalid.")
+            status = 403 if error["error"] == "insufficient_scope" else 401
+            challenge = f'Bearer error="{error["error"]}"'
+        else:
+            error = {"error": "invalid_client", "error_description": "Client authentication failed."}
+            status, challenge = 401, 'Basic realm="introspection"'
+        response = JsonResponse(error, status=status)
+        response["WWW-Authenticate"] = challenge
+        response["Cache-Control"] = "no-store"
+        return response
 
     @staticmethod
     def get_token_response(token_value=None):
