@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from django.test import Client
+from django.urls import resolve
 from jwcrypto import jwk
 from oauth2_provider.models import get_device_grant_model, get_grant_model
 
@@ -334,10 +335,12 @@ def test_11_other_endpoints_with_a_bad_form_charset(path, charset):
     assert_oauth_error(raw().generic("POST", path, MULTIPART, content_type=multipart(charset)), 400)
 
 
-def call_wsgi(path: str, query: str, content_type: str, method: str = "GET") -> tuple[int, dict, bytes]:
+def call_wsgi(path: str, query: str, content_type: str, method: str = "GET", app=None) -> tuple[int, dict, bytes]:
     """Call idp_project's real WSGI application (what gunicorn runs), keeping the test's
     database connection (as Django's test client does)."""
     from idp_project.wsgi import application
+
+    application = app or application
 
     environ = {
         "REQUEST_METHOD": method,
@@ -384,7 +387,11 @@ def test_11_query_string_with_a_bad_charset_header(path, json_error, charset, ap
     decodes the query string with it) before any middleware ran: an unhandled
     LookupError/UnicodeError, a 500 from any WSGI server. chain_grant's WSGI guard
     (idp_project/wsgi.py) takes the charset off; its middleware answers the 400."""
+    from idp_project.wsgi import application
+
     query = urlencode({"client_id": app.client_id, "response_type": "code"})
+    with pytest.raises((LookupError, UnicodeError)):  # the upstream bug, behind the guard
+        call_wsgi(path, query, f"text/plain; charset={charset}", app=application.__wrapped__)
     status, headers, body = call_wsgi(path, query, f"text/plain; charset={charset}")
     assert status == 400, (status, body[:300])
     if json_error:
@@ -392,3 +399,36 @@ def test_11_query_string_with_a_bad_charset_header(path, json_error, charset, ap
         assert set(json.loads(body)) >= ERROR_KEYS
     else:
         assert headers["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain; a*=x-unknown''b", "multipart/form-data; boundary*=undefined''x"],
+)
+@pytest.mark.parametrize(("path", "json_error"), [("/oauth/token", True), ("/accounts/login/", False)])
+def test_11_unparsable_content_type_parameter(content_type, path, json_error):
+    """Rule: a Content-Type with an RFC 2231 parameter in an unknown or non-text
+    charset is a 400, even without a query string: Django's parse_header_parameters
+    raises ValueError/LookupError in WSGIRequest.__init__ (a 500 before any middleware,
+    for any URL and method)."""
+    from idp_project.wsgi import application
+
+    with pytest.raises((ValueError, LookupError)):  # the upstream bug, behind the guard
+        call_wsgi(path, "", content_type, method="POST", app=application.__wrapped__)
+    status, headers, body = call_wsgi(path, "", content_type, method="POST")
+    assert status == 400, (status, body[:300])
+    assert headers["Content-Type"].startswith("application/json" if json_error else "text/html")
+
+
+@pytest.mark.parametrize(
+    "path", ["/oauth/token", "/oauth/introspect/", "/oauth/revoke_token/", "/oauth/device-authorization/"]
+)
+def test_guarded_endpoints_keep_dots_csrf_exemption(path, flow):
+    """Rule: the views that read the form first are still exempt from CSRF (a client
+    with a stray csrftoken cookie is not refused 403) and from LoginRequiredMiddleware."""
+    client = Client(enforce_csrf_checks=True)
+    client.cookies["csrftoken"] = "a" * 32
+    response = client.post(path, "token=x&client_id=x", content_type=FORM, **flow.auth())
+    assert response.status_code != 403, response.content[:300]
+    view = resolve(path).func
+    assert getattr(view, "csrf_exempt", False) and getattr(view, "login_required", True) is False

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 
 import segno
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
@@ -33,6 +32,7 @@ from ..core import wallet_step as siop
 from ..core.codes import plausible_code
 from ..core.errors import ChainError
 from ..models import WalletRequest
+from .middleware import unreadable_form
 
 try:  # Django ≥ 5.1: exempt from LoginRequiredMiddleware
     from django.contrib.auth.decorators import login_not_required
@@ -200,10 +200,10 @@ class DirectPostView(View):
     http_method_names = ["post", "options"]
 
     def post(self, request, *args, **kwargs):
-        try:
-            data = request.POST
-        except (RequestDataTooBig, TooManyFieldsSent):  # Django's own answer is an HTML 400
-            return _json_error(ChainError("The request is too large.", "invalid_request"))
+        refusal = unreadable_form(request)  # Django's own answer: an HTML 400, or a 500 for some charsets
+        if refusal is not None:
+            return _no_store(refusal)
+        data = request.POST
         try:
             if any(len(data.getlist(name)) > 1 for name in ("id_token", "state")):
                 raise ChainError("A parameter was given more than once.", "invalid_request")
@@ -224,6 +224,9 @@ class StatusView(View):
     http_method_names = ["post"]
 
     def post(self, request, request_id):
+        refusal = unreadable_form(request)
+        if refusal is not None:
+            return refusal
         try:
             return _no_store(JsonResponse(siop.status(request_id, request.POST.get("poll", ""))))
         except ChainError as exc:
@@ -241,6 +244,8 @@ class CompleteView(View):
         return self._complete(request, request_id, response_code=request.GET.get("response_code", ""))
 
     def post(self, request, request_id):
+        if unreadable_form(request) is not None:
+            return error_page(request, "The request body is not a readable form.")
         return self._complete(request, request_id, poll_token=request.POST.get("poll", ""))
 
     def _complete(self, request, request_id, **secret):
@@ -261,6 +266,8 @@ class CancelView(View):
     http_method_names = ["post"]
 
     def post(self, request, request_id):
+        if unreadable_form(request) is not None:
+            return error_page(request, "The request body is not a readable form.")
         try:
             redirect = siop.cancel(request_id, request.POST.get("poll", ""), issuer=_iss(request))
         except ChainError as exc:
