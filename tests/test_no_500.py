@@ -8,15 +8,12 @@ validator, views, ``chain_grant.middleware``); docs/upstream.md says what to rep
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from django.test import Client
 from django.urls import resolve
 from jwcrypto import jwk
@@ -28,6 +25,7 @@ from chain_grant.models import ChainedGrant, WalletRequest
 from tests.conftest import basic_auth
 from tests.test_fuzz_no_500 import claims, signed
 from tests.test_wallet_step import RESPONSE_URI, WalletFlow, claims_for, craft, public_of
+from tests.wsgi_client import WSGIClient
 
 pytestmark = pytest.mark.django_db
 Grant = get_grant_model()
@@ -336,44 +334,9 @@ def test_11_other_endpoints_with_a_bad_form_charset(path, charset):
 
 
 def call_wsgi(path: str, query: str, content_type: str, method: str = "GET", app=None) -> tuple[int, dict, bytes]:
-    """Call idp_project's real WSGI application (what gunicorn runs), keeping the test's
-    database connection (as Django's test client does)."""
-    from idp_project.wsgi import application
-
-    application = app or application
-
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "CONTENT_TYPE": content_type,
-        "CONTENT_LENGTH": "0",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": io.StringIO(),
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-    }
-    started = {}
-
-    def start_response(status, headers, exc_info=None):
-        started["status"], started["headers"] = int(status.split()[0]), dict(headers)
-
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    try:
-        result = application(environ, start_response)
-        body = b"".join(result)
-        getattr(result, "close", lambda: None)()
-    finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
-    return started["status"], started["headers"], body
+    """Through idp_project's real WSGI application (what gunicorn runs), or ``app``."""
+    response = WSGIClient(app).request(method, path, query=query, content_type=content_type)
+    return response.status, response.headers, response.body
 
 
 @pytest.mark.parametrize("charset", ["rot13", "undefined"])
