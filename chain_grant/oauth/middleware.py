@@ -3,20 +3,23 @@
 Django 5.2 decodes forms and query strings with the charset a request's Content-Type
 declares. A codec Python knows but that is not a text encoding (``rot13``, ``hex``,
 ``base64``, ``zip`` …) or that cannot decode ASCII (``undefined``) makes it raise
-LookupError/UnicodeError, which it does not catch (docs/upstream.md):
+LookupError/UnicodeError, and an RFC 2231 parameter in an unknown charset
+(``a*=x-unknown''b``) ValueError, none of which it catches (docs/upstream.md, 7–9):
 
-* in ``WSGIRequest.__init__`` when the request has a query string: before any
-  middleware, for any URL, even a GET. ``guard_wsgi`` (around the WSGI application)
-  takes such a charset off the request and marks it;
-* when ``request.POST`` is read from such a multipart form (CsrfViewMiddleware reads
-  it for every CSRF-protected page once a csrftoken cookie is sent).
-  ``RequestGuardMiddleware`` answers both with a 400: an OAuth error JSON on
-  chain_grant's OAuth and API endpoints, Django's 400 page elsewhere.
+* in ``WSGIRequest.__init__`` (a query string and such a charset, or such a
+  parameter): before any middleware, for any URL, even a GET. ``guard_wsgi``, around
+  the WSGI application, hands Django such a request as ``application/octet-stream``
+  and marked;
+* when ``request.POST`` is read from a multipart form in such a charset
+  (CsrfViewMiddleware reads it for every CSRF-protected page once a csrftoken cookie
+  is sent).
 
-chain_grant's own endpoints read their forms through ``unreadable_form`` and answer
-an OAuth error JSON with or without these two. Both are optional but recommended::
+``RequestGuardMiddleware`` answers both with a 400: an OAuth error JSON on
+chain_grant's OAuth and API endpoints, Django's 400 page elsewhere. chain_grant's own
+endpoints also read their forms through ``unreadable_form``, so they answer an OAuth
+error JSON without it. Both are optional but recommended::
 
-    MIDDLEWARE = ["chain_grant.middleware.RequestGuardMiddleware", ...]  # first, or before CsrfViewMiddleware
+    MIDDLEWARE = ["chain_grant.middleware.RequestGuardMiddleware", ...]  # before CsrfViewMiddleware
     application = guard_wsgi(get_wsgi_application())                    # wsgi.py
 """
 
