@@ -13,8 +13,10 @@ import sys
 from urllib.parse import urlencode
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.test import Client
+from django.core.exceptions import BadRequest
+from django.test import Client, override_settings
 from django.urls import resolve
 from jwcrypto import jwk
 from oauth2_provider.models import get_device_grant_model, get_grant_model
@@ -268,7 +270,52 @@ def test_9_device_authorization_refusals_write_nothing(device_client):
     assert not DeviceGrant.objects.exists()
 
 
-# --- (10) Django: a form whose charset is not a usable text encoding -------------------------
+# --- (10) Django: a form not in UTF-8, and a csrftoken cookie ---------------------------------
+
+# Django's test client skips CSRF checks (``_dont_enforce_csrf_checks``), so these go
+# through the WSGI application, as a server's requests do.
+
+
+def handler_without_guards():
+    """idp_project's Django handler without chain_grant's RequestGuardMiddleware: how a
+    stock Django project answers (its views are still chain_grant's)."""
+    from django.core.handlers.wsgi import WSGIHandler
+
+    with override_settings(MIDDLEWARE=[m for m in settings.MIDDLEWARE if not m.endswith("RequestGuardMiddleware")]):
+        return WSGIHandler()  # loads the middleware now
+
+
+CSRF_COOKIE = {"csrftoken": "a" * 32}
+LOGIN_FORM = b"username=a&password=b&csrfmiddlewaretoken=" + b"b" * 32
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "utf-16", "iso-8859-15", "utf8"])
+@pytest.mark.parametrize("path", ["/admin/login/", "/accounts/login/", "/oauth/authorize/"])
+def test_10_non_utf8_form_with_a_csrf_cookie_is_a_400_page(path, charset):
+    """Rule: a urlencoded POST declared in a charset other than UTF-8 (Django compares the
+    name: even "utf8"), with any csrftoken cookie, to a CSRF-protected page is a 400
+    page. Django raises BadRequest from CsrfViewMiddleware and leaves the form unread;
+    its 400 view (requires_csrf_token) reads it again, so does its 500 view: the
+    BadRequest escapes the handler, and the WSGI server answers 500."""
+    content_type = f"{FORM}; charset={charset}"
+    with pytest.raises(BadRequest):  # the upstream bug, without the guard
+        WSGIClient(handler_without_guards(), cookies=CSRF_COOKIE).request(
+            "POST", path, body=LOGIN_FORM, content_type=content_type
+        )
+    response = WSGIClient(cookies=CSRF_COOKIE).request("POST", path, body=LOGIN_FORM, content_type=content_type)
+    assert response.status == 400 and response.content_type.startswith("text/html"), response.body[:300]
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/wallet/response", "/oauth/introspect/"])
+def test_10_non_utf8_form_with_a_csrf_cookie_at_oauth_endpoints(path, flow):
+    """Rule: the same at the OAuth endpoints is an OAuth error JSON (their views read the
+    form first; with stock DOT the token endpoint's BadRequest reaches the same 400 view)."""
+    for app in (None, handler_without_guards()):
+        response = WSGIClient(app, cookies=CSRF_COOKIE).request(
+            "POST", path, body=b"grant_type=client_credentials", content_type=f"{FORM}; charset=latin-1"
+        )
+        assert response.status == 400 and response.json()["error"] == "invalid_request", response.body[:300]
+
 
 # An unknown charset (x-unknown) is ignored by Django (it decodes as UTF-8) and never
 # crashed; a known codec that is not a text encoding (rot13, hex, base64, zip, uu …)
@@ -285,10 +332,18 @@ def multipart(charset: str) -> str:
 def test_10_csrf_protected_page_with_a_bad_form_charset(path, charset):
     """Rule: a POST to a CSRF-protected page whose multipart form declares such a
     charset, with any csrftoken cookie (so CsrfViewMiddleware reads the form), is a 400
-    page (LookupError, a 500, in Django's MultiPartParser)."""
+    page (LookupError, a 500, in Django's MultiPartParser): with the WSGI guard, and
+    with the middleware alone (its 400 page's CSRF check must not read the form)."""
     client = raw()
     client.cookies["csrftoken"] = "a" * 32
     assert_bad_request_page(client.generic("POST", path, MULTIPART, content_type=multipart(charset)))
+    from idp_project.wsgi import application
+
+    for app in (application, application.__wrapped__):
+        response = WSGIClient(app, cookies=CSRF_COOKIE).request(
+            "POST", path, body=MULTIPART, content_type=multipart(charset)
+        )
+        assert response.status == 400 and response.content_type.startswith("text/html"), response.body[:300]
 
 
 @pytest.mark.parametrize("charset", BAD_CHARSETS)
@@ -342,7 +397,7 @@ def call_wsgi(path: str, query: str, content_type: str, method: str = "GET", app
 @pytest.mark.parametrize("charset", ["rot13", "undefined"])
 @pytest.mark.parametrize(
     ("path", "json_error"),
-    [("/oauth/authorize/", True), ("/oauth/token", True), ("/api/chains/", True), ("/", False)],
+    [("/oauth/authorize/", False), ("/oauth/token", True), ("/api/chains/", True), ("/", False)],
 )
 def test_11_query_string_with_a_bad_charset_header(path, json_error, charset, app):
     """Rule: any request with a query string and a Content-Type naming such a charset

@@ -4,7 +4,7 @@ Django 5.2 decodes forms and query strings with the charset a request's Content-
 declares. A codec Python knows but that is not a text encoding (``rot13``, ``hex``,
 ``base64``, ``zip`` …) or that cannot decode ASCII (``undefined``) makes it raise
 LookupError/UnicodeError, and an RFC 2231 parameter in an unknown charset
-(``a*=x-unknown''b``) ValueError, none of which it catches (docs/upstream.md, 7–9):
+(``a*=x-unknown''b``) ValueError, none of which it catches (docs/upstream.md, 7–10):
 
 * in ``WSGIRequest.__init__`` (a query string and such a charset, or such a
   parameter): before any middleware, for any URL, even a GET. ``guard_wsgi``, around
@@ -12,9 +12,11 @@ LookupError/UnicodeError, and an RFC 2231 parameter in an unknown charset
   and marked;
 * when ``request.POST`` is read from a multipart form in such a charset
   (CsrfViewMiddleware reads it for every CSRF-protected page once a csrftoken cookie
-  is sent).
+  is sent);
+* and for a urlencoded form in any charset but UTF-8, which Django refuses with a
+  BadRequest but leaves unread, so that its 400 page's CSRF check raises again.
 
-``RequestGuardMiddleware`` answers both with a 400: an OAuth error JSON on
+``RequestGuardMiddleware`` answers these with a 400: an OAuth error JSON on
 chain_grant's OAuth and API endpoints, Django's 400 page elsewhere. chain_grant's own
 endpoints also read their forms through ``unreadable_form``, so they answer an OAuth
 error JSON without it. Both are optional but recommended::
@@ -39,8 +41,6 @@ REFUSED = "chain_grant.refused_content_type"  # the WSGI environ key guard_wsgi 
 # SuspiciousOperation family (too big, too many fields or files), malformed multipart,
 # and LookupError/UnicodeError from an unusable declared charset.
 FORM_ERRORS = (BadRequest, SuspiciousOperation, MultiPartParserError, LookupError, UnicodeError)
-# Namespaces whose views answer errors as {"error", "error_description"} JSON.
-JSON_NAMESPACES = {"oauth2_provider", "chain_grant_api"}
 _PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
 
 
@@ -93,11 +93,14 @@ def unreadable_form(request) -> JsonResponse | None:
 
 
 def wants_json(request) -> bool:
+    """Does this URL answer errors as OAuth JSON (the API, the token, introspection,
+    revocation, device authorization and wallet endpoints), not as a page (authorize)?"""
     try:
         match = resolve(request.path_info)
     except Resolver404:
         return False
-    return bool(JSON_NAMESPACES & set(match.namespaces))
+    view_class = getattr(match.func, "view_class", None)
+    return "chain_grant_api" in match.namespaces or getattr(view_class, "oauth_json_errors", False)
 
 
 class RequestGuardMiddleware:
@@ -113,8 +116,29 @@ class RequestGuardMiddleware:
         if problem:
             if wants_json(request):
                 return oauth_error("invalid_request", problem)
+            request._mark_post_parse_error()  # the 400 page's CSRF check must not read this form
             raise BadRequest(problem)  # Django's 400 page (handler400)
+        if request.method == "POST":
+            forget_form_on_failure(request)
         return self.get_response(request)
+
+
+def forget_form_on_failure(request) -> None:
+    """If reading ``request.POST`` raises, leave it empty (as Django does for broken
+    multipart), so the error page does not raise again. Django 5.2 raises BadRequest for
+    a urlencoded form not in UTF-8 and leaves POST unread; its 400 and 500 views
+    (``requires_csrf_token``) read it again for the CSRF check when a csrftoken cookie
+    came: the BadRequest escapes the handler, a 500 (docs/upstream.md, 10)."""
+    load = request._load_post_and_files
+
+    def load_or_forget():
+        try:
+            load()
+        except Exception:
+            request._mark_post_parse_error()
+            raise
+
+    request._load_post_and_files = load_or_forget
 
 
 def guard_wsgi(application):

@@ -38,6 +38,8 @@ class ReadableFormMixin:
     machine endpoints: ``dispatch`` keeps their CSRF and login exemptions (``as_view``
     takes them from the outermost ``dispatch``)."""
 
+    oauth_json_errors = True  # RequestGuardMiddleware answers this view's refusals as JSON
+
     @method_decorator([csrf_exempt, login_not_required])
     def dispatch(self, request, *args, **kwargs):
         refusal = unreadable_form(request)

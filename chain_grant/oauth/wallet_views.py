@@ -197,6 +197,7 @@ def _json_error(exc: ChainError, status: int = 400):
 class DirectPostView(View):
     """OpenID4VP ``direct_post``: the wallet posts ``id_token`` and ``state``."""
 
+    oauth_json_errors = True  # RequestGuardMiddleware answers its refusals as JSON
     http_method_names = ["post", "options"]
 
     def post(self, request, *args, **kwargs):
@@ -221,6 +222,7 @@ class DirectPostView(View):
 class StatusView(View):
     """The waiting page's poll (POST ``poll``, so the token stays out of URLs and logs)."""
 
+    oauth_json_errors = True  # RequestGuardMiddleware answers its refusals as JSON
     http_method_names = ["post"]
 
     def post(self, request, request_id):
