@@ -495,3 +495,24 @@ def test_review_api(data, wsgi, app, staff_token, chain_id):
         headers={"Authorization": f"Bearer {token}"} if token is not None else {},
     )
     assert_property(response, oauth=True)
+
+
+@FUZZ
+@given(data=st.data())
+def test_csrf_protected_pages(data, wsgi, alice):
+    """POSTs to CSRF-protected pages (the admin and account logins, the consent form)
+    with a csrftoken cookie, so CsrfViewMiddleware reads the form: random forms in
+    random Content-Types, logged in or not. Never a 500."""
+    wsgi.cookies = {"csrftoken": data.draw(st.sampled_from(["a" * 32, "b" * 64]) | TEXT.filter(str.isalnum))}
+    if data.draw(st.booleans(), label="logged in"):
+        browser = Client()
+        browser.force_login(alice)
+        wsgi.cookies["sessionid"] = browser.cookies["sessionid"].value
+    names = {"csrfmiddlewaretoken": st.just("a" * 32), "username": st.just("alice"), "password": TEXT, "allow": TEXT}
+    response = wsgi.request(
+        "POST",
+        data.draw(st.sampled_from(["/admin/login/", "/accounts/login/", "/oauth/authorize/", "/accounts/logout/"])),
+        body=form(params_from(data.draw, names)),
+        content_type=data.draw(CONTENT_TYPES),
+    )
+    assert_property(response, oauth=False)
