@@ -14,7 +14,15 @@ from .oauth.views import SECRET_PARAMS  # noqa: F401  (public: never in error re
 
 app_name = "oauth2_provider"
 
-_REPLACED = {"authorize", "token", "revoke-token", "introspect", "user-info", "oidc-connect-discovery-info"}
+_REPLACED = {
+    "authorize",
+    "token",
+    "revoke-token",
+    "introspect",
+    "device-authorization",
+    "user-info",
+    "oidc-connect-discovery-info",
+}
 
 urlpatterns = [
     re_path(r"^authorize/?$", views.AuthorizationView.as_view(), name="authorize"),
@@ -29,6 +37,7 @@ urlpatterns = [
     re_path(r"^revoke_token/?$", views.RevokeTokenView.as_view(), name="revoke-token"),
     re_path(r"^revoke/?$", views.RevokeTokenView.as_view()),
     re_path(r"^introspect/?$", views.IntrospectTokenView.as_view(), name="introspect"),
+    path("device-authorization/", views.DeviceAuthorizationView.as_view(), name="device-authorization"),
     re_path(r"^userinfo/?$", dot_views.UserInfoView.as_view(), name="user-info"),
     re_path(
         r"^\.well-known/openid-configuration/?$",

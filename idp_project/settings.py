@@ -80,6 +80,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # /healthz, /readyz, /metrics first: probes call a pod by IP over plain HTTP.
     "idp_project.health.ProbeMiddleware",
+    # A 400 (not Django's 500) for a Content-Type whose charset Django cannot decode with;
+    # before CsrfViewMiddleware, which reads the form. See chain_grant.middleware.
+    "chain_grant.middleware.RequestGuardMiddleware",
     # Times the token endpoint and counts code_chain hand-offs (no-op without prometheus-client).
     "chain_grant.metrics.TokenMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",

@@ -179,7 +179,7 @@ def check_code_hash(claims: dict[str, Any], code: str, required: bool = True) ->
     c_hash = claims.get("c_hash")
     if c_hash is None and not required:
         return
-    if not isinstance(c_hash, str) or not hmac.compare_digest(c_hash, code_hash(code)):
+    if not isinstance(c_hash, str) or not hmac.compare_digest(c_hash.encode(), code_hash(code).encode()):
         raise ProofError("Proof c_hash does not match the authorization code.")
 
 
@@ -312,7 +312,7 @@ def _holder_key(sub: str, payload: dict[str, Any]) -> dict[str, Any]:
             public = _one_public_key(payload.get("sub_jwk"))
         except (ValueError, TypeError) as exc:
             raise ProofError("id_token with a JWK thumbprint sub must carry its public key in sub_jwk.") from exc
-        if not hmac.compare_digest(sub[len(JWK_THUMBPRINT_URI) :], jwk.JWK(**public).thumbprint()):
+        if not hmac.compare_digest(sub[len(JWK_THUMBPRINT_URI) :].encode(), jwk.JWK(**public).thumbprint().encode()):
             raise ProofError("id_token sub is not the thumbprint of sub_jwk.")
         return public
     raise ProofError("id_token sub must be a did:jwk or a JWK thumbprint URI (self-issued).")

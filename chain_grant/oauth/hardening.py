@@ -66,6 +66,15 @@ class DOTHardeningMixin:
             revoke_if_replayed(code)
             raise errors.InvalidGrantError(request=request) from None
 
+    def _authenticate_basic_auth(self, request):
+        # base64.b64decode raises a plain ValueError for a non-ASCII str (DOT catches only
+        # binascii.Error): "Authorization: Basic é" was a 500 at every endpoint that
+        # authenticates clients (token, revocation, introspection, device authorization).
+        auth_string = self._extract_basic_auth(request)
+        if auth_string and not auth_string.isascii():
+            return False
+        return super()._authenticate_basic_auth(request)
+
     def _load_application(self, client_id, request):
         # psycopg 3 raises DataError (not the ValueError DOT expects) for a NUL byte.
         if client_id and "\x00" in client_id:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+from django.http import JsonResponse
 from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 from oauth2_provider import views as dot_views
+from oauth2_provider.compat import login_not_required
 from oauth2_provider.exceptions import OAuthToolkitError
 from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.oauth2_backends import _add_iss_to_redirect
@@ -22,17 +25,52 @@ from ..core.codes import plausible_code
 from ..core.errors import ChainError
 from ..settings import chain_grant_settings
 from . import throttle, wallet_views
+from .middleware import oauth_error, unreadable_form
 
 # Never in error reports (DEBUG pages, mail_admins, Sentry): codes, proofs, secrets.
 SECRET_PARAMS = ("client_secret", "code", "authorization_code", "id_token", "code_verifier", "refresh_token")
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+class ReadableFormMixin:
+    """A POST whose body Django cannot read as a form (a charset that is no text
+    encoding, a urlencoded body not in UTF-8, too large, broken multipart) is an OAuth
+    error JSON, not Django's HTML 400 or an unhandled LookupError (a 500). Only for DOT's
+    machine endpoints: ``dispatch`` keeps their CSRF and login exemptions (``as_view``
+    takes them from the outermost ``dispatch``)."""
+
+    oauth_json_errors = True  # RequestGuardMiddleware answers this view's refusals as JSON
+
+    @method_decorator([csrf_exempt, login_not_required])
+    def dispatch(self, request, *args, **kwargs):
+        refusal = unreadable_form(request)
+        if refusal is not None:
+            return refusal
+        return super().dispatch(request, *args, **kwargs)
 
 
 @method_decorator(sensitive_post_parameters("token"), name="dispatch")
-class IntrospectTokenView(dot_views.IntrospectTokenView):
+class IntrospectTokenView(ReadableFormMixin, dot_views.IntrospectTokenView):
     """RFC 7662 introspection (DOT's) plus ``chain_id``, ``chain_depth`` and ``act``,
     shown only to the token's own client and to the resource servers the IdP names
     in ``CHAIN_GRANT["INTROSPECTION_RESOURCE_SERVERS"]``: who acted in a chain is not
     every client's business (RFC 7662 §4)."""
+
+    def unauthenticated_response(self, request, oauthlib_request=None):
+        """RFC 7662 §2.3: bad client credentials are RFC 6749 §5.2's 401 invalid_client
+        (DOT answers a bare 403); a bearer token that fails is RFC 6750's answer."""
+        if request.headers.get("Authorization", "")[:7].lower() == "bearer ":
+            error = dict(getattr(oauthlib_request, "oauth2_error", None) or {"error": "invalid_token"})
+            error.setdefault("error_description", "The access token is invalid.")
+            status = 403 if error["error"] == "insufficient_scope" else 401
+            challenge = f'Bearer error="{error["error"]}"'
+        else:
+            error = {"error": "invalid_client", "error_description": "Client authentication failed."}
+            status, challenge = 401, 'Basic realm="introspection"'
+        response = JsonResponse(error, status=status)
+        response["WWW-Authenticate"] = challenge
+        response["Cache-Control"] = "no-store"
+        return response
 
     def authenticate_client(self, request):
         # DOT's, keeping which client authenticated (one check, not two).
@@ -89,11 +127,27 @@ class ConnectDiscoveryInfoView(dot_views.ConnectDiscoveryInfoView):
         return response
 
 
-class TokenView(dot_views.TokenView):
+class TokenView(ReadableFormMixin, dot_views.TokenView):
     """DOT's token endpoint with codes, proofs, verifiers and refresh tokens hidden from
     error reports. DOT marks only ``password`` and ``client_secret``, on an inner method,
     which overwrites any ``sensitive_post_parameters`` wrapped around the view; so the
-    full list is set here, after DOT's decorator ran."""
+    full list is set here, after DOT's decorator ran.
+
+    The device_code grant's poll: DOT 3.4.1 indexes ``request.POST["device_code"]``
+    (a KeyError when it is missing) and looks it up as given (a NUL byte is a
+    PostgreSQL error), both 500s; and answers an unknown one with a bare 404. Here
+    those are invalid_request and RFC 6749 §5.2's invalid_grant."""
+
+    def post(self, request, *args, **kwargs):
+        if request.POST.get("grant_type") != DEVICE_CODE_GRANT:  # the value DOT dispatches on
+            return super().post(request, *args, **kwargs)
+        device_codes = request.POST.getlist("device_code")
+        if len(device_codes) != 1 or not plausible_code(device_codes[0]):
+            return oauth_error("invalid_request", "device_code must be given once, as printable ASCII.")
+        response = super().post(request, *args, **kwargs)
+        if response.status_code == 404 and response.content == b'{"error": "device_not_found"}':
+            return oauth_error("invalid_grant", "Unknown device_code.")
+        return response
 
     def create_token_response(self, request):
         request.sensitive_post_parameters = ("password", *SECRET_PARAMS)
@@ -101,8 +155,12 @@ class TokenView(dot_views.TokenView):
 
 
 @method_decorator(sensitive_post_parameters("token"), name="dispatch")
-class RevokeTokenView(dot_views.RevokeTokenView):
+class RevokeTokenView(ReadableFormMixin, dot_views.RevokeTokenView):
     """RFC 7009 revocation (DOT's), with the token hidden from error reports."""
+
+
+class DeviceAuthorizationView(ReadableFormMixin, dot_views.DeviceAuthorizationView):
+    """RFC 8628 device authorization (DOT's); ``ChainOAuthLibCore`` guards its crashes."""
 
 
 class AuthorizationView(dot_views.AuthorizationView):

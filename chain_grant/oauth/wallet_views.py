@@ -14,7 +14,6 @@ import re
 
 import segno
 from django.contrib.auth.decorators import login_not_required  # Django >= 5.1: exempt from LoginRequiredMiddleware
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
@@ -37,6 +36,7 @@ from ..core.codes import plausible_code
 from ..core.errors import ChainError
 from ..models import WalletRequest
 from . import throttle
+from .middleware import unreadable_form
 
 _SINGLE = (
     "client_id",
@@ -213,13 +213,14 @@ def _json_error(exc: ChainError, status: int = 400):
 class DirectPostView(View):
     """OpenID4VP ``direct_post``: the wallet posts ``id_token`` and ``state``."""
 
+    oauth_json_errors = True  # RequestGuardMiddleware answers its refusals as JSON
     http_method_names = ["post", "options"]
 
     def post(self, request, *args, **kwargs):
-        try:
-            data = request.POST
-        except (RequestDataTooBig, TooManyFieldsSent):  # Django's own answer is an HTML 400
-            return _json_error(ChainError("The request is too large.", "invalid_request"))
+        refusal = unreadable_form(request)  # Django's own answer: an HTML 400, or a 500 for some charsets
+        if refusal is not None:
+            return _no_store(refusal)
+        data = request.POST
         try:
             if any(len(data.getlist(name)) > 1 for name in ("id_token", "state")):
                 raise ChainError("A parameter was given more than once.", "invalid_request")
@@ -237,9 +238,13 @@ class DirectPostView(View):
 class StatusView(View):
     """The waiting page's poll (POST ``poll``, so the token stays out of URLs and logs)."""
 
+    oauth_json_errors = True  # RequestGuardMiddleware answers its refusals as JSON
     http_method_names = ["post"]
 
     def post(self, request, request_id):
+        refusal = unreadable_form(request)
+        if refusal is not None:
+            return refusal
         try:
             return _no_store(JsonResponse(siop.status(request_id, request.POST.get("poll", ""))))
         except ChainError as exc:
@@ -257,6 +262,8 @@ class CompleteView(View):
         return self._complete(request, request_id, response_code=request.GET.get("response_code", ""))
 
     def post(self, request, request_id):
+        if unreadable_form(request) is not None:
+            return error_page(request, "The request body is not a readable form.")
         return self._complete(request, request_id, poll_token=request.POST.get("poll", ""))
 
     def _complete(self, request, request_id, **secret):
@@ -277,6 +284,8 @@ class CancelView(View):
     http_method_names = ["post"]
 
     def post(self, request, request_id):
+        if unreadable_form(request) is not None:
+            return error_page(request, "The request body is not a readable form.")
         try:
             redirect = siop.cancel(request_id, request.POST.get("poll", ""), issuer=_iss(request))
         except ChainError as exc:

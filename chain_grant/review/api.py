@@ -8,15 +8,17 @@ session. Errors are one JSON shape: ``{"error": ..., "error_description": ...}``
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from typing import Any
 
 from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from oauth2_provider.settings import oauth2_settings
-from rest_framework import exceptions, pagination, serializers, status
+from rest_framework import exceptions, pagination, parsers, serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
@@ -171,8 +173,23 @@ class RevokeResultSerializer(serializers.Serializer):
     revoked = serializers.IntegerField(help_text="steps newly revoked")
 
 
+class JSONParser(parsers.JSONParser):
+    """DRF's, reading JSON as UTF-8 (RFC 8259 §8.1) whatever charset is declared, and
+    answering nesting past Python's recursion limit as a parse error: DRF catches
+    ValueError only, so such a body was a RecursionError (a 500) for anyone, since DOT's
+    OAuth2Authentication reads the body before the permission check."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        parser_context = {**(parser_context or {}), "encoding": "utf-8"}
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+
+
 class BaseView(APIView):
     authentication_classes = [OAuth2Authentication, SessionAuthentication]
+    parser_classes = [JSONParser, parsers.FormParser, parsers.MultiPartParser]
     permission_classes = [ChainsPermission]
     required_scope = READ_SCOPE
 
@@ -250,7 +267,10 @@ class ChainListView(BaseView):
             if params.get(name):
                 try:
                     when = parse_datetime(params[name])
-                except ValueError:  # well-formed but impossible (month 13, 25:00)
+                    # In UTC now: 0001-01-01T00:00+23:59 is out of range there (OverflowError on
+                    # SQLite, DataError on PostgreSQL, which also refuses offsets past 15:59).
+                    when = when and (timezone.make_aware(when) if timezone.is_naive(when) else when).astimezone(UTC)
+                except (ValueError, OverflowError):  # well-formed but impossible (month 13, 25:00)
                     when = None
                 if when is None:
                     raise exceptions.ValidationError({name: "an ISO 8601 date-time"})
