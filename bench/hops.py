@@ -25,9 +25,10 @@ CaptureQueriesContext over the untimed warm-up rounds.
 
 Reading the ratios: a chain_grant median over the comparable DOT median. With
 --hasher pbkdf2 every request pays Django's PBKDF2 client-secret check (~190 ms; see
-docs/architecture.md, "Client authentication cost"), which swamps everything else: what an agent workflow pays per hop. With
---hasher md5 that cost is gone and the ratios show chain_grant's own work (proof
-verification, chain rows, the act lookup). Timings are informative: nothing asserts.
+docs/architecture.md, "Client authentication cost"), which swamps everything else:
+what an agent workflow pays per hop. With --hasher md5 that cost is gone and the
+ratios show chain_grant's own work (proof verification, chain rows, the act lookup).
+Timings are informative: nothing asserts.
 """
 # ruff: noqa: E402  (Django is configured before the imports that need it)
 
