@@ -33,7 +33,7 @@ from oauth2_provider.models import get_access_token_model, set_token_value
 from chain_grant.client import pkce_pair
 from chain_grant.client.jose import JWK_THUMBPRINT_URI, code_hash
 from chain_grant.client.wallet import HeadlessWallet, parse_request_url, request_url_from_html
-from tests.conftest import ISSUER, REDIRECT_URI, SECRET, basic_auth
+from tests.helpers import ISSUER, REDIRECT_URI, SECRET, basic_auth
 from tests.wsgi_client import WSGIClient, form
 
 pytestmark = pytest.mark.django_db

@@ -24,8 +24,8 @@ from oauth2_provider.models import get_device_grant_model, get_grant_model
 from chain_grant.client.jose import JWK_THUMBPRINT_URI
 from chain_grant.client.wallet import HeadlessWallet
 from chain_grant.models import ChainedGrant, WalletRequest
-from tests.conftest import basic_auth
-from tests.test_fuzz_no_500 import claims, signed
+from tests.helpers import basic_auth, signed
+from tests.helpers import proof_claims as claims
 from tests.test_wallet_step import RESPONSE_URI, WalletFlow, claims_for, craft, public_of
 from tests.wsgi_client import WSGIClient
 
