@@ -23,6 +23,7 @@ from oauth2_provider.models import get_device_grant_model, get_grant_model
 
 from chain_grant.client.jose import JWK_THUMBPRINT_URI
 from chain_grant.client.wallet import HeadlessWallet
+from chain_grant.core.codes import code_digest
 from chain_grant.models import ChainedGrant, WalletRequest
 from tests.helpers import basic_auth, signed
 from tests.helpers import proof_claims as claims
@@ -76,7 +77,7 @@ def code(flow, alice):
 
 def nothing_written(code: str) -> None:
     assert not ChainedGrant.objects.exists()
-    assert list(Grant.objects.values_list("code", flat=True)) == [code]
+    assert list(Grant.objects.values_list("code", flat=True)) == [code_digest(code)]
 
 
 # --- (1) chain_grant: a non-ASCII c_hash in a validly signed agent proof ------------------
