@@ -7,21 +7,10 @@ from django.core import checks
 from oauth2_provider.settings import oauth2_settings
 
 from .oauth.grant import GRANT_TYPE
-from .settings import FORBIDDEN_ALGORITHMS, chain_grant_settings
+from .settings import DEFAULTS, FORBIDDEN_ALGORITHMS, chain_grant_settings
 
-KNOWN_ALGORITHMS = {
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "ES256K",
-    "EdDSA",
-}
+# The asymmetric JWS algorithms jwcrypto verifies: the default allow-list plus ES256K.
+KNOWN_ALGORITHMS = {*DEFAULTS["ALLOWED_ALGORITHMS"], "ES256K"}
 
 
 @checks.register()
