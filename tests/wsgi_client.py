@@ -89,7 +89,10 @@ class WSGIClient:
         if content_type is not None:
             environ["CONTENT_TYPE"] = _wsgi_str(content_type)
         if self.cookies:
-            environ["HTTP_COOKIE"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+            # A native string as a server passes it: a cookie with characters past U+00FF
+            # arrives as its UTF-8 bytes (the harness once put them in raw: a 500 no server
+            # could cause).
+            environ["HTTP_COOKIE"] = _wsgi_str("; ".join(f"{k}={v}" for k, v in self.cookies.items()))
         for name, value in (headers or {}).items():
             environ["HTTP_" + name.upper().replace("-", "_")] = _wsgi_str(value)
         started = {}
