@@ -7,8 +7,7 @@ from urllib.parse import urlencode
 import pytest
 from django.core.cache import cache
 
-from chain_grant.client import pkce_pair
-from tests.helpers import REDIRECT_URI
+from tests.helpers import REDIRECT_URI, WalletFlow
 
 
 @pytest.fixture
@@ -23,19 +22,7 @@ def limits(settings):
 
 
 def wallet_url(app, **extra):
-    _, challenge = pkce_pair()
-    params = {
-        "client_id": app.client_id,
-        "response_type": "id_token",
-        "redirect_uri": REDIRECT_URI,
-        "scope": "openid",
-        "state": "s",
-        "client_metadata": "{}",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        **extra,
-    }
-    return "/oauth/authorize/?" + urlencode(params)
+    return "/oauth/authorize/?" + urlencode(WalletFlow(None, app).params(**extra), doseq=True)
 
 
 @pytest.mark.usefixtures("limits")

@@ -65,10 +65,11 @@ def check_can_extend(parent: ChainedGrant, application, state: ParentState) -> N
 
 
 def _with_state(steps):
-    """Annotate steps with what ParentState needs (in the same query)."""
+    """Annotate steps with what ParentState needs (in the same query). The grant's
+    ``code_challenge`` is never NULL in DOT's table, so its subquery being NULL says the
+    grant is gone: no separate EXISTS."""
     Grant = get_grant_model()
     return steps.annotate(
-        code_live=Exists(Grant.objects.filter(pk=OuterRef("grant_id"))),
         person_active=Exists(get_user_model().objects.filter(pk=OuterRef("user_id"), is_active=True)),
         grant_resource=Subquery(
             Grant.objects.filter(pk=OuterRef("grant_id")).values("resource")[:1],
@@ -83,7 +84,7 @@ def _with_state(steps):
 
 def _state_of(step) -> ParentState:
     return ParentState(
-        step.code_live,
+        step.grant_challenge is not None,
         step.person_active,
         tuple(step.grant_resource or ()),
         step.grant_challenge or "",
