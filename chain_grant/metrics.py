@@ -187,8 +187,13 @@ def _error_label(response) -> str:
 
 
 def _is_token_endpoint(request) -> bool:
+    """DOT's token view (or a subclass), whatever path or name the host mounted it under
+    (``oauth2_provider:token``, or the slashless PoC alias)."""
+    from oauth2_provider.views import TokenView
+
     match = getattr(request, "resolver_match", None)
-    return match is not None and match.url_name == "token" and "oauth2_provider" in match.namespaces
+    view_class = getattr(getattr(match, "func", None), "view_class", None)
+    return isinstance(view_class, type) and issubclass(view_class, TokenView)
 
 
 class TokenMetricsMiddleware:

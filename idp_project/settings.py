@@ -176,7 +176,6 @@ OAUTH2_PROVIDER = {
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
     "REFRESH_TOKEN_EXPIRE_SECONDS": 14 * 24 * 3600,
     "ACCESS_TOKEN_EXPIRE_SECONDS": 3600,
-    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token", "client_credentials", "code_chain"],
     "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
     "OIDC_RESPONSE_TYPES_SUPPORTED": ["code"],
     # RFC 9700 behaviour gates: adopt the compliant behaviour now.

@@ -41,7 +41,7 @@ from chain_grant.models import ChainedGrant, WalletRequest
 ISSUER = "http://testserver/oauth"
 REDIRECT_URI = "http://127.0.0.1:8765/oauth-callback"
 SECRET = "s3cret-for-tests"
-RESPONSE_URI = "http://testserver/oauth/wallet/response"  # the wallet step's direct_post endpoint
+RESPONSE_URI = "http://testserver/oauth/wallet/response/"  # the wallet step's direct_post endpoint
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -216,7 +216,7 @@ class Flow:
         if pkce and "code_challenge" not in extra:
             verifier, challenge = pkce_pair()
             data.update(code_challenge=challenge, code_challenge_method="S256")
-        response = self.client.post(f"{self.prefix}/token", data, **self.auth(app))
+        response = self.client.post(f"{self.prefix}/token/", data, **self.auth(app))
         response.verifier = verifier
         return response
 
@@ -233,11 +233,11 @@ class Flow:
             "redirect_uri": redirect_uri,
             "code_verifier": verifier,
         }
-        return self.client.post(f"{self.prefix}/token", data, **self.auth(app))
+        return self.client.post(f"{self.prefix}/token/", data, **self.auth(app))
 
     def refresh(self, refresh_token, app=None):
         data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        return self.client.post(f"{self.prefix}/token", data, **self.auth(app))
+        return self.client.post(f"{self.prefix}/token/", data, **self.auth(app))
 
     def introspect(self, token, app=None):
         return self.client.post(f"{self.prefix}/introspect/", {"token": token}, **self.auth(app)).json()

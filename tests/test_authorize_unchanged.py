@@ -86,13 +86,15 @@ def test_prompt_none_unauthenticated_is_login_required(scope, flow, client):
 
 
 @pytest.mark.parametrize("scope", ["read", "openid read"])
-def test_prompt_none_logged_in_is_consent_required_not_a_page(scope, flow, client, alice):
-    """DOT 3.4.1 answers a 500 here (no validate_silent_*); chain_grant answers
-    consent_required instead of a page (OIDC Core 3.1.2.6); silent approvals still work."""
+def test_prompt_none_logged_in_is_dots_answer(scope, flow, client, alice):
+    """Without code= the endpoint is DOT's: DOT 3.4.1 shows its consent page for
+    prompt=none (the differential test below compares the bytes); chain_grant does not
+    second-guess it. Silent approvals still work. With code= a chain step answers
+    consent_required (tests/test_consent_step.py)."""
     params, verifier = authorize_params(flow.app, scope=scope, prompt="none")
     client.force_login(alice)
-    query = query_of(client.get("/oauth/authorize/?" + urlencode(params)))
-    assert query["error"] == "consent_required" and query["state"] == "st-dot"
+    response = client.get("/oauth/authorize/?" + urlencode(params))
+    assert response.status_code == 200 and "oauth2_provider/authorize.html" in response.template_name
     flow.app.skip_authorization = True
     flow.app.save()
     query = query_of(client.get("/oauth/authorize/?" + urlencode(params)))
@@ -140,6 +142,8 @@ REQUESTS = {
     "OIDC consent page": {"scope": "openid profile", "nonce": "n1"},
     "prompt=login": {"prompt": "login"},
     "prompt=none login": {"prompt": "none login"},
+    "prompt=none": {"prompt": "none"},
+    "prompt=none OIDC": {"prompt": "none", "scope": "openid read"},
     "invalid scope": {"scope": "read teleport"},
     "no PKCE": {"code_challenge": None, "code_challenge_method": None},
     "plain PKCE": {"code_challenge_method": "plain"},

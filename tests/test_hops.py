@@ -121,14 +121,53 @@ def test_plain_authorization_code_flow_is_unchanged(flow, alice):
     assert not ChainedGrant.objects.exists()
 
 
-def test_discovery_lists_code_chain(client):
+# DOT's default list, less what the project's RFC 9700 gates refuse (implicit, password).
+SERVED = ["authorization_code", "client_credentials", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"]
+
+
+def test_discovery_lists_code_chain_after_dots_grants(client):
     data = client.get("/oauth/.well-known/openid-configuration").json()
-    assert "code_chain" in data["grant_types_supported"]
-    assert data["token_endpoint"] == "http://testserver/oauth/token"
+    assert data["grant_types_supported"] == [*SERVED, "code_chain"]
+    assert data["token_endpoint"] == "http://testserver/oauth/token/"  # DOT's path, as DOT says it
     assert data["issuer"] == "http://testserver/oauth"
-    assert data["introspection_endpoint"].startswith("http://testserver/oauth/introspect")
+    assert data["introspection_endpoint"] == "http://testserver/oauth/introspect/"
     metadata = client.get("/oauth/.well-known/oauth-authorization-server").json()
-    assert "code_chain" in metadata["grant_types_supported"]
+    assert metadata["grant_types_supported"] == [*SERVED, "code_chain"]
+    assert metadata["token_endpoint"] == data["token_endpoint"]
+
+
+def test_an_idps_own_grant_list_is_kept_and_code_chain_added_once(client, settings):
+    for listed in (["authorization_code"], ["authorization_code", "code_chain"]):
+        settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OAUTH2_GRANT_TYPES_SUPPORTED": listed}
+        for url in ("/oauth/.well-known/openid-configuration", "/oauth/.well-known/oauth-authorization-server"):
+            assert client.get(url).json()["grant_types_supported"] == ["authorization_code", "code_chain"]
+
+
+def test_the_urls_are_dots_paths_and_names_in_dots_order():
+    from oauth2_provider import urls as dot_urls
+
+    from chain_grant import urls as chain_urls
+
+    def shape(patterns):
+        return [(str(p.pattern), p.name) for p in patterns]
+
+    wallet = shape(chain_urls.wallet_urlpatterns)
+    ours = [entry for entry in shape(chain_urls.urlpatterns) if entry not in wallet]
+    assert ours == shape(dot_urls.urlpatterns)
+    for group in ("metadata", "base", "management", "oidc", "dcr"):
+        mine = [e for e in shape(getattr(chain_urls, f"{group}_urlpatterns")) if e not in wallet]
+        assert mine == shape(getattr(dot_urls, f"{group}_urlpatterns")), group
+    assert all(p.name is None for p in chain_urls.poc_urlpatterns)  # aliases: reverse() stays DOT's
+
+
+def test_management_pages_are_staff_only_in_the_example_idp(client, alice, django_user_model):
+    assert client.get("/oauth/applications/register/").status_code == 302  # anonymous: to the login
+    client.force_login(alice)
+    response = client.get("/oauth/applications/register/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    staff = django_user_model.objects.create_user("staffer", password="pw", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/oauth/applications/").status_code == 200
 
 
 # --- what a hop inherits from its parent beyond the scope -------------------------------------

@@ -224,9 +224,6 @@ MINIMAL_SETTINGS = """\
         "OAUTH2_VALIDATOR_CLASS": "chain_grant.validators.ChainOAuth2Validator",
         "OAUTH2_BACKEND_CLASS": "chain_grant.backends.ChainOAuthLibCore",
         "OIDC_ISS_ENDPOINT": "https://idp.example/oauth",
-        "OAUTH2_GRANT_TYPES_SUPPORTED": [
-            "authorization_code", "refresh_token", "client_credentials", "code_chain",
-        ],
     }
 """
 

@@ -17,9 +17,9 @@ from ..core.lifecycle import revoke_if_replayed
 class DOTHardeningMixin:
     # oauthlib asks these for prompt=none with scope openid; DOT 3.4.1 implements neither
     # (NotImplementedError: an HTTP 500 for any prompt=none OIDC request). The view
-    # decides instead: DOT's handle_no_permission answers login_required, and
-    # chain_grant's AuthorizationView answers consent_required where DOT would show a
-    # page.
+    # decides instead: DOT's handle_no_permission answers login_required, DOT's view shows
+    # its page (without code=), and a chain step answers consent_required. This is the one
+    # answer of DOT's authorize that plugging in changes: a 500 becomes DOT's own page.
     def validate_silent_login(self, request):
         try:
             return super().validate_silent_login(request)

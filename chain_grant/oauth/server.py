@@ -13,6 +13,9 @@ ERROR_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"
 
 
 class ChainServer(Server):
+    # Advertised in discovery on top of DOT's OAUTH2_GRANT_TYPES_SUPPORTED.
+    chain_grant_types: tuple[str, ...] = (GRANT_TYPE,)
+
     def __init__(self, request_validator, *args, **kwargs):
         super().__init__(request_validator, *args, **kwargs)
         # No **kwargs here: DOT passes pre_token hooks meant for the device grant.

@@ -111,18 +111,44 @@ class IntrospectTokenView(ReadableFormMixin, dot_views.IntrospectTokenView):
         )
 
 
-class ConnectDiscoveryInfoView(dot_views.ConnectDiscoveryInfoView):
-    """OIDC discovery (DOT's) plus ``grant_types_supported``, introspection and
-    revocation endpoints, so agents can find ``code_chain``."""
+def advertised_grant_types(listed=None) -> list[str]:
+    """``grant_types_supported``: DOT's (``OAUTH2_GRANT_TYPES_SUPPORTED`` less the grants
+    its RFC 9700 gates turned off, as DOT's RFC 8414 view computes it) plus the grants
+    the configured server class adds (``ChainServer.chain_grant_types``), so the IdP never
+    restates DOT's list to advertise ``code_chain``."""
+    if listed is None:
+        off = {
+            "implicit": oauth2_settings.COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT,
+            "password": oauth2_settings.COMPLIANT_BCP_RFC9700_PASSWORD_GRANT,
+        }
+        listed = [g for g in oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED if not off.get(g)]
+    extra = getattr(oauth2_settings.OAUTH2_SERVER_CLASS, "chain_grant_types", ())
+    return list(dict.fromkeys([*listed, *extra]))
+
+
+class OAuthServerMetadataView(dot_views.OAuthServerMetadataView):
+    """RFC 8414 metadata (DOT's) with chain_grant's grants added to ``grant_types_supported``."""
 
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)
         data = json.loads(response.content)
-        data["grant_types_supported"] = list(oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED)
+        data["grant_types_supported"] = advertised_grant_types(data.get("grant_types_supported", []))
+        response.content = json.dumps(data)
+        return response
+
+
+class ConnectDiscoveryInfoView(dot_views.ConnectDiscoveryInfoView):
+    """OIDC discovery (DOT's) plus ``grant_types_supported`` (as RFC 8414's, with
+    ``code_chain``), introspection and revocation endpoints, so agents find the grant."""
+
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        data = json.loads(response.content)
+        data.setdefault("grant_types_supported", advertised_grant_types())
         for key, name in (("introspection_endpoint", "introspect"), ("revocation_endpoint", "revoke-token")):
             url = self._get_endpoint_url(request, name)
             if url:
-                data[key] = url
+                data.setdefault(key, url)
         response.content = json.dumps(data)
         return response
 
@@ -201,19 +227,8 @@ class AuthorizationView(dot_views.AuthorizationView):
 
     def get(self, request, *args, **kwargs):
         code = self.previous_code()
-        if code is None:
-            response = super().get(request, *args, **kwargs)
-            if "none" in request.GET.get("prompt", "").split() and response.status_code == 200:
-                # DOT would show its consent page; prompt=none never shows one (OIDC Core
-                # 3.1.2.6). Its silent approvals (skip_authorization, approval_prompt=auto)
-                # are redirects and pass through.
-                return self._redirect_error(
-                    "consent_required",
-                    "prompt=none, and the person has not approved this client.",
-                    self.oauth2_data,
-                    self.oauth2_data.get("application"),
-                )
-            return response
+        if code is None:  # DOT's authorize, byte for byte (prompt=none included)
+            return super().get(request, *args, **kwargs)
         try:
             scopes, credentials = self.validate_authorization_request(request)
         except OAuthToolkitError as error:

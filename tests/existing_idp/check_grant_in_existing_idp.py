@@ -40,7 +40,7 @@ def test_the_idps_own_validator_is_in_use_and_checks_pass():
 def test_endpoints_live_under_o_and_discovery_says_so(client):
     data = client.get(f"{PREFIX}/.well-known/openid-configuration").json()
     assert data["issuer"] == ISSUER == "http://testserver/o"
-    assert data["token_endpoint"] == "http://testserver/o/token"
+    assert data["token_endpoint"] == "http://testserver/o/token/"
     assert data["authorization_endpoint"].startswith("http://testserver/o/authorize")
     assert data["introspection_endpoint"].startswith("http://testserver/o/introspect")
     assert "code_chain" in data["grant_types_supported"]
