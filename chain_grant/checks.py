@@ -1,12 +1,15 @@
 """System checks for misconfiguration (ids ``chain_grant.E00x`` / ``W00x``)."""
 
+import difflib
 import logging
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import checks
+from django.urls import NoReverseMatch, Resolver404, resolve, reverse
+from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
 
-from .oauth.grant import GRANT_TYPE
 from .settings import DEFAULTS, FORBIDDEN_ALGORITHMS, chain_grant_settings
 
 # The asymmetric JWS algorithms jwcrypto verifies: the default allow-list plus ES256K.
@@ -50,43 +53,205 @@ def check_plugged_in(app_configs=None, **kwargs):
                 id="chain_grant.W003",
             )
         )
-    if GRANT_TYPE not in oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED:
+    hidden = _grants_hidden_from_discovery()
+    if hidden:
         found.append(
             checks.Warning(
-                "code_chain is not listed in OAUTH2_PROVIDER['OAUTH2_GRANT_TYPES_SUPPORTED'].",
-                hint="Add it so discovery advertises the grant.",
+                "OAUTH2_PROVIDER['OAUTH2_GRANT_TYPES_SUPPORTED'] leaves out grants the token endpoint "
+                f"serves: {', '.join(hidden)}; discovery does not advertise them.",
+                hint="Remove the setting (chain_grant adds code_chain to DOT's list itself) or list "
+                "every grant the server serves.",
                 id="chain_grant.W002",
+            )
+        )
+    if isinstance(validator, type) and issubclass(validator, ChainValidatorMixin):
+        mro = validator.__mro__
+        if OAuth2Validator in mro and mro.index(OAuth2Validator) < mro.index(ChainValidatorMixin):
+            found.append(
+                checks.Error(
+                    f"{validator.__qualname__} puts ChainValidatorMixin after OAuth2Validator in its MRO: "
+                    "DOT's methods shadow the chain's and every hop fails.",
+                    hint="Put the mixin first: class MyValidator(ChainValidatorMixin, MyOAuth2Validator).",
+                    id="chain_grant.E007",
+                )
+            )
+    found.extend(_check_mounted_views())
+    return found
+
+
+def _grants_hidden_from_discovery() -> list[str]:
+    """Token-endpoint grants the server serves that an explicit OAUTH2_GRANT_TYPES_SUPPORTED
+    leaves out (chain_grant's own grants are added to discovery anyway)."""
+    if "OAUTH2_GRANT_TYPES_SUPPORTED" not in (getattr(settings, "OAUTH2_PROVIDER", None) or {}):
+        return []
+    try:
+        server = oauth2_settings.OAUTH2_SERVER_CLASS(
+            oauth2_settings.OAUTH2_VALIDATOR_CLASS(), **oauth2_settings.server_kwargs
+        )
+        served = set(server.grant_types)
+    except Exception:  # noqa: BLE001 - E001/E002 report a server or validator that cannot be built
+        return []
+    if oauth2_settings.COMPLIANT_BCP_RFC9700_PASSWORD_GRANT:
+        served.discard("password")
+    served -= set(getattr(type(server), "chain_grant_types", ()))
+    return sorted(served - set(oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED))
+
+
+def _view_class(name: str):
+    try:
+        match = resolve(reverse(name))
+    except (NoReverseMatch, Resolver404):
+        return None
+    return getattr(match.func, "view_class", match.func)
+
+
+def _check_mounted_views() -> list:
+    """W006: the IdP's authorize URL is served by a view that ignores code=. E008/W007: the
+    review API is mounted but DRF is not an installed app, or its scopes are unknown."""
+    from .oauth.views import AuthorizationView
+
+    found = []
+    view = _view_class("oauth2_provider:authorize")
+    if view is not None and not (isinstance(view, type) and issubclass(view, AuthorizationView)):
+        found.append(
+            checks.Warning(
+                f"The authorize URL is served by {getattr(view, '__qualname__', view)}, not chain_grant's "
+                "AuthorizationView: authorize with code=<previous> is ignored there and issues an unlinked code.",
+                hint="Mount chain_grant.urls in place of oauth2_provider.urls (README, Plugging in).",
+                id="chain_grant.W006",
+            )
+        )
+    if _view_class("chain_grant_api:chain-list") is None:
+        return found
+    apps = [app for app in ("rest_framework", "drf_spectacular") if app not in settings.INSTALLED_APPS]
+    if apps:
+        found.append(
+            checks.Error(
+                f"chain_grant.api_urls is mounted but {' and '.join(map(repr, apps))} not in INSTALLED_APPS "
+                "(the browsable pages and the API reference fail).",
+                hint="pip install 'django-chain-grant[api]' and add 'rest_framework' and 'drf_spectacular' to INSTALLED_APPS.",
+                id="chain_grant.E008",
+            )
+        )
+        return found
+    from .review.api import READ_SCOPE, REVOKE_SCOPE
+
+    try:
+        known = set(oauth2_settings.SCOPES_BACKEND_CLASS().get_all_scopes())
+    except Exception:  # noqa: BLE001 - the IdP's scopes backend, whatever it needs
+        return found
+    missing = [scope for scope in (READ_SCOPE, REVOKE_SCOPE) if scope not in known]
+    if missing:
+        found.append(
+            checks.Warning(
+                f"The review API's scopes are not known to the scopes backend: {', '.join(missing)}; "
+                "tokens for them are refused.",
+                hint="Add them to OAUTH2_PROVIDER['SCOPES'] (README, Plugging in: the REST API).",
+                id="chain_grant.W007",
             )
         )
     return found
 
 
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _non_negative_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value)
+
+
+def _absolute_urls(value) -> bool:
+    return _strings(value) and all(urlsplit(v).scheme in ("https", "http") and bool(urlsplit(v).netloc) for v in value)
+
+
+def _rate_limits(value) -> bool:
+    def limit(v) -> bool:
+        return v is None or (isinstance(v, list | tuple) and len(v) == 2 and all(_positive_int(n) for n in v))
+
+    return isinstance(value, dict) and all(isinstance(k, str) and limit(v) for k, v in value.items())
+
+
+def _bool(value) -> bool:
+    return isinstance(value, bool)
+
+
+def _cache_alias(value) -> bool:
+    return isinstance(value, str) and value in getattr(settings, "CACHES", {"default": {}})
+
+
+# Each CHAIN_GRANT setting: (its check's id, the rule, what the value must be). Every key of
+# settings.DEFAULTS has a line (tests.test_settings_and_checks checks that), like
+# django-cors-headers' checks of its settings.
+SETTING_RULES = {
+    "CODE_EXPIRE_SECONDS": ("chain_grant.E102", _positive_int, "a positive integer (seconds)"),
+    "CODE_KEY": ("chain_grant.E103", lambda v: isinstance(v, str), "a string (empty: SECRET_KEY)"),
+    "MAX_CHILDREN": ("chain_grant.E104", _positive_int, "a positive integer"),
+    "MAX_DEPTH": ("chain_grant.E105", _positive_int, "a positive integer"),
+    "MAX_PROOF_LIFETIME": ("chain_grant.E106", _positive_int, "a positive integer (seconds)"),
+    "PROOF_CLOCK_SKEW": ("chain_grant.E107", _non_negative_int, "an integer >= 0 (seconds)"),
+    "PROOF_MAX_BYTES": ("chain_grant.E108", _positive_int, "a positive integer (bytes)"),
+    "ALLOWED_ALGORITHMS": ("chain_grant.E109", _strings, "a list of JWS algorithm names"),
+    "PROOF_AUDIENCES": ("chain_grant.E110", _absolute_urls, "a list of absolute http(s) URLs"),
+    "RELAXED_PROOFS": ("chain_grant.E111", _bool, "True or False"),
+    "RETENTION_DAYS": ("chain_grant.E112", _positive_int, "a positive integer (days)"),
+    "EXPIRE_BATCH_SIZE": ("chain_grant.E113", _positive_int, "a positive integer"),
+    "PURGE_BATCH_SIZE": ("chain_grant.E114", _positive_int, "a positive integer"),
+    "ON_DISABLE": ("chain_grant.E006", lambda v: v in ("revoke", "refuse"), '"revoke" or "refuse"'),
+    "INTROSPECTION_RESOURCE_SERVERS": ("chain_grant.E115", _strings, "a list of client_ids"),
+    "TRACK_PLAIN_CODES": ("chain_grant.E116", _bool, "True or False"),
+    "RATE_LIMITS": ("chain_grant.E117", _rate_limits, "a dict of name -> [requests, seconds] or None"),
+    "RATE_LIMIT_CACHE": ("chain_grant.E118", _cache_alias, "the alias of a cache in CACHES"),
+    "ENABLE_FOR_ALL_CLIENTS": ("chain_grant.E119", _bool, "True or False"),
+    "WALLET_STEP": ("chain_grant.E120", _bool, "True or False"),
+    "WALLET_REQUEST_SECONDS": ("chain_grant.E121", _positive_int, "a positive integer (seconds)"),
+    "WALLET_ID_TOKEN_LIFETIME": ("chain_grant.E122", _positive_int, "a positive integer (seconds)"),
+}
+
+
 @checks.register()
 def check_settings(app_configs=None, **kwargs):
+    user = getattr(settings, "CHAIN_GRANT", {})
+    if not isinstance(user, dict):
+        return [checks.Error("settings.CHAIN_GRANT must be a dict.", id="chain_grant.E100")]
     found = []
-    algorithms = set(chain_grant_settings.ALLOWED_ALGORITHMS)
-    unsafe = sorted(algorithms & FORBIDDEN_ALGORITHMS) + sorted(algorithms - KNOWN_ALGORITHMS - FORBIDDEN_ALGORITHMS)
-    if unsafe:
-        found.append(
-            checks.Error(
-                f"CHAIN_GRANT['ALLOWED_ALGORITHMS'] has unsafe or unknown algorithms: {', '.join(unsafe)}.",
-                hint="Only asymmetric JWS algorithms; never 'none' or HS*.",
-                id="chain_grant.E003",
+    for key in user:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
+            found.append(
+                checks.Error(
+                    f"CHAIN_GRANT has an unknown key {key!r}: it is ignored.",
+                    hint=f"Did you mean {close[0]!r}?" if close else "See the README's settings reference.",
+                    id="chain_grant.E101",
+                )
             )
-        )
-    if not algorithms:
-        found.append(
-            checks.Error(
-                "CHAIN_GRANT['ALLOWED_ALGORITHMS'] is empty: no agent proof can ever verify.",
-                id="chain_grant.E003",
-            )
-        )
-    for name in ("MAX_CHILDREN", "MAX_DEPTH", "CODE_EXPIRE_SECONDS", "MAX_PROOF_LIFETIME", "PROOF_MAX_BYTES"):
+    for name, (check_id, rule, expected) in SETTING_RULES.items():
         value = getattr(chain_grant_settings, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            found.append(checks.Error(f"CHAIN_GRANT['{name}'] must be a positive integer.", id="chain_grant.E004"))
-    if chain_grant_settings.ON_DISABLE not in ("revoke", "refuse"):
-        found.append(checks.Error('CHAIN_GRANT["ON_DISABLE"] must be "revoke" or "refuse".', id="chain_grant.E006"))
+        if not rule(value):
+            found.append(checks.Error(f"CHAIN_GRANT['{name}'] must be {expected}, not {value!r}.", id=check_id))
+    if _strings(chain_grant_settings.ALLOWED_ALGORITHMS):
+        algorithms = set(chain_grant_settings.ALLOWED_ALGORITHMS)
+        unknown = algorithms - KNOWN_ALGORITHMS - FORBIDDEN_ALGORITHMS
+        unsafe = sorted(algorithms & FORBIDDEN_ALGORITHMS) + sorted(unknown)
+        if unsafe:
+            found.append(
+                checks.Error(
+                    f"CHAIN_GRANT['ALLOWED_ALGORITHMS'] has unsafe or unknown algorithms: {', '.join(unsafe)}.",
+                    hint="Only asymmetric JWS algorithms; never 'none' or HS*.",
+                    id="chain_grant.E003",
+                )
+            )
+        if not algorithms:
+            found.append(
+                checks.Error(
+                    "CHAIN_GRANT['ALLOWED_ALGORITHMS'] is empty: no agent proof can ever verify.",
+                    id="chain_grant.E003",
+                )
+            )
     if chain_grant_settings.RELAXED_PROOFS:
         found.append(
             checks.Warning(

@@ -141,18 +141,83 @@ def test_e001_and_e002_together(oauth2):
     assert ids(checks.check_plugged_in()) == ["chain_grant.E001", "chain_grant.E002"]
 
 
-def test_w002_code_chain_not_advertised(oauth2):
+def test_w002_an_explicit_grant_list_that_hides_a_served_grant(oauth2):
     oauth2(OAUTH2_GRANT_TYPES_SUPPORTED=["authorization_code", "refresh_token"])
     messages = checks.check_plugged_in()
     assert ids(messages) == ["chain_grant.W002"]
-    assert messages[0].level == django_checks.WARNING
-    assert not messages[0].is_serious()
+    assert messages[0].level == django_checks.WARNING and not messages[0].is_serious()
+    # the project's RFC 9700 gate refuses password: only what the server really serves is named
+    assert "client_credentials" in messages[0].msg and "device_code" in messages[0].msg
+    assert "password" not in messages[0].msg and "code_chain" not in messages[0].msg
+
+
+def test_w002_not_without_the_setting_nor_with_every_served_grant(settings, oauth2):
+    served = [
+        "authorization_code",
+        "client_credentials",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    ]
+    oauth2(OAUTH2_GRANT_TYPES_SUPPORTED=served)  # code_chain need not be restated
+    assert checks.check_plugged_in() == []
+    provider = dict(settings.OAUTH2_PROVIDER)
+    provider.pop("OAUTH2_GRANT_TYPES_SUPPORTED")
+    settings.OAUTH2_PROVIDER = provider
+    assert checks.check_plugged_in() == []
 
 
 def test_plugged_in_checks_through_run_checks(oauth2):
     oauth2(OAUTH2_SERVER_CLASS="oauthlib.openid.Server", OAUTH2_GRANT_TYPES_SUPPORTED=["authorization_code"])
     found = chain_ids(django_checks.run_checks())
     assert found == ["chain_grant.E001", "chain_grant.W002"]
+
+
+class AcmeValidator(OAuth2Validator):
+    """An IdP's validator adding claims."""
+
+
+class MixinLast(AcmeValidator, ChainValidatorMixin):
+    """The likely mistake: the mixin after the IdP's validator (every hop would fail)."""
+
+
+class MixinFirst(ChainValidatorMixin, AcmeValidator):
+    pass
+
+
+def test_e007_mixin_after_the_idps_validator(oauth2):
+    oauth2(OAUTH2_VALIDATOR_CLASS=f"{__name__}.MixinLast")
+    messages = checks.check_plugged_in()
+    assert ids(messages) == ["chain_grant.E007"]
+    assert messages[0].is_serious() and "MixinLast" in messages[0].msg
+    oauth2(OAUTH2_VALIDATOR_CLASS=f"{__name__}.MixinFirst")
+    assert checks.check_plugged_in() == []
+
+
+def test_w006_authorize_served_by_dots_view(settings):
+    settings.ROOT_URLCONF = "tests.urls_dot_authorize"
+    messages = checks.check_plugged_in()
+    assert ids(messages) == ["chain_grant.W006"]
+    assert "code=" in messages[0].msg and not messages[0].is_serious()
+
+
+def test_e008_api_mounted_without_rest_framework(settings):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "rest_framework"]
+    messages = checks.check_plugged_in()
+    assert ids(messages) == ["chain_grant.E008"] and messages[0].is_serious()
+
+
+def test_w007_api_scopes_unknown_to_the_scopes_backend(oauth2, settings):
+    scopes = {k: v for k, v in settings.OAUTH2_PROVIDER["SCOPES"].items() if not k.startswith("chains:")}
+    oauth2(SCOPES=scopes)
+    messages = checks.check_plugged_in()
+    assert ids(messages) == ["chain_grant.W007"]
+    assert "chains:read" in messages[0].msg and "chains:revoke" in messages[0].msg
+
+
+def test_no_api_checks_when_the_api_is_not_mounted(settings, oauth2):
+    settings.ROOT_URLCONF = "tests.urls_dot_authorize"
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "rest_framework"]
+    assert "chain_grant.E008" not in ids(checks.check_plugged_in())
 
 
 # --- E003 / E004 / W001: CHAIN_GRANT values -------------------------------------------
@@ -182,28 +247,82 @@ def test_safe_algorithms_pass(chain_settings):
     assert checks.check_settings() == []
 
 
-@pytest.mark.parametrize("value", [0, -1, "3", 2.5, None])
-def test_e004_max_children_not_a_positive_integer(chain_settings, value):
-    chain_settings(MAX_CHILDREN=value)
-    messages = checks.check_settings()
-    assert ids(messages) == ["chain_grant.E004"]
-    assert "MAX_CHILDREN" in messages[0].msg
-    assert messages[0].level == django_checks.ERROR
+# One wrong value per setting: (a bad value, a good one other than the default).
+BAD_AND_GOOD = {
+    "CODE_EXPIRE_SECONDS": (0, 60),
+    "CODE_KEY": (None, "k" * 32),
+    "MAX_CHILDREN": ("3", 1),
+    "MAX_DEPTH": (-5, 1),
+    "MAX_PROOF_LIFETIME": (2.5, 60),
+    "PROOF_CLOCK_SKEW": (-1, 0),
+    "PROOF_MAX_BYTES": (True, 4096),
+    "ALLOWED_ALGORITHMS": ("ES256", ["ES256"]),
+    "PROOF_AUDIENCES": ("https://idp.example/oauth", ["https://idp.example/oauth"]),
+    "RELAXED_PROOFS": ("yes", True),
+    "RETENTION_DAYS": (0, 7),
+    "EXPIRE_BATCH_SIZE": (None, 10),
+    "PURGE_BATCH_SIZE": ("200", 10),
+    "ON_DISABLE": ("delete", "refuse"),
+    "INTROSPECTION_RESOURCE_SERVERS": ("rs-client", ["rs-client"]),
+    "TRACK_PLAIN_CODES": (1, True),
+    "RATE_LIMITS": ({"wallet_request": [300]}, {"wallet_request": None, "chain_authorize": [10, 60]}),
+    "RATE_LIMIT_CACHE": ("nowhere", "default"),
+    "ENABLE_FOR_ALL_CLIENTS": ("false", True),
+    "WALLET_STEP": (0, False),
+    "WALLET_REQUEST_SECONDS": (0, 30),
+    "WALLET_ID_TOKEN_LIFETIME": ("600", 60),
+}
 
 
-@pytest.mark.parametrize("name", ["MAX_DEPTH", "CODE_EXPIRE_SECONDS", "MAX_PROOF_LIFETIME", "PROOF_MAX_BYTES"])
-def test_e004_other_limits(chain_settings, name):
-    chain_settings(**{name: 0})
-    messages = checks.check_settings()
-    assert ids(messages) == ["chain_grant.E004"]
-    assert name in messages[0].msg
+def test_every_setting_has_a_type_check_and_a_case_here():
+    assert set(checks.SETTING_RULES) == set(DEFAULTS) == set(BAD_AND_GOOD)
+    check_ids = [rule[0] for rule in checks.SETTING_RULES.values()]
+    assert len(set(check_ids)) == len(check_ids)  # each setting its own id
 
 
-def test_e004_one_error_per_bad_limit(chain_settings):
+@pytest.mark.parametrize("name", sorted(BAD_AND_GOOD))
+def test_a_wrong_type_is_an_error_with_that_settings_id(chain_settings, name):
+    bad, good = BAD_AND_GOOD[name]
+    chain_settings(**{name: bad})
+    messages = [m for m in checks.check_settings() if m.id != "chain_grant.W001"]
+    assert ids(messages) == [checks.SETTING_RULES[name][0]]
+    assert name in messages[0].msg and messages[0].is_serious()
+    chain_settings(**{name: good})
+    assert [m for m in checks.check_settings() if m.id != "chain_grant.W001"] == []
+
+
+def test_one_error_per_bad_setting(chain_settings):
     chain_settings(MAX_CHILDREN=0, MAX_DEPTH=-5)
     messages = checks.check_settings()
-    assert ids(messages) == ["chain_grant.E004", "chain_grant.E004"]
-    assert "MAX_CHILDREN" in messages[0].msg and "MAX_DEPTH" in messages[1].msg
+    assert ids(messages) == ["chain_grant.E104", "chain_grant.E105"]
+
+
+def test_proof_audiences_must_be_absolute_urls(chain_settings):
+    for bad in (["/oauth"], ["idp.example"], ["ftp://idp.example"], [""], [None]):
+        chain_settings(PROOF_AUDIENCES=bad)
+        assert ids(checks.check_settings()) == ["chain_grant.E110"], bad
+
+
+def test_a_string_audience_is_not_a_list_of_characters(chain_settings, flow, alice, planner):
+    """PROOF_AUDIENCES = "https://idp" (a str): E110, and a proof with aud="h" is still refused."""
+    chain_settings(PROOF_AUDIENCES="https://idp")
+    assert "chain_grant.E110" in ids(checks.check_settings())
+    code, _ = flow.authorize(alice, scope="openid read")
+    assert_error(flow.hop(code, planner.proof(code, aud="h")), 400, "invalid_grant")
+    assert flow.hop(code, planner.proof(code, aud="https://idp")).status_code == 200
+
+
+def test_unknown_keys_are_errors_with_a_suggestion(settings):
+    settings.CHAIN_GRANT = {**settings.CHAIN_GRANT, "RELAXED_PROFS": True, "COLOUR": "blue"}
+    messages = [m for m in checks.check_settings() if m.id == "chain_grant.E101"]
+    assert len(messages) == 2 and messages[0].is_serious()
+    assert "RELAXED_PROFS" in messages[0].msg and "RELAXED_PROOFS" in messages[0].hint
+    assert "COLOUR" in messages[1].msg
+
+
+def test_chain_grant_not_a_dict(settings):
+    settings.CHAIN_GRANT = [("MAX_DEPTH", 3)]
+    assert ids(checks.check_settings()) == ["chain_grant.E100"]
 
 
 def test_max_children_of_one_is_fine(chain_settings):
