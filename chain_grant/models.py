@@ -106,6 +106,14 @@ class ChainClient(models.Model):
             "response_type=id_token at authorize starts this client's wallet step; off: DOT's OIDC implicit flow."
         ),
     )
+    poc_compatible = models.BooleanField(
+        _("PoC compatible"),
+        default=False,
+        help_text=_(
+            "With CHAIN_GRANT['RELAXED_PROOFS'] on: accept the requests of Boruta's proof of concept from this "
+            "client (PKCE optional, a self-asserted key named by its thumbprint, one-hour proofs). Never in production."
+        ),
+    )
 
     class Meta:
         verbose_name = _("chain client")

@@ -25,6 +25,29 @@ def client_may_chain(application) -> bool:
     return ChainClient.objects.filter(application=application, code_chain_enabled=True).exists()
 
 
+def poc_client(application) -> bool:
+    """Boruta's PoC requests from this client (PKCE optional, self-asserted keys named by
+    their thumbprint, one-hour proofs): only with RELAXED_PROOFS on *and* the client's
+    ChainClient.poc_compatible switch (no query while RELAXED_PROOFS is off)."""
+    if not chain_grant_settings.RELAXED_PROOFS or application is None:
+        return False
+    return ChainClient.objects.filter(application=application, poc_compatible=True).exists()
+
+
+def configure_client(application, **switches: bool) -> ChainClient:
+    """Set a client's chain switches (``code_chain_enabled``, ``wallet_step``,
+    ``poc_compatible``); the others keep their value. Saved through the model, so turning
+    code_chain off applies ON_DISABLE (chain_grant.receivers)."""
+    unknown = set(switches) - {"code_chain_enabled", "wallet_step", "poc_compatible"}
+    if unknown:
+        raise ValueError(f"unknown switch(es): {', '.join(sorted(unknown))}")
+    row = ChainClient.objects.filter(application=application).first() or ChainClient(application=application)
+    for name, value in switches.items():
+        setattr(row, name, bool(value))
+    row.save()
+    return row
+
+
 PKCE_METHODS = ("S256", "plain")
 
 _PKCE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")

@@ -24,6 +24,7 @@ from ..client.jose import (
     JWK_THUMBPRINT_URI,
     b64url_decode,
     code_hash,
+    did_jwk,
     did_jwk_text,
     sha256_hex,
     strict_json,
@@ -90,6 +91,9 @@ def load_public_keys(text: str) -> list[dict[str, Any]]:
         public.setdefault("kid", key.thumbprint())
         result.append(public)
     return result
+
+
+POC_PROOF_LIFETIME = 3600  # Boruta's PoC agents sign for exp = iat + 3600
 
 
 def did_jwk_thumbprint(did: str) -> str | None:
@@ -221,6 +225,7 @@ def verify_agent_proof(
     audiences: list[str],
     find_keys,
     relaxed: bool = False,
+    poc: bool = False,
 ) -> VerifiedProof:
     """Verify an agent's hop proof.
 
@@ -228,6 +233,9 @@ def verify_agent_proof(
     that identifier that the calling client may hand codes to (empty if none).
     In relaxed (PoC) mode a proof carrying its own ``jwk`` header is accepted as a
     self-asserted did:jwk machine account, and aud/jti/c_hash become optional.
+    ``poc`` (a PoC-compatible client, with ``relaxed``): the self-asserted key names the
+    account by its thumbprint whatever ``sub`` says (``sub`` is kept in the claims as a
+    label), and proofs may live an hour, as the PoC's do.
     """
     header, payload = parse_compact(token)
     if "crit" in header:
@@ -246,7 +254,9 @@ def verify_agent_proof(
         public.pop("kid", None)
         alg = check_algorithm(header.get("alg"))
         verify_signature(token, public, alg)
-        if did_jwk_thumbprint(sub) != jwk.JWK(**public).thumbprint():
+        if poc:
+            sub = did_jwk(public)  # the account is the key's; the PoC's sub ("<agent>-key") is a label
+        elif did_jwk_thumbprint(sub) != jwk.JWK(**public).thumbprint():
             raise ProofError("Proof sub must be the did:jwk of its jwk header.")
         self_asserted = public
         log.warning("chain_grant: accepted a self-asserted proof key (RELAXED_PROOFS) for %s", sub[:48])
@@ -258,7 +268,7 @@ def verify_agent_proof(
         alg = check_algorithm(header.get("alg"), key_row.agent.allowed_algorithms)
         verify_signature(token, key_row.jwk, alg)
 
-    check_times(payload)
+    check_times(payload, max_lifetime=POC_PROOF_LIFETIME if poc and relaxed else None)
     check_audience(payload, audiences, required=not relaxed)
     jti = check_jti(payload, required=not relaxed)
     check_code_hash(payload, code, required=not relaxed)

@@ -24,7 +24,7 @@ from .codes import code_digest, derive_code, new_code, plausible_code
 from .errors import ChainError
 from .lifecycle import CodeReused, replay_revokes
 from .locks import lock_chain
-from .policy import attenuate_scope, check_code_verifier, check_pkce
+from .policy import attenuate_scope, check_code_verifier, check_pkce, poc_client
 from .tree import append, root_step, step_for_grant
 
 PREVIOUS_CODE_REFUSED = "The previous authorization code (code) cannot be continued."
@@ -237,6 +237,7 @@ def advance_by_agent(
         audiences=audiences,
         find_keys=agent_keys_for(application),
         relaxed=chain_grant_settings.RELAXED_PROOFS,
+        poc=poc_client(application),
     )
     try:
         with replay_revokes(), transaction.atomic():

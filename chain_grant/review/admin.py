@@ -342,7 +342,7 @@ class AgentAdmin(admin.ModelAdmin):
 
 @admin.register(ChainClient)
 class ChainClientAdmin(admin.ModelAdmin):
-    list_display = ("application", "code_chain_enabled", "wallet_step")
+    list_display = ("application", "code_chain_enabled", "wallet_step", "poc_compatible")
     list_select_related = ("application",)
     raw_id_fields = ("application",)
 
