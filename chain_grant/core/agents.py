@@ -29,6 +29,9 @@ def register_agent(
     Idempotent per kid. ``scopes``/``algorithms``/``name`` change an existing agent
     only when given. Raises ValueError for private, symmetric or unparsable keys."""
     public_keys = load_public_keys(key_text)
+    if scopes is not None:
+        refuse_unknown_scopes(scopes)
+    refuse_keys_of_other_agents(identifier, public_keys)
     policy = {
         "allowed_scopes": None if scopes is None else " ".join(scopes.split()),
         "allowed_algorithms": algorithms,
@@ -43,6 +46,24 @@ def register_agent(
     agent.applications.add(*applications)
     add_keys(agent, public_keys)
     return agent
+
+
+def refuse_unknown_scopes(scopes: str) -> None:
+    """An agent may only be allowed scopes the IdP's scopes backend defines."""
+    unknown = sorted(set(scopes.split()) - set(get_scopes_backend().get_all_scopes()))
+    if unknown:
+        raise ValueError(f"unknown scope(s): {', '.join(unknown)} (not in the IdP's scopes backend)")
+
+
+def refuse_keys_of_other_agents(identifier: str, public_keys: list[dict]) -> None:
+    """One public key belongs to one agent: the same key (by RFC 7638 thumbprint, whatever
+    its kid) registered to two agents would let either sign as the other."""
+    for public in public_keys:
+        thumbprint = jwk.JWK(**public).thumbprint()
+        others = AgentKey.objects.exclude(agent__identifier=identifier).filter(jwk__kty=public["kty"])
+        for other in others.select_related("agent").only("jwk", "agent__identifier"):
+            if jwk.JWK(**other.jwk).thumbprint() == thumbprint:
+                raise ValueError(f"this key is already registered to agent {other.agent.identifier!r}")
 
 
 def add_keys(agent: Agent, public_keys: list[dict]) -> list[AgentKey]:
@@ -61,7 +82,9 @@ def add_keys(agent: Agent, public_keys: list[dict]) -> list[AgentKey]:
 @transaction.atomic
 def rotate_keys(agent: Agent, key_text: str) -> tuple[list[AgentKey], int]:
     """Add the new key(s), then disable every other active key. Returns (new, disabled)."""
-    new = add_keys(agent, load_public_keys(key_text))
+    public_keys = load_public_keys(key_text)
+    refuse_keys_of_other_agents(agent.identifier, public_keys)
+    new = add_keys(agent, public_keys)
     disabled = (
         agent.keys.filter(is_active=True)
         .exclude(pk__in=[k.pk for k in new])
@@ -113,7 +136,8 @@ def self_asserted_agent(verified: proofs.VerifiedProof, application) -> Agent:
     agent, created = Agent.objects.get_or_create(
         identifier=verified.subject,
         defaults={
-            "name": "self-asserted " + verified.subject[:40],
+            # The proof's own sub when it is not the account's name (a PoC client's label).
+            "name": "self-asserted " + str(verified.claims.get("sub") or verified.subject)[:40],
             "self_asserted": True,
             "allowed_scopes": " ".join(get_scopes_backend().get_available_scopes(application=application)),
         },

@@ -1,5 +1,6 @@
 """Register agents and manage their keys without the admin.
 
+manage.py chain_grant_agent keygen planner [--kty EC] [--public planner.pub.jwk]
 manage.py chain_grant_agent add planner --key planner.pub.jwk --application CLIENT_ID --scopes "openid read"
 manage.py chain_grant_agent list
 manage.py chain_grant_agent rotate planner --key planner-2026.pub.pem
@@ -7,11 +8,14 @@ manage.py chain_grant_agent disable planner [--kid=KID]   (write --kid=…: thum
 manage.py chain_grant_agent enable planner
 """
 
+import json
+import os
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from oauth2_provider.models import get_application_model
 
+from chain_grant.client import generate_key
 from chain_grant.core import agents
 from chain_grant.models import Agent
 
@@ -21,6 +25,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
+        gen = sub.add_parser("keygen", help="Make an agent key pair: NAME.key.pem (mode 0600) and its public JWK.")
+        gen.add_argument("identifier", metavar="NAME")
+        gen.add_argument("--kty", choices=("EC", "RSA", "OKP"), default="EC", help="EC P-256 (default), RSA, Ed25519.")
+        gen.add_argument("--private", help="Private key file (default: NAME.key.pem); never overwritten.")
+        gen.add_argument("--public", help="Write the public JWK here (default: stdout).")
         add = sub.add_parser("add", help="Register an agent (or add keys/applications to one).")
         add.add_argument("identifier", help="The `sub` the agent signs proofs with.")
         add.add_argument("--key", required=True, help="Public JWK, JWKS or PEM file.")
@@ -66,6 +75,26 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"agent {agent.identifier}: keys {', '.join(agent.keys.values_list('kid', flat=True))}")
+
+    def do_keygen(self, identifier, kty, private=None, public=None, **_):
+        key = generate_key(kty)
+        path = Path(private or f"{identifier}.key.pem")
+        try:  # O_EXCL: an existing key is never replaced; 0600 from the first byte
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise CommandError(f"Cannot create {path}: {exc.strerror}") from None
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.export_to_pem(private_key=True, password=None))
+        jwk_text = json.dumps(key.export_public(as_dict=True), indent=2)
+        if public:
+            Path(public).write_text(jwk_text + "\n")
+            self.stderr.write(f"public JWK of {identifier} written to {public}")
+        else:
+            self.stdout.write(jwk_text)
+        self.stderr.write(
+            f"private key written to {path} (mode 0600); register the public key with: "
+            f"manage.py chain_grant_agent add {identifier} --key {public or 'PUBLIC.jwk'} --application CLIENT_ID"
+        )
 
     def do_list(self, application=None, **_):
         qs = Agent.objects.prefetch_related("keys", "applications")
