@@ -707,3 +707,24 @@ def test_client_credentials_token_is_refused(client, make_app, staff, chain_root
     assert AccessToken.objects.get(token_checksum=hashlib.sha256(raw.encode()).hexdigest()).user is None
     assert_error(client.get("/api/chains/", **bearer(raw)), 403)
     assert_error(client.post(f"/api/steps/{chain_root.pk}/revoke/", **bearer(raw)), 403)
+
+
+def test_api_reference_page_points_at_the_apis_own_schema(client):
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<redoc" in html.lower() or "Redoc.init" in html
+    assert "/api/schema/" in html
+
+
+def test_schema_needs_no_drf_setting_and_holds_only_chain_grants_endpoints(client, settings):
+    """An IdP with no REST_FRAMEWORK / SPECTACULAR_SETTINGS of its own (DRF's default
+    schema class) still gets the API's schema, with DOT's URLs for the OAuth flow."""
+    settings.REST_FRAMEWORK = {}
+    settings.SPECTACULAR_SETTINGS = {}
+    schema = client.get("/api/schema/?format=json").json()
+    assert schema["info"]["title"] == "chain_grant review API"
+    assert set(schema["paths"]) == set(PATHS)
+    flow = schema["components"]["securitySchemes"]["oauth2"]["flows"]["authorizationCode"]
+    assert flow["authorizationUrl"] == "/oauth/authorize/" and flow["tokenUrl"] == "/oauth/token/"
+    assert set(flow["scopes"]) == {"chains:read", "chains:revoke"}

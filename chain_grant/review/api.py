@@ -29,11 +29,25 @@ from ..models import STEP_STATES, Chain, ChainedGrant
 from . import evidence as review
 
 try:  # OpenAPI descriptions, when drf-spectacular is installed
-    from drf_spectacular.utils import OpenApiParameter, extend_schema
+    from drf_spectacular.openapi import AutoSchema
+    from drf_spectacular.utils import OpenApiParameter
+    from drf_spectacular.utils import extend_schema as _extend_schema
+
+    def extend_schema(**kwargs):
+        """drf-spectacular's, built on its AutoSchema whatever the IdP's DRF
+        DEFAULT_SCHEMA_CLASS says (extend_schema otherwise extends that class)."""
+
+        def decorate(method):
+            method.schema = AutoSchema
+            return _extend_schema(**kwargs)(method)
+
+        return decorate
+
 except ImportError:  # pragma: no cover
     OpenApiParameter = None  # type: ignore[assignment, misc]  # drf-spectacular absent
+    AutoSchema = None  # type: ignore[assignment, misc]
 
-    def extend_schema(*args, **kwargs):  # type: ignore[misc]  # its no-op stand-in
+    def extend_schema(**kwargs):  # type: ignore[misc]  # its no-op stand-in
         return lambda view: view
 
 
@@ -192,6 +206,8 @@ class BaseView(APIView):
     parser_classes = [JSONParser, parsers.FormParser, parsers.MultiPartParser]
     permission_classes = [ChainsPermission]
     required_scope = READ_SCOPE
+    if AutoSchema is not None:  # whatever the IdP's DEFAULT_SCHEMA_CLASS says
+        schema = AutoSchema()
 
     def get_exception_handler(self):
         # The API's own error shape, whatever the IdP's global DRF EXCEPTION_HANDLER says.
