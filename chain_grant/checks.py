@@ -110,7 +110,7 @@ def _check_mounted_views() -> list:
     review API is mounted but DRF is not an installed app, or its scopes are unknown."""
     from .oauth.views import AuthorizationView
 
-    found = []
+    found: list[checks.CheckMessage] = []
     view = _view_class("oauth2_provider:authorize")
     if view is not None and not (isinstance(view, type) and issubclass(view, AuthorizationView)):
         found.append(
@@ -129,7 +129,7 @@ def _check_mounted_views() -> list:
             checks.Error(
                 f"chain_grant.api_urls is mounted but {' and '.join(map(repr, apps))} not in INSTALLED_APPS "
                 "(the browsable pages and the API reference fail).",
-                hint="pip install 'django-chain-grant[api]' and add 'rest_framework' and 'drf_spectacular' to INSTALLED_APPS.",
+                hint="pip install 'django-chain-grant[api]'; add rest_framework and drf_spectacular to INSTALLED_APPS.",
                 id="chain_grant.E008",
             )
         )

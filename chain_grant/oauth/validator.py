@@ -39,7 +39,7 @@ class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
                 client = get_application_model().objects.filter(client_id=client_id).first()
             if policy.poc_client(client):
                 return False
-        return super().is_pkce_required(client_id, request)  # type: ignore[misc]
+        return super().is_pkce_required(client_id, request)
 
     def save_authorization_code(self, client_id, code, request, *args, **kwargs):
         """With ``code=<previous>`` (see views.AuthorizationView) the new code is a

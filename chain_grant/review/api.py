@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover
     OpenApiParameter = None  # type: ignore[assignment, misc]  # drf-spectacular absent
     AutoSchema = None  # type: ignore[assignment, misc]
 
-    def extend_schema(**kwargs):  # type: ignore[misc]  # its no-op stand-in
+    def extend_schema(**kwargs):  # its no-op stand-in
         return lambda view: view
 
 
