@@ -115,12 +115,18 @@ def test_install_adds_the_filter_where_it_is_missing(logs):
 
 
 def _readme_logging_snippets():
-    """The LOGGING dicts of README.md (the plug-in section and "Logs: what is redacted")."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    """README.md's two ways to wire redaction: the plug-in section's two lines, applied to
+    the LOGGING of a typical IdP (tests/dot_idp/before/settings.py), and the complete
+    LOGGING of "Logs: what is redacted"."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    snippets = [b[b.index("LOGGING = {") :] for b in blocks if "LOGGING = {" in b]
-    assert len(snippets) == 2
-    return snippets
+    complete = [b[b.index("LOGGING = {") :] for b in blocks if "LOGGING = {" in b]
+    lines = [line for b in blocks for line in b.splitlines() if line.startswith("LOGGING[")]
+    assert len(complete) == 1 and len(lines) == 2
+    host = (root / "tests" / "dot_idp" / "before" / "settings.py").read_text()
+    host_logging = host[host.index("LOGGING = {") :]
+    return [host_logging + "\n".join(lines) + "\n", complete[0]]
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["plug-in", "deploying"])
