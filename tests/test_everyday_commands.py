@@ -78,6 +78,21 @@ def test_enable_refuses_unknown_and_non_code_clients(make_app):
 # --- chain_grant_agent keygen -------------------------------------------------------------
 
 
+def add_planner(app):
+    """chain_grant_agent add planner with the public JWK keygen wrote (planner.pub.jwk)."""
+    run(
+        "chain_grant_agent",
+        "add",
+        "planner",
+        "--key",
+        "planner.pub.jwk",
+        "--application",
+        app.client_id,
+        "--scopes",
+        "openid read",
+    )
+
+
 def test_keygen_writes_a_private_pem_0600_and_prints_the_public_jwk(tmp_path, monkeypatch, app):
     monkeypatch.chdir(tmp_path)
     out = run("chain_grant_agent", "keygen", "planner")
@@ -90,17 +105,7 @@ def test_keygen_writes_a_private_pem_0600_and_prints_the_public_jwk(tmp_path, mo
     assert jwk.JWK(**public).thumbprint() == key.thumbprint()
     # the public JWK registers; the PEM signs proofs with the SDK's CLI
     (tmp_path / "planner.pub.jwk").write_text(out)
-    run(
-        "chain_grant_agent",
-        "add",
-        "planner",
-        "--key",
-        "planner.pub.jwk",
-        "--application",
-        app.client_id,
-        "--scopes",
-        "openid read",
-    )
+    add_planner(app)
     assert Agent.objects.get(identifier="planner").keys.get().kid == key.thumbprint()
 
 
@@ -118,17 +123,7 @@ def test_keygen_never_overwrites_and_writes_the_public_key_to_a_file(tmp_path, m
 def test_a_keygen_pem_signs_a_proof_that_hops(tmp_path, monkeypatch, client, app, alice):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "planner.pub.jwk").write_text(run("chain_grant_agent", "keygen", "planner", "--kty", "RSA"))
-    run(
-        "chain_grant_agent",
-        "add",
-        "planner",
-        "--key",
-        "planner.pub.jwk",
-        "--application",
-        app.client_id,
-        "--scopes",
-        "openid read",
-    )
+    add_planner(app)
     flow = Flow(client, app)
     code, _ = flow.authorize(alice, scope="openid read")
     proof = subprocess.run(
