@@ -194,7 +194,10 @@ class ChainedGrant(models.Model):
       (fan-out limit).
     * ``grant_id``: pk of the DOT ``Grant`` holding the live code; a plain integer, not a
       foreign key, so DOT deleting its grant never touches this row.
-    * ``link_hash``: SHA-256 over the parent's link_hash and this step's immutable fields.
+    * ``actor``: the actor as it was at the step (identifier, name, key; username, sub,
+      auth time, scope changes; DID); readers show it, never the live ``Agent`` or user.
+    * ``link_hash``: SHA-256 over the parent's link_hash and this step's immutable fields
+      (``hash_version`` says which: 2 covers ``actor`` and the key thumbprint).
     """
 
     class Kind(models.TextChoices):
@@ -247,6 +250,19 @@ class ChainedGrant(models.Model):
         max_length=64,
         blank=True,
         help_text=_("RFC 7638 thumbprint of the key that signed the agent's proof (what disabling a key revokes)."),
+    )
+    # What the actor was when it acted, never a pointer to a row that can change (an
+    # agent renamed later, a person's new username): see core.tree.recorded_actor.
+    actor = models.JSONField(
+        _("actor as recorded"),
+        default=dict,
+        blank=True,
+        help_text=_("Who acted, as they were at this step (agent identifier, name and key; person; wallet DID)."),
+    )
+    hash_version = models.PositiveSmallIntegerField(
+        _("link hash version"),
+        default=2,
+        help_text=_("Which fields link_hash covers: 1 = before the recorded actor, 2 = with it."),
     )
 
     created = models.DateTimeField(_("created"), default=timezone.now)

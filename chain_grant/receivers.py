@@ -1,7 +1,8 @@
 """Model signal receivers that turn "an actor was disabled" into the chain's rule
 (:mod:`chain_grant.core.lifecycle`, ``revoke_for_disabled_*``), whichever screen or
 command disabled it: the admin, ``chain_grant_agent disable``, the IdP's own user
-management. Connected in ``ChainGrantConfig.ready()``.
+management; and that keep an agent's identifier fixed once it has acted
+(``core.agents.refuse_identifier_change``). Connected in ``ChainGrantConfig.ready()``.
 
 A ``QuerySet.update()`` sends no signal; ``chain_grant.core.agents.disable`` calls
 the rule itself, and the exchange refuses a code of a disabled agent or person
@@ -11,9 +12,9 @@ anyway (ON_DISABLE="revoke").
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.db.models.signals import post_save
+from django.db.models.signals import post_save, pre_save
 
-from .core import lifecycle
+from .core import agents, lifecycle
 from .models import Agent, AgentKey, ChainClient
 from .settings import chain_grant_settings
 
@@ -21,6 +22,10 @@ from .settings import chain_grant_settings
 def _agent_saved(sender, instance: Agent, **kwargs) -> None:
     if not instance.is_active:
         lifecycle.revoke_for_disabled_agent(instance)
+
+
+def _agent_saving(sender, instance: Agent, **kwargs) -> None:
+    agents.refuse_identifier_change(instance)
 
 
 def _key_saved(sender, instance: AgentKey, **kwargs) -> None:
@@ -44,6 +49,7 @@ def _user_saved(sender, instance, update_fields=None, **kwargs) -> None:
 
 def connect() -> None:
     post_save.connect(_agent_saved, sender=Agent, dispatch_uid="chain_grant.agent_disabled")
+    pre_save.connect(_agent_saving, sender=Agent, dispatch_uid="chain_grant.agent_identifier_fixed")
     post_save.connect(_key_saved, sender=AgentKey, dispatch_uid="chain_grant.key_disabled")
     post_save.connect(_client_saved, sender=ChainClient, dispatch_uid="chain_grant.client_disabled")
     post_save.connect(_user_saved, sender=get_user_model(), dispatch_uid="chain_grant.person_disabled")

@@ -9,7 +9,7 @@ from django.utils import timezone
 from jwcrypto import jwk
 from oauth2_provider.scopes import get_scopes_backend
 
-from ..models import Agent, AgentKey
+from ..models import Agent, AgentKey, ChainedGrant
 from . import proofs
 from .errors import ChainError
 from .lifecycle import revoke_for_disabled_agent, revoke_for_disabled_key
@@ -46,6 +46,20 @@ def register_agent(
     agent.applications.add(*applications)
     add_keys(agent, public_keys)
     return agent
+
+
+def has_acted(agent: Agent) -> bool:
+    return agent.pk is not None and ChainedGrant.objects.filter(agent_id=agent.pk).exists()
+
+
+def refuse_identifier_change(agent: Agent) -> None:
+    """``Agent.identifier`` is what its proofs' ``sub`` and the steps it acted in say; once
+    it has acted it cannot change (register a new agent instead). Raises ValueError."""
+    if agent.pk is None:
+        return
+    stored = Agent.objects.filter(pk=agent.pk).values_list("identifier", flat=True).first()
+    if stored is not None and stored != agent.identifier and has_acted(agent):
+        raise ValueError(f"agent {stored!r} has acted in chains: its identifier cannot change (add a new agent)")
 
 
 def refuse_unknown_scopes(scopes: str) -> None:

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from ..client.jose import sha256_hex
 from ..models import ChainedGrant
 
-_LINKED_FIELDS = (
+_LINKED_FIELDS_V1 = (
     "id",
     "parent_id",
     "root_id",
@@ -36,6 +36,9 @@ _LINKED_FIELDS = (
     "created",
     "expires",
 )
+# Version 2 (migration 0009) also covers who the actor was and the key it signed with.
+LINKED_FIELDS = {1: _LINKED_FIELDS_V1, 2: (*_LINKED_FIELDS_V1, "actor", "agent_key_thumbprint", "hash_version")}
+LINK_HASH_VERSION = 2
 
 
 def _canonical(value: Any) -> Any:
@@ -47,8 +50,12 @@ def _canonical(value: Any) -> Any:
 
 
 def compute_link_hash(step: ChainedGrant, parent_link_hash: str) -> str:
-    """SHA-256 over the parent's link_hash and this step's immutable fields."""
-    fields = {name: _canonical(getattr(step, name)) for name in _LINKED_FIELDS}
+    """SHA-256 over the parent's link_hash and this step's immutable fields (those of its
+    ``hash_version``; an unknown version matches no stored hash)."""
+    names = LINKED_FIELDS.get(step.hash_version)
+    if names is None:
+        return ""
+    fields = {name: _canonical(getattr(step, name)) for name in names}
     blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return sha256_hex(parent_link_hash + "\n" + blob)
 

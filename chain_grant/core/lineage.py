@@ -9,6 +9,7 @@ from django.db.models import Q
 from oauth2_provider.models import get_refresh_token_model
 
 from ..models import ChainedGrant
+from .tree import recorded_actor
 
 
 def ancestors(step: ChainedGrant, *, with_actors: bool = False) -> list[ChainedGrant]:
@@ -65,12 +66,11 @@ def chain_claims(access_token) -> dict[str, Any]:
 
 
 def actor_label(step: ChainedGrant) -> str:
-    """Who acted: the agent, the person (username) or the wallet DID."""
-    if step.kind == ChainedGrant.Kind.AGENT and step.agent is not None:
-        return step.agent.identifier
-    if step.kind == ChainedGrant.Kind.USER and step.user is not None:
-        return step.user.get_username()
-    return step.subject
+    """Who acted, as the step recorded it: the agent's identifier, the person's username
+    or the wallet's DID (never the live row, which can be renamed). A root not yet
+    written (an ordinary DOT code a consent page previews) shows what it would record."""
+    recorded = step.actor or recorded_actor(step, None)
+    return str(recorded.get("identifier") or recorded.get("username") or recorded.get("did") or step.subject)
 
 
 def step_rows(steps) -> list[dict[str, Any]]:

@@ -302,6 +302,12 @@ class AgentAdmin(admin.ModelAdmin):
     inlines = (AgentKeyInline,)
     actions = ("activate", "deactivate")
 
+    def get_readonly_fields(self, request, obj=None):
+        """The identifier is fixed once the agent has acted (steps record it); the display
+        name may change, and the record keeps the old one. A new name is a new agent."""
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return (*fields, "identifier") if obj is not None and agents.has_acted(obj) else fields
+
     @admin.display(description=_("active keys"))
     def active_keys(self, obj):
         return sum(1 for k in obj.keys.all() if k.is_active)
