@@ -91,9 +91,9 @@ def _grants_hidden_from_discovery() -> list[str]:
         served = set(server.grant_types)
     except Exception:  # noqa: BLE001 - E001/E002 report a server or validator that cannot be built
         return []
-    if oauth2_settings.COMPLIANT_BCP_RFC9700_PASSWORD_GRANT:
-        served.discard("password")
-    served -= set(getattr(type(server), "chain_grant_types", ()))
+    from .oauth.views import rfc9700_gated_grants
+
+    served -= rfc9700_gated_grants() | set(getattr(type(server), "chain_grant_types", ()))
     return sorted(served - set(oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED))
 
 

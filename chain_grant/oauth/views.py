@@ -111,17 +111,23 @@ class IntrospectTokenView(ReadableFormMixin, dot_views.IntrospectTokenView):
         )
 
 
+def rfc9700_gated_grants() -> set[str]:
+    """The grants DOT's RFC 9700 gates turn off (DOT neither serves nor advertises them)."""
+    gates = {
+        "implicit": oauth2_settings.COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT,
+        "password": oauth2_settings.COMPLIANT_BCP_RFC9700_PASSWORD_GRANT,
+    }
+    return {grant for grant, on in gates.items() if on}
+
+
 def advertised_grant_types(listed=None) -> list[str]:
     """``grant_types_supported``: DOT's (``OAUTH2_GRANT_TYPES_SUPPORTED`` less the grants
     its RFC 9700 gates turned off, as DOT's RFC 8414 view computes it) plus the grants
     the configured server class adds (``ChainServer.chain_grant_types``), so the IdP never
     restates DOT's list to advertise ``code_chain``."""
     if listed is None:
-        off = {
-            "implicit": oauth2_settings.COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT,
-            "password": oauth2_settings.COMPLIANT_BCP_RFC9700_PASSWORD_GRANT,
-        }
-        listed = [g for g in oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED if not off.get(g)]
+        off = rfc9700_gated_grants()
+        listed = [g for g in oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED if g not in off]
     extra = getattr(oauth2_settings.OAUTH2_SERVER_CLASS, "chain_grant_types", ())
     return list(dict.fromkeys([*listed, *extra]))
 

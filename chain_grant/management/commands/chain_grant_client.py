@@ -63,7 +63,7 @@ class Command(BaseCommand):
         self.stdout.write(self._line(policy.configure_client(self._application(client_id), code_chain_enabled=False)))
 
     def do_list(self, **_):
-        rows = {row.application_id: row for row in ChainClient.objects.all()}
+        rows = {row.application_id: row for row in ChainClient.objects.select_related("application")}
         for application in get_application_model().objects.order_by("client_id"):
             row = rows.get(application.pk)
             if row is None:
