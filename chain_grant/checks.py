@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core import checks
 from django.urls import NoReverseMatch, Resolver404, resolve, reverse
+from jwcrypto import jwk
+from jwcrypto.common import JWException
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
 
@@ -187,6 +189,27 @@ def _cache_alias(value) -> bool:
 # Each CHAIN_GRANT setting: (its check's id, the rule, what the value must be). Every key of
 # settings.DEFAULTS has a line (tests.test_settings_and_checks checks that), like
 # django-cors-headers' checks of its settings.
+def _private_key_pem(value) -> bool:
+    if value == "":
+        return True
+    try:
+        key = jwk.JWK.from_pem(value.encode() if isinstance(value, str) else value)
+    except (TypeError, ValueError, AttributeError, JWException):
+        return False
+    return key.has_private and key.get("kty") in ("OKP", "EC", "RSA")
+
+
+def _public_jwks(value) -> bool:
+    if not isinstance(value, list):
+        return False
+    try:
+        return all(
+            isinstance(v, dict) and v.get("kty") in ("OKP", "EC", "RSA") and not jwk.JWK(**v).has_private for v in value
+        )
+    except (TypeError, ValueError, JWException):
+        return False
+
+
 SETTING_RULES = {
     "CODE_EXPIRE_SECONDS": ("chain_grant.E102", _positive_int, "a positive integer (seconds)"),
     "CODE_KEY": ("chain_grant.E103", lambda v: isinstance(v, str), "a string (empty: SECRET_KEY)"),
@@ -210,6 +233,9 @@ SETTING_RULES = {
     "WALLET_STEP": ("chain_grant.E120", _bool, "True or False"),
     "WALLET_REQUEST_SECONDS": ("chain_grant.E121", _positive_int, "a positive integer (seconds)"),
     "WALLET_ID_TOKEN_LIFETIME": ("chain_grant.E122", _positive_int, "a positive integer (seconds)"),
+    "RECORD_SIGNING_KEY": ("chain_grant.E123", _private_key_pem, "a PEM private key (Ed25519, EC or RSA) or empty"),
+    "RECORD_VERIFY_KEYS": ("chain_grant.E124", _public_jwks, "a list of public JWK dicts"),
+    "MAX_JOINS": ("chain_grant.E125", _positive_int, "a positive integer"),
 }
 
 

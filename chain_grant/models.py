@@ -261,8 +261,25 @@ class ChainedGrant(models.Model):
     )
     hash_version = models.PositiveSmallIntegerField(
         _("link hash version"),
-        default=2,
-        help_text=_("Which fields link_hash covers: 1 = before the recorded actor, 2 = with it."),
+        default=3,
+        help_text=_(
+            "Which fields link_hash covers: 1 = before the recorded actor, 2 = with it, 3 = with joins, "
+            "the DOT grant's PKCE and resource, and a signed record."
+        ),
+    )
+    # A join (fan-in): the other parents this step combines, in the order the hop named
+    # them, each with its link_hash as it was (covered by this step's link_hash).
+    joined = models.JSONField(
+        _("joined parents"), default=list, blank=True, help_text=_("[{step, link_hash}] of the joined parents.")
+    )
+    grant_digest = models.CharField(
+        _("DOT grant digest"),
+        max_length=64,
+        blank=True,
+        help_text=_("SHA-256 of the code's PKCE challenge and resource, compared with DOT's Grant at exchange."),
+    )
+    record_jws = models.TextField(
+        _("signed record"), blank=True, help_text=_("JWS by the IdP's record key over this step's link hash.")
     )
 
     created = models.DateTimeField(_("created"), default=timezone.now)
@@ -359,6 +376,71 @@ class Chain(ChainedGrant):
         verbose_name = _("chain")
         verbose_name_plural = _("chains")
         ordering = ("-created",)
+
+
+class ChainJoin(models.Model):
+    """One joined parent of a join step (besides its primary ``parent``): what makes
+    revoking any parent reach the join, and the tree a DAG. Mirrors ``joined``."""
+
+    root = models.ForeignKey(ChainedGrant, on_delete=models.CASCADE, related_name="+", verbose_name=_("chain root"))
+    step = models.ForeignKey(ChainedGrant, on_delete=models.CASCADE, related_name="joins", verbose_name=_("join step"))
+    parent = models.ForeignKey(
+        ChainedGrant, on_delete=models.CASCADE, related_name="joined_into", verbose_name=_("joined parent")
+    )
+    position = models.PositiveSmallIntegerField(_("position"))
+
+    class Meta:
+        verbose_name = _("chain join")
+        verbose_name_plural = _("chain joins")
+        ordering = ("step", "position")
+        constraints = [models.UniqueConstraint(fields=("step", "parent"), name="chain_grant_join_step_parent")]
+
+
+class StepEvent(models.Model):
+    """An append-only, signed change of a step's state: ``exchanged`` (with the token's
+    checksum) or ``revoked`` (a subtree, and why). Events of a chain are numbered and
+    hash-linked (``hash`` covers the previous one), and the chain's head counts them, so
+    clearing a state column or deleting an event is caught (core.record)."""
+
+    class Kind(models.TextChoices):
+        EXCHANGED = "exchanged", _("exchanged")
+        REVOKED = "revoked", _("revoked")
+
+    root = models.ForeignKey(ChainedGrant, on_delete=models.CASCADE, related_name="+", verbose_name=_("chain root"))
+    step = models.ForeignKey(ChainedGrant, on_delete=models.CASCADE, related_name="events", verbose_name=_("step"))
+    seq = models.PositiveIntegerField(_("number in the chain"))
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    data = models.JSONField(_("data"), default=dict, blank=True)
+    at = models.DateTimeField(_("at"))
+    hash = models.CharField(_("hash"), max_length=64)
+    jws = models.TextField(_("signed"), blank=True)
+
+    class Meta:
+        verbose_name = _("step event")
+        verbose_name_plural = _("step events")
+        ordering = ("root", "seq")
+        constraints = [models.UniqueConstraint(fields=("root", "seq"), name="chain_grant_event_root_seq")]
+
+
+class ChainHead(models.Model):
+    """A chain's signed head: how many steps and events it has, an order-free hash of
+    its leaves' link hashes and the last event's hash. Updated (and signed) on every
+    hop and event, so a deleted leaf, subtree or event, or a rollback to an earlier
+    exported head, is caught."""
+
+    root = models.OneToOneField(
+        ChainedGrant, on_delete=models.CASCADE, primary_key=True, related_name="head", verbose_name=_("chain root")
+    )
+    steps = models.PositiveIntegerField(_("steps"), default=0)
+    leaves = models.CharField(_("leaves digest"), max_length=64, default="")
+    events = models.PositiveIntegerField(_("events"), default=0)
+    event_hash = models.CharField(_("last event hash"), max_length=64, blank=True)
+    jws = models.TextField(_("signed head"), blank=True)
+    updated = models.DateTimeField(_("updated"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("chain head")
+        verbose_name_plural = _("chain heads")
 
 
 class Wallet(models.Model):

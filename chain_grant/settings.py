@@ -81,6 +81,14 @@ DEFAULTS: dict[str, Any] = {
     # Longest exp - iat accepted in a wallet's self-issued id_token (wallets commonly
     # sign for several minutes; agent proofs keep MAX_PROOF_LIFETIME).
     "WALLET_ID_TOKEN_LIFETIME": 600,
+    # The signed record (core.record): a PEM private key (Ed25519, EC or RSA) that signs
+    # every step, state event and chain head. Empty: an Ed25519 key derived from
+    # SECRET_KEY. Its public half is served at <chain_grant.urls>/chain/jwks/.
+    "RECORD_SIGNING_KEY": "",
+    # Public JWKs of retired record keys, so records signed before a rotation still verify.
+    "RECORD_VERIFY_KEYS": [],
+    # Most additional parents one join (fan-in) hop may name in joined_codes.
+    "MAX_JOINS": 8,
 }
 
 # Algorithms that can never be allowed: no signature, or a shared secret.

@@ -55,8 +55,11 @@ wallet_urlpatterns = [
     path("wallet/requests/<uuid:request_id>/cancel", wallet_views.CancelView.as_view(), name="chain-wallet-cancel"),
 ]
 
+# The public keys that verify the chain's signed record (core.record).
+record_urlpatterns = [path("chain/jwks/", views.RecordKeysView.as_view(), name="chain-record-jwks")]
+
 metadata_urlpatterns = _ours(dot_urls.metadata_urlpatterns)
-base_urlpatterns = _ours(dot_urls.base_urlpatterns) + wallet_urlpatterns
+base_urlpatterns = _ours(dot_urls.base_urlpatterns) + wallet_urlpatterns + record_urlpatterns
 management_urlpatterns = list(dot_urls.management_urlpatterns)
 oidc_urlpatterns = _ours(dot_urls.oidc_urlpatterns)
 dcr_urlpatterns = list(dot_urls.dcr_urlpatterns)

@@ -115,7 +115,14 @@ class AnswerListView(AnswersView):
         body = AnswerInSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         token = request.auth
-        step = lineage.step_for_token(token)
+        try:
+            step = lineage.step_for_token(token)
+        except lineage.UnverifiedLink:
+            return _error(
+                status.HTTP_403_FORBIDDEN,
+                "chain_unverified",
+                "This token's link to its chain step does not match the signed record.",
+            )
         if step is None:
             return _error(
                 status.HTTP_403_FORBIDDEN,

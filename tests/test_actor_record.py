@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import reverse
 
 from chain_grant.core import integrity, lineage
-from chain_grant.models import Agent, ChainedGrant
+from chain_grant.models import Agent, ChainedGrant, ChainHead, StepEvent
 from chain_grant.review import evidence
 from tests.helpers import build_real_chain
 
@@ -58,7 +58,7 @@ def test_each_step_records_its_actor(chain, alice):
         "name": agent.name,
         "key_thumbprint": agent.keys.get().kid,
     }
-    assert security.hash_version == integrity.LINK_HASH_VERSION == 2
+    assert security.hash_version == integrity.LINK_HASH_VERSION == 3
     root = chain.root
     assert root.actor["username"] == "alice" and root.actor["sub"] == str(alice.pk)
     assert root.actor["scopes"] == {"new": ["openid", "read", "write"], "kept": [], "dropped": []}
@@ -134,6 +134,8 @@ def test_steps_hashed_before_version_2_still_verify_and_get_their_actor(chain):
         step.link_hash = integrity.compute_link_hash(step, hashes.get(step.parent_id, ""))
         hashes[step.pk] = step.link_hash
         ChainedGrant.objects.filter(pk=step.pk).update(hash_version=1, actor={}, link_hash=step.link_hash)
+    StepEvent.objects.filter(root_id=chain.chain_id).delete()  # and, as before migration 0010,
+    ChainHead.objects.filter(root_id=chain.chain_id).delete()  # no signed events or head
     assert integrity.verify_chain(chain.chain_id).ok
     migration = importlib.import_module("chain_grant.migrations.0009_step_recorded_actor")
     migration.fill_actors(django_apps, None)

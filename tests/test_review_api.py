@@ -341,7 +341,7 @@ def test_tree_structure(api, real_chain):
     assert response.status_code == 200
     body = response.json()
     assert body["chain_id"] == real_chain.chain_id
-    assert body["verification"] == {"ok": True, "checked": 5, "first_bad_step": None}
+    assert body["verification"] == {"ok": True, "checked": 5, "first_bad_step": None, "problems": []}
     steps = body["steps"]
     by_actor = {s["actor"]: s for s in steps}
     assert set(by_actor) == {"alice", "planner", "researcher", "security", "merger"}
@@ -411,12 +411,13 @@ def test_a_step_id_that_is_not_a_root_is_404(api, real_chain):
 
 def test_verify_ok_then_tampered(api, real_chain):
     url = f"/api/chains/{real_chain.chain_id}/verify/"
-    assert api.get(url).json() == {"ok": True, "checked": 5, "first_bad_step": None}
+    assert api.get(url).json() == {"ok": True, "checked": 5, "first_bad_step": None, "problems": []}
     security = real_chain.step["security"]
     ChainedGrant.objects.filter(pk=security.pk).update(scope="openid read write")
     body = api.get(url).json()
     assert body["ok"] is False and body["first_bad_step"] == str(security.pk)
-    assert body["checked"] < 5
+    assert body["checked"] == 5  # every step is checked; each problem names its step
+    assert {p["step"] for p in body["problems"]} == {str(security.pk)}
 
 
 def test_verify_flags_a_moved_step(api, real_chain):
@@ -601,10 +602,10 @@ def test_openapi_schema_validates_without_warnings(tmp_path):
 
 # --- query counts do not grow ----------------------------------------------------------------
 
-# A staff session: session + user + the chain's steps (one query, every row joined).
-# A token: token (joined with its user) + the steps; evidence loads the steps twice
-# (_chain_or_404, then evidence_bundle): 3. Nothing per step in either case.
-TREE_QUERIES = 3
+# A staff session: session + user + the chain's steps (one query, every row joined,
+# its head too) + its events + its join rows. A token: token (joined with its user)
+# instead of session and user. Nothing per step in either case.
+TREE_QUERIES = 5
 LIST_QUERIES = 4  # session + user + count + one page (step counts are subqueries)
 
 

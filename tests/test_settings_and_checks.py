@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 from django.core import checks as django_checks
+from jwcrypto import jwk
 from oauth2_provider.models import get_application_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 
@@ -248,6 +249,8 @@ def test_safe_algorithms_pass(chain_settings):
 
 
 # One wrong value per setting: (a bad value, a good one other than the default).
+_RECORD_KEY = jwk.JWK.generate(kty="OKP", crv="Ed25519")
+_RECORD_KEY_PEM = _RECORD_KEY.export_to_pem(private_key=True, password=None).decode()
 BAD_AND_GOOD = {
     "CODE_EXPIRE_SECONDS": (0, 60),
     "CODE_KEY": (None, "k" * 32),
@@ -271,6 +274,12 @@ BAD_AND_GOOD = {
     "WALLET_STEP": (0, False),
     "WALLET_REQUEST_SECONDS": (0, 30),
     "WALLET_ID_TOKEN_LIFETIME": ("600", 60),
+    "RECORD_SIGNING_KEY": ("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----", _RECORD_KEY_PEM),
+    "RECORD_VERIFY_KEYS": (
+        [_RECORD_KEY.export(as_dict=True, private_key=True)],
+        [_RECORD_KEY.export_public(as_dict=True)],
+    ),
+    "MAX_JOINS": (0, 2),
 }
 
 

@@ -51,9 +51,14 @@ def code_chain(
     *,
     scope: str | None = None,
     code_challenge: str | None = None,
+    joined_codes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One hop: previous code + the receiving agent's proof → the next code."""
+    """One hop: previous code + the receiving agent's proof → the next code. A join
+    also names the other parents' codes (``joined_codes``; the proof must carry their
+    ``joined_c_hashes``)."""
     data = {"grant_type": "code_chain", "authorization_code": code, "id_token": proof}
+    if joined_codes:
+        data["joined_codes"] = " ".join(joined_codes)
     if scope is not None:
         data["scope"] = scope
     if code_challenge:

@@ -52,8 +52,10 @@ def sign_proof(
     lifetime: int = 60,
     alg: str | None = None,
     extra: dict[str, Any] | None = None,
+    joined_codes: list[str] | None = None,
 ) -> str:
-    """The hop proof: a compact JWS with sub, aud, iat, exp, jti, c_hash (and msg_sha256)."""
+    """The hop proof: a compact JWS with sub, aud, iat, exp, jti, c_hash (and msg_sha256).
+    For a join, ``joined_codes`` (the other parents) become ``joined_c_hashes``, in order."""
     now = int(time.time())
     claims = {
         "iss": sub,
@@ -66,6 +68,8 @@ def sign_proof(
     }
     if message is not None:
         claims["msg_sha256"] = message_digest(message)
+    if joined_codes:
+        claims["joined_c_hashes"] = [code_hash(joined) for joined in joined_codes]
     claims.update(extra or {})
     header = {"alg": alg or DEFAULT_ALG[key["kty"]], "typ": "JWT", "kid": key.get("kid") or key.thumbprint()}
     token = jws.JWS(json.dumps(claims, separators=(",", ":")).encode())

@@ -7,6 +7,7 @@ step's code digest makes it possible.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,14 +22,15 @@ from oauth2_provider.models import get_access_token_model, get_grant_model, get_
 
 from .. import signals
 from ..client.jose import sha256_hex
-from ..models import ChainedGrant
+from ..models import ChainedGrant, ChainJoin, StepEvent
 from ..settings import chain_grant_settings
-from . import tree
+from . import record, tree
 from .codes import code_digest, plausible_code
 from .errors import ChainError
 from .locks import lock_chain, lock_steps
 
 T = TypeVar("T")
+log = logging.getLogger("chain_grant")
 
 
 class CodeReused(ChainError):
@@ -103,26 +105,43 @@ def check_exchangeable(step: ChainedGrant, application) -> None:
             raise ChainError("The person this chain acts for is disabled.")
 
 
-def record_exchange(step: ChainedGrant, access_token_id, token_family) -> bool:
-    """Mark a step exchanged and link the token; False if it already was (a replay)
-    or was revoked meanwhile. One conditional UPDATE, so exactly one exchange wins.
-    Call with the step locked: the time is taken after the lock."""
-    now = timezone.now()
-    return bool(
-        ChainedGrant.objects.filter(
-            pk=step.pk, exchanged_at__isnull=True, revoked_at__isnull=True, expires__gt=now
-        ).update(exchanged_at=now, ended_at=now, access_token_id=access_token_id, token_family=token_family)
-    )
+class RecordMismatch(CodeLost):
+    """DOT's ``Grant`` row no longer says what the step's signed record says (scope,
+    redirect URI, PKCE challenge or resource): it was edited, so nothing is issued."""
 
 
-def _issued(access_token: str) -> tuple:
-    """(access token pk, refresh token family) of the token just saved."""
-    return (
+def check_grant_matches(step: ChainedGrant, grant) -> None:
+    if step.hash_version < 3:
+        return  # recorded before the grant digest existed
+    if (grant.scope, grant.redirect_uri, tree.grant_digest(grant)) != (
+        step.scope,
+        step.redirect_uri,
+        step.grant_digest,
+    ):
+        log.warning("chain_grant: DOT grant %s differs from step %s's record; exchange refused", grant.pk, step.pk)
+        raise RecordMismatch
+
+
+def record_exchange(step: ChainedGrant, access_token: str) -> bool:
+    """Mark a step exchanged, link the token and append the signed ``exchanged`` event
+    (with the token's checksum); False if it already was (a replay) or was revoked
+    meanwhile. One conditional UPDATE, so exactly one exchange wins. Call with the
+    chain and the step locked: the time is taken after the lock."""
+    checksum = sha256_hex(access_token)
+    token_id, family = (
         get_access_token_model()
-        .objects.filter(token_checksum=sha256_hex(access_token))
+        .objects.filter(token_checksum=checksum)
         .values_list("pk", "refresh_token__token_family")
         .first()
     ) or (None, None)
+    now = timezone.now()
+    won = ChainedGrant.objects.filter(
+        pk=step.pk, exchanged_at__isnull=True, revoked_at__isnull=True, expires__gt=now
+    ).update(exchanged_at=now, ended_at=now, access_token_id=token_id, token_family=family)
+    if won:
+        data = {"access_token_id": token_id, "token_checksum": checksum, "token_family": family and str(family)}
+        record.append_event(step, StepEvent.Kind.EXCHANGED, data, at=now)
+    return bool(won)
 
 
 class _BecameChained(Exception):
@@ -159,8 +178,10 @@ def exchange(application, code: str, step: ChainedGrant | None, save_token: Call
                         raise _BecameChained(became)
                     if chain_grant_settings.TRACK_PLAIN_CODES:  # keep its digest: a replay is then detected
                         step = tree.append(tree.root_step(grant, application), None)
+                if step is not None:
+                    check_grant_matches(step, grant)
                 result = save_token()
-                if step is not None and not record_exchange(step, *_issued(access_token)):
+                if step is not None and not record_exchange(step, access_token):
                     raise CodeLost
                 Grant.objects.filter(pk=grant.pk).delete()
             return result
@@ -195,6 +216,26 @@ def with_retries(work: Callable[[], T], attempts: int = 5) -> T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def reach(step: ChainedGrant) -> Q:
+    """The step, its descendants and every join (with its own descendants) that took
+    one of them as a parent: what revoking the step revokes. One query for the
+    chain's joins (usually none), whatever the subtree's size."""
+    paths = [step.path]
+    joins = list(ChainJoin.objects.filter(root_id=step.root_id).values_list("parent__path", "step__path"))
+    grown = True
+    while grown:
+        grown = False
+        for parent_path, join_path in joins:
+            inside = any(parent_path.startswith(p) for p in paths)
+            if inside and not any(join_path.startswith(p) for p in paths):
+                paths.append(join_path)
+                grown = True
+    query = Q()
+    for path in paths:
+        query |= Q(path__startswith=path)
+    return Q(root_id=step.root_id) & query
+
+
 def revoke_subtree(step: ChainedGrant, reason: str = "revoked") -> int:
     """Revoke a step and all its descendants: the steps, their DOT grants and every
     access/refresh token issued from them, in a constant number of queries whatever
@@ -209,13 +250,15 @@ def revoke_subtree(step: ChainedGrant, reason: str = "revoked") -> int:
 def _revoke_subtree(step: ChainedGrant, reason: str) -> int:
     AccessToken = get_access_token_model()
     RefreshToken = get_refresh_token_model()
-    subtree = ChainedGrant.objects.subtree_of(step)
     now = timezone.now()
     with transaction.atomic():
         lock_chain(step.root_id)
+        subtree = ChainedGrant.objects.filter(reach(step))
         count = subtree.filter(revoked_at__isnull=True).update(
             revoked_at=now, revoked_reason=reason[:255], ended_at=Coalesce("ended_at", Value(now))
         )
+        if count:
+            record.append_event(step, StepEvent.Kind.REVOKED, {"reason": reason[:255], "count": count}, at=now)
         get_grant_model().objects.filter(pk__in=subtree.filter(grant_id__isnull=False).values("grant_id")).delete()
         families = subtree.filter(token_family__isnull=False).values("token_family")
         RefreshToken.objects.filter(token_family__in=families, revoked__isnull=True).update(revoked=now, updated=now)

@@ -9,6 +9,7 @@ from django.db.models import Q
 from oauth2_provider.models import get_refresh_token_model
 
 from ..models import ChainedGrant
+from . import record
 from .tree import recorded_actor
 
 
@@ -20,26 +21,37 @@ def ancestors(step: ChainedGrant, *, with_actors: bool = False) -> list[ChainedG
         return [step]
     ids = [seg for seg in step.path.split("/") if seg]
     rows = ChainedGrant.objects.filter(pk__in=ids)
-    rows = rows.select_related("agent", "user") if with_actors else rows.only("id", "subject", "kind", "depth")
+    rows = (
+        rows.select_related("agent", "user") if with_actors else rows.only("id", "subject", "kind", "depth", "joined")
+    )
     return sorted(rows, key=lambda s: s.depth)
 
 
-def actor_claim(step: ChainedGrant) -> dict[str, Any] | None:
+def actor_claim(step: ChainedGrant, line: list[ChainedGrant] | None = None) -> dict[str, Any] | None:
     """RFC 8693 §4.1 ``act``: the actors from this step up to (not including) the
-    root, outermost = the current actor. The root's actor is the token's subject."""
-    act: dict[str, Any] | None = None
-    for node in ancestors(step)[1:]:
-        act = {"sub": node.subject, **({"act": act} if act else {})}
-    return act
+    root, outermost = the current actor (along primary parents: ``act`` is a nest, not a
+    DAG). The root's actor is the token's subject. ``line``: ``ancestors(step)`` if known."""
+    return _act_of((line if line is not None else ancestors(step))[1:]).get("act")
+
+
+class UnverifiedLink(Exception):
+    """A token's link to its step does not match the step's signed exchange event
+    (the link was edited in the database): treat the token as inactive."""
 
 
 def step_for_token(access_token) -> ChainedGrant | None:
     """The step an access token was issued from, directly or through its refresh
-    token family (tokens issued by refreshing keep their step). Indexed lookups only:
-    a plain DOT token costs two small queries, whatever the table's size."""
-    steps = ChainedGrant.objects.only("id", "root_id", "depth", "path", "subject", "revoked_at").order_by()
+    token family (tokens issued by refreshing keep their step), once the link is
+    checked against the step's signed exchange event (:class:`UnverifiedLink` if it
+    does not match). Indexed lookups only: a plain DOT token costs two small
+    queries, whatever the table's size."""
+    steps = ChainedGrant.objects.only(
+        "id", "root_id", "depth", "path", "subject", "revoked_at", "hash_version", "joined", "token_family"
+    ).order_by()
     step = steps.filter(access_token_id=access_token.pk).first()
     if step is not None:
+        if not record.exchange_link_verifies(step, access_token):
+            raise UnverifiedLink
         return step
     related = Q(access_token_id=access_token.pk)
     if access_token.source_refresh_token_id:
@@ -49,19 +61,59 @@ def step_for_token(access_token) -> ChainedGrant | None:
         .objects.filter(related, token_family__isnull=False)
         .values_list("token_family", flat=True)
     )
-    return steps.filter(token_family__in=families).first() if families else None
+    step = steps.filter(token_family__in=families).first() if families else None
+    if step is not None and not record.exchange_link_verifies(step, access_token, family=step.token_family):
+        raise UnverifiedLink
+    return step
+
+
+def chain_joins(step: ChainedGrant, line: list[ChainedGrant] | None = None) -> list[dict[str, Any]]:
+    """For a token from below a join: each join on its ``act`` line (the primary
+    parents) with the steps it joined, each with its own ``act`` line, so a resource
+    server sees every input. Empty when there is no join (the usual case: no query)."""
+    joins = [node for node in (line if line is not None else ancestors(step)) if node.joined]
+    if not joins:
+        return []
+    joined_ids = [j["step"] for node in joins for j in node.joined]
+    joined = {str(s.pk): s for s in ChainedGrant.objects.filter(pk__in=joined_ids).only("id", "path", "subject")}
+    on_paths = {seg for s in joined.values() for seg in s.path.split("/") if seg}
+    by_hex = {s.pk.hex: s for s in ChainedGrant.objects.filter(pk__in=on_paths).only("id", "subject", "depth")}
+    result = []
+    for node in joins:
+        inputs = []
+        for entry in node.joined:
+            other = joined.get(entry["step"])
+            if other is None:
+                continue
+            line_of = sorted((by_hex[h] for h in other.path.split("/") if h in by_hex), key=lambda s: s.depth)
+            inputs.append({"sub": other.subject, **_act_of(line_of[1:-1])})  # its own act line, root excluded
+        result.append({"sub": node.subject, "joined": inputs})
+    return result
+
+
+def _act_of(nodes) -> dict[str, Any]:
+    """``{"act": …}`` for the actors before a step (root excluded), innermost first."""
+    act: dict[str, Any] | None = None
+    for node in nodes:
+        act = {"sub": node.subject, **({"act": act} if act else {})}
+    return {"act": act} if act else {}
 
 
 def chain_claims(access_token) -> dict[str, Any]:
-    """``chain_id``, ``chain_depth`` and ``act`` for a token issued from a chain step
-    (introspection adds them); empty for a plain DOT token."""
+    """``chain_id``, ``chain_depth``, ``act`` and, below a join, ``chain_joins`` for a
+    token issued from a chain step (introspection adds them); empty for a plain DOT
+    token. Raises :class:`UnverifiedLink` for a token whose link was tampered with."""
     step = step_for_token(access_token)
     if step is None:
         return {}
     claims: dict[str, Any] = {"chain_id": str(step.root_id), "chain_depth": step.depth}
-    act = actor_claim(step)
+    line = ancestors(step)
+    act = actor_claim(step, line)
     if act:
         claims["act"] = act
+    joins = chain_joins(step, line)
+    if joins:
+        claims["chain_joins"] = joins
     return claims
 
 

@@ -187,6 +187,21 @@ def check_code_hash(claims: dict[str, Any], code: str, required: bool = True) ->
         raise ProofError("Proof c_hash does not match the authorization code.")
 
 
+def check_joined_hashes(claims: dict[str, Any], joined_codes) -> None:
+    """A join's proof names each joined code, in order, by its ``c_hash``
+    (``joined_c_hashes``); a proof for a hop that joins nothing names none."""
+    value = claims.get("joined_c_hashes")
+    if not joined_codes:
+        if value not in (None, []):
+            raise ProofError("Proof joined_c_hashes names codes this request does not join.")
+        return
+    if not isinstance(value, list) or len(value) != len(joined_codes):
+        raise ProofError("Proof joined_c_hashes must list the c_hash of each joined code, in order.")
+    for c_hash, code in zip(value, joined_codes, strict=True):
+        if not isinstance(c_hash, str) or not hmac.compare_digest(c_hash.encode(), code_hash(code).encode()):
+            raise ProofError("Proof joined_c_hashes does not match the joined codes.")
+
+
 def check_jti(claims: dict[str, Any], required: bool = True) -> str:
     jti = claims.get("jti")
     if jti is None and not required:
@@ -226,6 +241,7 @@ def verify_agent_proof(
     find_keys,
     relaxed: bool = False,
     poc: bool = False,
+    joined_codes=(),
 ) -> VerifiedProof:
     """Verify an agent's hop proof.
 
@@ -235,7 +251,8 @@ def verify_agent_proof(
     self-asserted did:jwk machine account, and aud/jti/c_hash become optional.
     ``poc`` (a PoC-compatible client, with ``relaxed``): the self-asserted key names the
     account by its thumbprint whatever ``sub`` says (``sub`` is kept in the claims as a
-    label), and proofs may live an hour, as the PoC's do.
+    label), and proofs may live an hour, as the PoC's do. ``joined_codes``: a join's
+    additional parents, which ``joined_c_hashes`` must name in order.
     """
     header, payload = parse_compact(token)
     if "crit" in header:
@@ -272,6 +289,7 @@ def verify_agent_proof(
     check_audience(payload, audiences, required=not relaxed)
     jti = check_jti(payload, required=not relaxed)
     check_code_hash(payload, code, required=not relaxed)
+    check_joined_hashes(payload, joined_codes)
     if relaxed and key_row is not None:
         log.info("chain_grant: RELAXED_PROOFS is on; aud/jti/c_hash optional for %s", sub[:48])
     return VerifiedProof(

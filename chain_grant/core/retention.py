@@ -20,7 +20,7 @@ from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
 from .. import signals
-from ..models import ChainedGrant, WalletRequest
+from ..models import ChainedGrant, ChainHead, ChainJoin, StepEvent, WalletRequest
 from ..settings import chain_grant_settings
 
 
@@ -143,7 +143,12 @@ def purge_chains(
                 WalletRequest.objects.filter(Q(parent__in=purgeable) | Q(step__in=purgeable)).delete()
                 # A raw delete: the rows of a chain reference each other (PROTECT), and the
                 # ORM's collector would load them all; one SQL DELETE removes a whole chain.
-                steps = purgeable._raw_delete(purgeable.db) if chain_ids else 0
+                steps = 0
+                if chain_ids:
+                    for model in (ChainJoin, StepEvent, ChainHead):  # they point at the steps
+                        rows = model.objects.filter(root_id__in=chain_ids)
+                        rows._raw_delete(rows.db)
+                    steps = purgeable._raw_delete(purgeable.db)
             result.chains += len(chain_ids)
             result.steps += steps
             for chain_id in chain_ids:

@@ -136,6 +136,60 @@ def lock_step(application, pk, root_id) -> tuple[ChainedGrant, ParentState]:
     return parent, state
 
 
+JOINED_UNKNOWN = "A joined code (joined_codes) is unknown, expired, another client's or from another chain."
+
+
+def check_join_request(parent_code: str, joined_codes: list[str], verifiers: list[str] | None) -> None:
+    """The shape of a join (fan-in) request, before anything is read."""
+    if len(joined_codes) > chain_grant_settings.MAX_JOINS:
+        raise ChainError("Too many joined codes (MAX_JOINS).", "invalid_request")
+    if len(set(joined_codes)) != len(joined_codes):
+        raise ChainError("joined_codes names a code twice.", "invalid_request")
+    if parent_code in joined_codes:
+        raise ChainError("joined_codes repeats authorization_code.", "invalid_request")
+    if verifiers is not None and len(verifiers) != len(joined_codes):
+        raise ChainError("joined_code_verifiers must give one verifier per joined code.", "invalid_request")
+
+
+def lock_joined(
+    application, parent: ChainedGrant, state: ParentState, codes: list[str], verifiers: list[str] | None = None
+) -> list[ChainedGrant]:
+    """The steps a join's ``joined_codes`` name (the chain is locked; they are locked
+    too, in primary-key order), each checked as a parent is: live, this client's, under
+    its fan-out limit, in the same chain, for the same person, with the same resource,
+    and (a public client) with its PKCE verifier among ``verifiers``, in order."""
+    if not codes:
+        return []
+    digests = [code_digest(code) for code in codes]
+    rows = _with_state(ChainedGrant.objects.select_for_update()).filter(code_digest__in=digests, root_id=parent.root_id)
+    found = {row.code_digest: row for row in rows.order_by("pk")}
+    joined: list[ChainedGrant] = []
+    for digest in digests:
+        step = found.get(digest)
+        if step is None:
+            raise ChainError(JOINED_UNKNOWN)
+        joined_state = _state_of(step)
+        try:
+            check_can_extend(step, application, joined_state)
+        except CodeReused:
+            raise
+        except ChainError as exc:
+            raise ChainError(f"A joined code (joined_codes) cannot be continued: {exc}", exc.error) from None
+        if step.user_id != parent.user_id:
+            raise ChainError("A joined code acts for another person.")
+        if set(joined_state.resource) != set(state.resource):
+            raise ChainError("A joined code carries another resource restriction (RFC 8707).")
+        verifier = verifiers[len(joined)] if verifiers else None
+        check_code_verifier(
+            verifier,
+            joined_state.code_challenge,
+            joined_state.code_challenge_method,
+            required=application.client_type == application.CLIENT_PUBLIC,
+        )
+        joined.append(step)
+    return joined
+
+
 def preview_parent(application, code: str) -> ChainedGrant:
     """The step ``code`` names, if this client may extend it now: what the consent and
     wallet pages show before anything is written. Reads only: an ordinary DOT code
@@ -224,12 +278,21 @@ def advance_by_agent(
     code_challenge_method: str | None = None,
     pkce_required: bool = True,
     code_verifier: str | None = None,
+    joined_codes: list[str] | None = None,
+    joined_code_verifiers: list[str] | None = None,
 ) -> tuple[ChainedGrant, str]:
     """An agent hop (``grant_type=code_chain``): verify, then add one child step and the
     DOT grant for its new code, atomically, with the parent row locked.
 
+    With ``joined_codes`` the hop is a join (fan-in): the step has those parents too
+    (same chain, client and person), its scope is within every parent's, and its proof
+    names each by ``joined_c_hashes``. A public client gives each one's PKCE verifier
+    in ``joined_code_verifiers``.
+
     Returns the new step and its code.
     """
+    joined_codes = joined_codes or []
+    check_join_request(parent_code, joined_codes, joined_code_verifiers)
     challenge, method = check_pkce(code_challenge, code_challenge_method, pkce_required)
     verified = proofs.verify_agent_proof(
         proof,
@@ -238,6 +301,7 @@ def advance_by_agent(
         find_keys=agent_keys_for(application),
         relaxed=chain_grant_settings.RELAXED_PROOFS,
         poc=poc_client(application),
+        joined_codes=joined_codes,
     )
     try:
         with replay_revokes(), transaction.atomic():
@@ -249,7 +313,9 @@ def advance_by_agent(
                 state.code_challenge_method,
                 required=application.client_type == application.CLIENT_PUBLIC,
             )
-            granted = attenuate_scope(parent.scope, agent.scope_set, scope)
+            joined = lock_joined(application, parent, state, joined_codes, joined_code_verifiers)
+            shared = [s for s in parent.scope.split() if all(s in other.scope.split() for other in joined)]
+            granted = attenuate_scope(" ".join(shared), agent.scope_set, scope)
             step_id = uuid.uuid4()
             grant, code = issue_code(
                 application,
@@ -278,7 +344,7 @@ def advance_by_agent(
             )
             try:
                 with transaction.atomic():
-                    append(step, parent)
+                    append(step, parent, joined)
             except IntegrityError:
                 if verified.jti and ChainedGrant.objects.filter(agent=agent, proof_jti=verified.jti).exists():
                     raise ChainError("Proof jti was already used.") from None
@@ -287,7 +353,7 @@ def advance_by_agent(
         raise
     except ChainError:
         # The same request again (its response was lost): the same step and code.
-        retried = _retried_hop(application, parent_code, verified, scope, challenge, method)
+        retried = _retried_hop(application, parent_code, verified, scope, challenge, method, joined_codes)
         if retried is None:
             raise
         return retried
@@ -299,7 +365,9 @@ def _normalised(scope: str) -> str:
     return " ".join(dict.fromkeys(scope.split()))
 
 
-def _retried_hop(application, parent_code, verified, scope, challenge, method) -> tuple[ChainedGrant, str] | None:
+def _retried_hop(
+    application, parent_code, verified, scope, challenge, method, joined_codes=()
+) -> tuple[ChainedGrant, str] | None:
     """The step an identical earlier request made (same client, previous code, proof,
     scope and code_challenge), if its code is still live: a retry after a lost
     response. PKCE binds the code, so a replayed request without the verifier gets
@@ -315,12 +383,23 @@ def _retried_hop(application, parent_code, verified, scope, challenge, method) -
         return None
     if step.parent is None or step.parent.code_digest != code_digest(parent_code):
         return None
+    if _joined_digests(step) != [code_digest(code) for code in joined_codes]:
+        return None
     if step.requested_scope != (_normalised(scope) if scope is not None else step.scope):
         return None
     grant = get_grant_model().objects.filter(pk=step.grant_id, application=application).first()
     if grant is None or (grant.code_challenge, grant.code_challenge_method) != (challenge, method):
         return None
     return step, derive_code(step.pk)
+
+
+def _joined_digests(step: ChainedGrant) -> list[str]:
+    if not step.joined:
+        return []
+    digests = dict(
+        ChainedGrant.objects.filter(pk__in=[j["step"] for j in step.joined]).values_list("pk", "code_digest")
+    )
+    return [digests.get(uuid.UUID(j["step"]), "") for j in step.joined]
 
 
 # --- browser steps --------------------------------------------------------------------

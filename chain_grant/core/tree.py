@@ -4,30 +4,57 @@ tracked plain code."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import F
 from django.utils import timezone
 
-from ..models import ChainedGrant
+from ..client.jose import sha256_hex
+from ..models import ChainedGrant, ChainJoin
+from . import record
 from .integrity import LINK_HASH_VERSION, compute_link_hash
 
 
-def append(step: ChainedGrant, parent: ChainedGrant | None) -> ChainedGrant:
-    """Insert ``step`` under ``parent`` (locked by the caller), hash it, and count it
-    against the parent's fan-out."""
+def append(step: ChainedGrant, parent: ChainedGrant | None, joined: Sequence[ChainedGrant] = ()) -> ChainedGrant:
+    """Insert ``step`` under ``parent`` and, for a join, the ``joined`` parents too (all
+    locked by the caller); hash and sign it, count it against each parent's fan-out and
+    move the chain's head on. A join sits in ``path`` under its primary parent; its
+    depth is one more than its deepest parent's."""
     step.parent = parent
     step.root_id = parent.root_id if parent else step.id
-    step.depth = parent.depth + 1 if parent else 0
+    parents = [parent, *joined] if parent else []
+    step.depth = max(p.depth for p in parents) + 1 if parents else 0
     step.path = (parent.path if parent else "") + step.id.hex + "/"
     step.created = timezone.now()
     step.actor = {**recorded_actor(step, parent), **step.actor}
+    step.joined = [{"step": str(p.pk), "link_hash": p.link_hash} for p in joined]
     step.hash_version = LINK_HASH_VERSION
     step.link_hash = compute_link_hash(step, parent.link_hash if parent else "")
+    head = record.sign_step(step, parents)
     step.save(force_insert=True)
-    if parent is not None:
-        ChainedGrant.objects.filter(pk=parent.pk).update(children_count=F("children_count") + 1)
+    if joined:
+        ChainJoin.objects.bulk_create(
+            ChainJoin(root_id=step.root_id, step=step, parent=p, position=i) for i, p in enumerate(joined, 1)
+        )
+    if parents:
+        ChainedGrant.objects.filter(pk__in=[p.pk for p in parents]).update(children_count=F("children_count") + 1)
+        for p in parents:  # the caller's rows stay true (the head counts leaves from them)
+            p.children_count += 1
+    record.save_head(head)
     return step
+
+
+def grant_digest(grant) -> str:
+    """What a step records of its code's DOT ``Grant`` beyond scope and redirect URI:
+    the PKCE challenge and the RFC 8707 resource (compared again at exchange)."""
+    fields = {
+        "code_challenge": grant.code_challenge or "",
+        "code_challenge_method": grant.code_challenge_method or "",
+        "resource": sorted(getattr(grant, "resource", None) or []),
+    }
+    return sha256_hex(json.dumps(fields, sort_keys=True, separators=(",", ":")))
 
 
 def recorded_actor(step: ChainedGrant, parent: ChainedGrant | None) -> dict[str, Any]:
@@ -71,6 +98,7 @@ def root_step(grant, application) -> ChainedGrant:
         scope=grant.scope,
         requested_scope=grant.scope,
         grant_id=grant.pk,
+        grant_digest=grant_digest(grant),
     )
 
 
@@ -84,5 +112,6 @@ def step_for_grant(kind: str, application, grant, **fields) -> ChainedGrant:
         user_id=grant.user_id,
         scope=grant.scope,
         grant_id=grant.pk,
+        grant_digest=grant_digest(grant),
         **fields,
     )

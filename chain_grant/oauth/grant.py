@@ -25,6 +25,8 @@ SINGLE_PARAMS = (
     "code_challenge",
     "code_challenge_method",
     "code_verifier",
+    "joined_codes",
+    "joined_code_verifiers",
 )
 
 

@@ -95,6 +95,8 @@ class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
                 code_challenge_method=getattr(request, "code_challenge_method", None),
                 pkce_required=self.is_pkce_required(request.client_id, request),
                 code_verifier=getattr(request, "code_verifier", None),
+                joined_codes=_listed(getattr(request, "joined_codes", None)),
+                joined_code_verifiers=_listed(getattr(request, "joined_code_verifiers", None)) or None,
             )
         except ChainError as exc:
             raise oauth_error(exc, request) from None
@@ -145,3 +147,8 @@ class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
 class ChainOAuth2Validator(ChainValidatorMixin, OAuth2Validator):
     """DOT's OAuth2Validator with chain_grant added (for new IdPs; compose the mixin
     into your own validator otherwise)."""
+
+
+def _listed(value) -> list[str]:
+    """A space-separated request parameter (``joined_codes``) as a list."""
+    return value.split() if isinstance(value, str) else []

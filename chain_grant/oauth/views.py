@@ -9,6 +9,7 @@ from django.http import JsonResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
+from django.views.generic import View
 from oauth2_provider import views as dot_views
 from oauth2_provider.compat import login_not_required
 from oauth2_provider.exceptions import OAuthToolkitError
@@ -20,7 +21,7 @@ from oauthlib.common import Request as OauthlibRequest
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
 from ..client.jose import sha256_hex
-from ..core import lineage, policy, steps
+from ..core import lineage, policy, record, steps
 from ..core.codes import plausible_code
 from ..core.errors import ChainError
 from ..settings import chain_grant_settings
@@ -95,7 +96,10 @@ class IntrospectTokenView(ReadableFormMixin, dot_views.IntrospectTokenView):
         if not data.get("active"):
             return response
         token = get_access_token_model().objects.filter(token_checksum=sha256_hex(token_value)).first()
-        extra = lineage.chain_claims(token) if token and self._may_see_chain(token) else {}
+        try:
+            extra = lineage.chain_claims(token) if token and self._may_see_chain(token) else {}
+        except lineage.UnverifiedLink:  # its step link was edited: nothing about it can be trusted
+            return JsonResponse({"active": False}, headers={"Cache-Control": "no-store"})
         if not extra:
             return response
         data.update(extra)
@@ -321,3 +325,15 @@ def consent_context(parent, scopes: list[str], person) -> dict:
         "chain_person_is_you": parent.user_id == person.pk,
         "new_scopes": [scope for scope in scopes if scope not in had],
     }
+
+
+@method_decorator(login_not_required, name="dispatch")
+class RecordKeysView(View):
+    """The record key's public half (and retired ones), as a JWK Set: what verifies each
+    step's ``record_jws``, each state event and the chain's head (core.record)."""
+
+    def get(self, request, *args, **kwargs):
+        response = JsonResponse(record.public_jwks())
+        response["Cache-Control"] = "public, max-age=3600"
+        response["Access-Control-Allow-Origin"] = "*"
+        return response

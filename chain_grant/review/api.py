@@ -162,17 +162,35 @@ class StepSerializer(serializers.Serializer):
     revoked_at = serializers.DateTimeField(allow_null=True)
     revoked_reason = serializers.CharField(allow_null=True)
     children = serializers.ListField(child=serializers.UUIDField())
+    joined = serializers.ListField(child=serializers.UUIDField(), help_text="a join's other parents")
+    recorded_actor = serializers.JSONField(help_text="the actor as it was at the step")
+    hash_version = serializers.IntegerField(help_text="which fields link_hash covers")
+
+
+class ProblemSerializer(serializers.Serializer):
+    step = serializers.UUIDField(allow_null=True, help_text="the step it is about (null: the whole chain)")
+    problem = serializers.CharField()
 
 
 class VerificationSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     checked = serializers.IntegerField()
     first_bad_step = serializers.UUIDField(allow_null=True)
+    problems = ProblemSerializer(many=True)
+
+
+class HeadSerializer(serializers.Serializer):
+    steps = serializers.IntegerField()
+    leaves = serializers.CharField(help_text="sum of the leaves' link hashes mod 2**256 (hex)")
+    events = serializers.IntegerField()
+    event_hash = serializers.CharField()
+    jws = serializers.CharField(help_text="the record key's JWS over the head (see /chain/jwks/)")
 
 
 class ChainTreeSerializer(serializers.Serializer):
     chain_id = serializers.UUIDField()
     steps = StepSerializer(many=True)
+    head = HeadSerializer(allow_null=True)
     verification = VerificationSerializer()
 
 

@@ -8,17 +8,19 @@ related row is joined), and verified from the same rows.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils import timezone
 from jwcrypto import jws
+from jwcrypto.common import JWException
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.utils import jwk_from_pem
 
 from ..core import integrity
 from ..core.lineage import actor_label
-from ..models import ChainedGrant
+from ..models import ChainedGrant, ChainHead
 
 
 @dataclass
@@ -27,6 +29,9 @@ class Node:
     children: list[Node] = field(default_factory=list)
     narrowed: list[str] = field(default_factory=list)  # parent's scopes this step does not have
     added: list[str] = field(default_factory=list)  # scopes this step has that its parent did not
+    joins: list[Node] = field(default_factory=list)  # a join's other parents
+    joined_into: list[Node] = field(default_factory=list)  # joins that took this step as another parent
+    problems: list[str] = field(default_factory=list)  # what verification says of this step
 
     @property
     def actor(self) -> str:
@@ -38,16 +43,21 @@ class ChainView:
     root: Node
     nodes: list[Node]  # depth-first, parents before children (for an indented tree)
     verification: integrity.Verification
+    head: ChainHead | None = None
 
 
 def load_steps(chain_id) -> list[ChainedGrant]:
     """Every step of a chain, with actor, person and client, in one query."""
     return list(
-        ChainedGrant.objects.chain(chain_id).select_related("agent", "user", "application").order_by("depth", "created")
+        ChainedGrant.objects.chain(chain_id)
+        .select_related("agent", "user", "application", "head")
+        .order_by("depth", "created")
     )
 
 
-def build(steps: list[ChainedGrant]) -> ChainView | None:
+def build(steps: list[ChainedGrant], head: ChainHead | None = None) -> ChainView | None:
+    """The tree (a join sits under its primary parent and lists its other parents in
+    ``joined``) and its verification."""
     if not steps:
         return None
     nodes = {s.pk: Node(s) for s in steps}
@@ -58,6 +68,12 @@ def build(steps: list[ChainedGrant]) -> ChainView | None:
             mine, theirs = node.step.scope.split(), parent.step.scope.split()
             node.narrowed = [s for s in theirs if s not in mine]
             node.added = [s for s in mine if s not in theirs]
+    for node in nodes.values():
+        for entry in node.step.joined or []:
+            other = nodes.get(uuid.UUID(entry["step"]))
+            if other is not None:
+                node.joins.append(other)
+                other.joined_into.append(node)
     root = nodes[steps[0].pk]
     ordered: list[Node] = []
     stack = [root]
@@ -65,7 +81,13 @@ def build(steps: list[ChainedGrant]) -> ChainView | None:
         node = stack.pop()
         ordered.append(node)
         stack.extend(reversed(node.children))
-    return ChainView(root, ordered, integrity.verify_steps(steps))
+    head = head or integrity.head_of(steps)
+    verification = integrity.verify_steps(steps, head=head)
+    by_id = {str(pk): node for pk, node in nodes.items()}
+    for problem in verification.problems:
+        if problem["step"] in by_id:
+            by_id[problem["step"]].problems.append(problem["problem"])
+    return ChainView(root, ordered, verification, head)
 
 
 def chain_view(chain_id) -> ChainView | None:
@@ -78,6 +100,7 @@ def step_data(node: Node) -> dict[str, Any]:
     return {
         "id": str(s.pk),
         "parent": str(s.parent_id) if s.parent_id else None,
+        "joined": [j["step"] for j in s.joined],  # a join's other parents (a DAG)
         "depth": s.depth,
         "kind": s.kind,
         "actor": node.actor,
@@ -111,13 +134,22 @@ def verification_data(verification: integrity.Verification) -> dict[str, Any]:
         "ok": verification.ok,
         "checked": verification.checked,
         "first_bad_step": str(verification.first_bad_step) if verification.first_bad_step else None,
+        "problems": verification.problems,
     }
+
+
+def head_data(head: ChainHead | None) -> dict[str, Any] | None:
+    """The chain's signed head, as an export keeps it (to catch a later rollback)."""
+    if head is None:
+        return None
+    return {**integrity.head_data(head), "jws": head.jws}
 
 
 def chain_data(view: ChainView) -> dict[str, Any]:
     return {
         "chain_id": str(view.root.step.pk),
         "steps": [step_data(n) for n in view.nodes],
+        "head": head_data(view.head),
         "verification": verification_data(view.verification),
     }
 
@@ -140,3 +172,16 @@ def evidence_bundle(chain_id, issuer: str) -> dict[str, Any] | None:
         key, alg="RS256", protected=json.dumps({"alg": "RS256", "kid": key.thumbprint(), "typ": "chain-evidence+jws"})
     )
     return {"evidence": payload, "jws": token.serialize(compact=True)}
+
+
+def bundle_verifies(bundle: dict[str, Any]) -> bool:
+    """Whether an evidence bundle's JWS verifies with this IdP's OIDC key and its
+    payload is exactly the bundle's ``evidence``."""
+    key = jwk_from_pem(oauth2_settings.OIDC_RSA_PRIVATE_KEY)
+    token = jws.JWS()
+    try:
+        token.deserialize(bundle.get("jws", ""))
+        token.verify(key, alg="RS256")
+    except (JWException, ValueError, TypeError):
+        return False
+    return json.loads(token.payload) == bundle.get("evidence")
