@@ -4,10 +4,14 @@
 The conversation of Boruta's code-chain PoC (PR 153), against an IdP with chain_grant
 (``make demo`` starts one and runs this), top to bottom in ``Chat.converse``::
 
-    user ─(wallet)─► planner ─┬─► researcher  ─► merger ─┐
-                              ├─► security    ─► merger ─┤
-                              └─► implementer ─► merger ─┴─► critic
+    user ─(wallet)─► planner ─┬─► researcher  ─┐
+                              ├─► security    ─┼─► merger ─► critic
+                              └─► implementer ─┘
     critic ─(alice logs in, consents to email)─► writer ─► POST /api/answers/
+
+The merger is one join (fan-in): a single hop from the researcher's code that also names
+the other two branches' codes (``joined_codes``; its proof carries their c_hashes), so
+its scope is within all three; 9 steps in all.
 
 An agent needs only the SDK, ``chain_grant.client`` (``sdk`` below): its key
 (``load_private_key``: var/agents/<name>.json from bootstrap_demo), a proof per hand-off
@@ -122,6 +126,7 @@ class Step:  # one link of the chain, as this client saw it
     verifier: str = field(repr=False)  # PKCE for this step's code: only the writer's is used
     scope: str | None = None  # as the IdP granted it (agent steps)
     message_sha256: str | None = None  # agent steps: the msg_sha256 its proof signed
+    joined: tuple[int, ...] = ()  # a join: the other parents' indexes (``parent`` is the primary)
 
     @property
     def code_digest_prefix(self) -> str:  # how the admin and the review API name a step
@@ -163,11 +168,12 @@ class Chat:
             task = f"{plan}\nYour task ({agent}): {ROLES[agent]}"
             shown = f"{plan} [your task: {agent}]" if agent == BRANCHES[0] else f"… [your task: {agent}]"
             outputs[agent] = (self.hop(planner, "planner", agent, task, shown), self.respond(agent, task))
-        merged = [self.hop(step, agent, "merger", f"- {agent}: {text}") for agent, (step, text) in outputs.items()]
-        draft = self.respond("merger", "\n".join(f"- {agent}: {text}" for agent, (_, text) in outputs.items()))
-        # The critic continues from the merger's last code; its proof names all three merger steps.
-        merged_steps = [step.code_digest_prefix for step in merged]
-        critic = self.hop(merged[-1], "merger", "critic", draft, extra={"merged_steps": merged_steps})
+        # The fan-in: one join hop, from the first branch's code, naming the other two branches' codes.
+        contributions = "\n".join(f"- {agent}: {text}" for agent, (_, text) in outputs.items())
+        first, *others = (step for step, _ in outputs.values())
+        merger = self.hop(first, " + ".join(BRANCHES), "merger", contributions, joined=others)
+        draft = self.respond("merger", contributions)
+        critic = self.hop(merger, "merger", "critic", draft)
         review = self.respond("critic", draft)
         brief = f"{draft}\n{review}"
         writer = self.hop(self.consent_step(critic), "critic", "writer", brief, f"[the draft] + {review}")
@@ -192,24 +198,32 @@ class Chat:
         self.say(f"[id_token presentation -> planner]  {mask(code)}  (the chain's root)")
         return self.record("wallet", wallet.did if wallet else "wallet", code, verifier, None, depth=0)
 
-    def hop(self, parent: Step, sender: str, agent: str, message: str, shown=None, extra=None) -> Step:
-        """``agent`` receives ``message`` with ``parent``'s code; it signs a proof and trades both for its code."""
+    def hop(self, parent: Step, sender: str, agent: str, message: str, shown=None, joined=()) -> Step:
+        """``agent`` receives ``message`` with ``parent``'s code; it signs a proof and trades both for its code.
+        A join (fan-in) also hands over the ``joined`` steps' codes: the proof names each (joined_c_hashes)."""
         verifier, challenge = sdk.pkce_pair()
+        joined_codes = [step.code for step in joined] or None
         proof = sdk.sign_proof(
-            self.keys[agent], sub=agent, aud=self.issuer, code=parent.code, message=message, extra=extra
+            self.keys[agent], sub=agent, aud=self.issuer, code=parent.code, message=message, joined_codes=joined_codes
         )
         try:
-            body = sdk.code_chain(self.token_url, *self.client, parent.code, proof, code_challenge=challenge)
+            body = sdk.code_chain(
+                self.token_url, *self.client, parent.code, proof, code_challenge=challenge, joined_codes=joined_codes
+            )
         except sdk.ChainClientError as exc:
+            senders = " + ".join(short(step.actor) for step in (parent, *joined))
             raise AgentChatError(
-                f"the IdP refused the hand-off {short(parent.actor)} → {agent} (step "
+                f"the IdP refused the hand-off {senders} → {agent} (step "
                 f"{len(self.steps)}): {exc.error}: {exc.description}{hint(exc.description)}"
             ) from None
         self.chain_id = self.chain_id or body["chain_id"]  # the root step's id, told with the first hop
         code, depth, scope = body["authorization_code"], body["depth"], body.get("scope")
-        self.say(f"[code_chain -> {agent}]  {mask(parent.code)} → {mask(code)}  depth {depth}, scope “{scope}”")
+        codes = " + ".join(mask(step.code) for step in (parent, *joined))
+        join = f"  (a join of {len(joined) + 1} parents)" if joined else ""
+        self.say(f"[code_chain -> {agent}]  {codes} → {mask(code)}  depth {depth}, scope “{scope}”{join}")
         self.say_message(sender, agent, message, shown)
-        return self.record("agent", agent, code, verifier, parent, depth, scope, sdk.message_digest(message))
+        digest = sdk.message_digest(message)
+        return self.record("agent", agent, code, verifier, parent, depth, scope, digest, joined=joined)
 
     def consent_step(self, parent: Step, person: str = "alice") -> Step:
         """A person joins: logs in, sees the chain so far and consents to one scope more."""
@@ -309,10 +323,11 @@ class Chat:
     def browser(self, **kwargs) -> "Browser":
         return Browser(self.idp, also=(self.issuer, self.authorize_url), **kwargs)
 
-    def record(self, kind, actor, code, verifier, parent, depth, scope=None, message_sha256=None) -> Step:
+    def record(self, kind, actor, code, verifier, parent, depth, scope=None, message_sha256=None, joined=()) -> Step:
         parent_index = parent.index if parent else None
+        others = tuple(step.index for step in joined)
         self.steps.append(
-            Step(len(self.steps), kind, actor, depth, parent_index, code, verifier, scope, message_sha256)
+            Step(len(self.steps), kind, actor, depth, parent_index, code, verifier, scope, message_sha256, others)
         )
         return self.steps[-1]
 
@@ -489,14 +504,24 @@ def in_your_browser(url: str, state: str, what: str, say) -> str:
 
 
 def tree_lines(steps: list[dict[str, Any]]) -> list[str]:
-    """The chain as an indented tree: ``kind actor  “scope”  (+added −narrowed)`` per step."""
+    """The chain as an indented tree: ``kind actor  “scope”  (+added −narrowed)`` per step. A join
+    (a DAG's fan-in) sits under its primary parent and names the others (``joins: a, b``); each
+    of them says where it went (``→ joined into j``)."""
     by_id, lines = {s["id"]: s for s in steps}, []
+    joined_into = {j: [s for s in steps if j in (s.get("joined") or [])] for j in by_id}
+
+    def label(s):
+        return short(s["actor"], 28) if s["kind"] == "wallet" else s["actor"]
 
     def walk(s, prefix, branch):
-        actor = short(s["actor"], 28) if s["kind"] == "wallet" else s["actor"]
         diff = " ".join([f"+{x}" for x in s.get("scope_added", [])] + [f"−{x}" for x in s.get("scope_narrowed", [])])
+        joins = ", ".join(label(by_id[j]) if j in by_id else j[:8] for j in s.get("joined") or [])
+        into = ", ".join(label(j) for j in joined_into[s["id"]])
         state = f"  [{s['state']}]" if s.get("state") not in (None, "live") else ""
-        lines.append(f"{prefix}{branch}{s['kind']} {actor}  “{s['scope']}”{f'  ({diff})' if diff else ''}{state}")
+        lines.append(
+            f"{prefix}{branch}{s['kind']} {label(s)}  “{s['scope']}”{f'  ({diff})' if diff else ''}"
+            f"{f'  joins: {joins}' if joins else ''}{f'  → joined into {into}' if into else ''}{state}"
+        )
         kids = [by_id[c] for c in s.get("children", []) if c in by_id]
         for i, kid in enumerate(kids):
             walk(kid, prefix + {"": "", "└─ ": "   ", "├─ ": "│  "}[branch], "└─ " if i == len(kids) - 1 else "├─ ")

@@ -485,7 +485,9 @@ def run_scenario(
         ids[event.index] = row["id"]
         assert row["kind"] == event.kind and row["depth"] == event.depth
         assert row["parent"] == (ids[event.parent] if event.parent is not None else None)
-    assert seen["verification"] == {"ok": True, "checked": len(steps), "first_bad_step": None}, seen["verification"]
+    assert seen["verification"] == {"ok": True, "checked": len(steps), "first_bad_step": None, "problems": []}, seen[
+        "verification"
+    ]
     report["db_verification"] = seen["verification"]
     report["kinds"] = {k: sum(1 for s in steps if s["kind"] == k) for k in ("wallet", "agent", "user")}
 

@@ -1,5 +1,6 @@
 """scripts/agent_chat.py, the example behind `make demo`, end to end against a live server:
-the wallet presentation, agent hand-offs with fan-out, alice's consent, the writer, the
+the wallet presentation, agent hand-offs with fan-out and a join (fan-in: the merger is
+one step with the three branches as parents), alice's consent, the writer, the
 answer published with the writer's token; the chain it prints is the chain in the
 database. Its command line as scripts/run_dev.sh runs it, and its failure paths: IdP
 down, chain revoked midway, agent disabled, missing demo files. The steps are observed,
@@ -23,6 +24,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
+from chain_grant.client.jose import code_hash
 from chain_grant.client.wallet import HeadlessWallet
 from chain_grant.core import integrity, lifecycle
 from chain_grant.models import ChainedGrant
@@ -41,8 +43,6 @@ ORDER = [
     "researcher",
     "security",
     "implementer",
-    "merger",
-    "merger",
     "merger",
     "critic",
     "alice",
@@ -116,10 +116,10 @@ def database_tree(agent_chat, chain_id) -> list[tuple[str, ...]]:
 def assert_run_matches_database(agent_chat, result, events, output, seen):
     chain_id = result.chain_id
     rows = list(ChainedGrant.objects.filter(root_id=chain_id).select_related("agent", "user"))
-    assert len(rows) == len(events) == 11
-    assert [e.index for e in events] == list(range(11)) and {e.chain_id for e in events} == {chain_id}
+    assert len(rows) == len(events) == 9
+    assert [e.index for e in events] == list(range(9)) and {e.chain_id for e in events} == {chain_id}
     assert [e.actor if e.kind != "wallet" else "wallet" for e in events] == ORDER
-    assert [e.kind for e in events] == ["wallet"] + ["agent"] * 8 + ["user", "agent"]
+    assert [e.kind for e in events] == ["wallet"] + ["agent"] * 6 + ["user", "agent"]
 
     # Each step the script reports is that row: kind, actor, depth, parent, the message it signed.
     by_prefix = {row.code_digest[:8]: row for row in rows}
@@ -130,23 +130,32 @@ def assert_run_matches_database(agent_chat, result, events, output, seen):
         assert row.message_digest == (event.message_sha256 or "")
     assert str(row_of[0].pk) == chain_id and row_of[0].parent_id is None
     assert max(row.depth for row in rows) == 6
+    assert [row.depth for row in row_of] == [0, 1, 2, 2, 2, 3, 4, 5, 6]
     planner = row_of[1]
     assert sorted(review.actor_label(r) for r in rows if r.parent_id == planner.pk) == [
         "implementer",
         "researcher",
         "security",
     ]  # the fan-out
-    assert [r.parent_id for r in row_of[5:8]] == [row_of[2].pk, row_of[3].pk, row_of[4].pk]  # a merger per branch
-    assert row_of[8].parent_id == row_of[7].pk and row_of[8].proof_claims["merged_steps"] == [
-        r.code_digest[:8] for r in row_of[5:8]
+    merger, critic = row_of[5], row_of[6]  # the merger: one join step, the researcher its primary parent
+    assert [r for r in rows if review.actor_label(r) == "merger"] == [merger]
+    assert merger.parent_id == row_of[2].pk and [j["step"] for j in merger.joined] == [
+        str(row_of[3].pk),
+        str(row_of[4].pk),
     ]
-    assert row_of[9].kind == "user" and row_of[9].user.username == "alice" and "email" in row_of[9].scope.split()
-    assert row_of[10].exchanged_at is not None and row_of[10].access_token_id
+    assert result.steps[5].joined == (3, 4)  # as the script recorded it
+    api = {s["id"]: s for s in result.tree["steps"]}
+    assert [api[j]["actor"] for j in api[str(merger.pk)]["joined"]] == ["security", "implementer"]
+    assert "merged_steps" not in merger.proof_claims and "merged_steps" not in critic.proof_claims
+    assert critic.parent_id == merger.pk and critic.joined == []
+    assert row_of[7].kind == "user" and row_of[7].user.username == "alice" and "email" in row_of[7].scope.split()
+    assert row_of[8].exchanged_at is not None and row_of[8].access_token_id
 
     # The printed tree is the database's tree; the chain verifies.
     assert sorted(printed_tree(output)) == sorted(database_tree(agent_chat, chain_id))
     assert result.verification["ok"] and integrity.verify_chain(chain_id).ok
-    assert "Integrity: ✓ verified (11 steps" in output
+    assert "Integrity: ✓ verified (9 steps" in output
+    assert "└─ agent merger  “openid read”  joins: security, implementer" in output  # once, under the researcher
 
     # The transcript is what the agents signed: every agent step's msg_sha256 is one of its messages.
     said = {hashlib.sha256(text.encode()).hexdigest() for _, _, text in result.transcript}
@@ -155,12 +164,12 @@ def assert_run_matches_database(agent_chat, result, events, output, seen):
     # The answer is stored with the chain read from the writer's token.
     answer = Answer.objects.get(chain_id=chain_id)
     assert answer.text == result.transcript[-1][2] == result.answer["text"]
-    assert [a["actor"] for a in answer.actors][1:] == ["planner", "implementer", "merger", "critic", "alice", "writer"]
+    assert [a["actor"] for a in answer.actors][1:] == ["planner", "researcher", "merger", "critic", "alice", "writer"]
     assert answer.act["sub"] == "writer" and answer.user.username == "alice"
     assert answer.scope == result.token_scope and "email" in answer.scope.split()
 
     # Codes are shown shortened as they advance, never whole; tokens never.
-    assert len(seen) >= 11 and all(secret not in output for secret in seen if secret)
+    assert len(seen) >= 9 and all(secret not in output for secret in seen if secret)
     assert not SECRET_LIKE.search(output), SECRET_LIKE.search(output)
     code_of = {hashlib.sha256(code.encode()).hexdigest()[:8]: code for code in seen if code}
     for event in events:
@@ -190,8 +199,58 @@ def test_the_example_runs_end_to_end_and_again(agent_chat, live_server, demo_var
     assert again.transcript == result.transcript
     assert again.steps[0].actor == events[0].actor == HeadlessWallet.load(demo_var / "demo_wallet.json").did
     assert (
-        ChainedGrant.objects.filter(root_id=again.chain_id).count() == 11 and integrity.verify_chain(again.chain_id).ok
+        ChainedGrant.objects.filter(root_id=again.chain_id).count() == 9 and integrity.verify_chain(again.chain_id).ok
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_merger_is_one_join_of_all_three_branches(agent_chat, live_server, demo_var):
+    """The fan-in: the merger's one hop is from the researcher's code with the security
+    reviewer's and the implementer's as joined_codes; its proof names them (c_hash,
+    joined_c_hashes, in order), its scope is within all three, and the review API, the
+    printed tree and the database show one step with three parents."""
+    out = io.StringIO()
+    result = harness.run(live_server.url, var_dir=demo_var, out=out)
+    rows = {str(r.pk): r for r in ChainedGrant.objects.filter(root_id=result.chain_id).select_related("agent")}
+    branches = {review.actor_label(r): r for r in rows.values() if review.actor_label(r) in agent_chat.BRANCHES}
+    (merger,) = [r for r in rows.values() if review.actor_label(r) == "merger"]
+
+    parents = [merger.parent, *(rows[j["step"]] for j in merger.joined)]
+    assert [review.actor_label(p) for p in parents] == list(agent_chat.BRANCHES)
+    assert [p.pk for p in parents] == [branches[name].pk for name in agent_chat.BRANCHES]
+    assert [j["link_hash"] for j in merger.joined] == [
+        branches["security"].link_hash,
+        branches["implementer"].link_hash,
+    ]
+    assert list(merger.joins.order_by("position").values_list("parent_id", flat=True)) == [p.pk for p in parents[1:]]
+    assert merger.depth == 3 and all(p.depth == 2 for p in parents)
+
+    # The proof binds every parent's code, in order.
+    codes = {s.actor: s.code for s in result.steps if s.actor in agent_chat.BRANCHES}
+    assert merger.proof_claims["c_hash"] == code_hash(codes["researcher"])
+    assert merger.proof_claims["joined_c_hashes"] == [
+        code_hash(codes["security"]),
+        code_hash(codes["implementer"]),
+    ]
+    # Its scope is within every parent's (the intersection: "openid read").
+    assert all(set(merger.scope.split()) <= set(p.scope.split()) for p in parents)
+    assert merger.scope == "openid read"
+
+    # The review API: one merger step, under its primary parent, naming the other two.
+    api = {s["id"]: s for s in result.tree["steps"]}
+    (step,) = [s for s in api.values() if s["actor"] == "merger"]
+    assert step["parent"] == str(branches["researcher"].pk)
+    assert [api[j]["actor"] for j in step["joined"]] == ["security", "implementer"]
+    assert step["id"] in api[step["parent"]]["children"]
+    assert all(step["id"] not in api[j]["children"] for j in step["joined"])
+    (critic,) = [s for s in api.values() if s["actor"] == "critic"]
+    assert critic["parent"] == step["id"] and critic["joined"] == []
+
+    # The printed tree shows the merger once, with what it joins.
+    tree = out.getvalue().split("\nChain ", 1)[1].split("\nIntegrity:", 1)[0]
+    assert tree.count("agent merger") == 1 and "joins: security, implementer" in tree
+    assert tree.count("→ joined into merger") == 2  # on the security reviewer's and the implementer's lines
+    assert "[code_chain -> merger]" in out.getvalue() and out.getvalue().count("[code_chain -> merger]") == 1
 
 
 def free_port() -> int:
@@ -213,9 +272,9 @@ def test_the_command_line_as_make_demo_runs_it(live_server, demo_var):
         timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Integrity: ✓ verified (11 steps" in result.stdout and not SECRET_LIKE.search(result.stdout)
+    assert "Integrity: ✓ verified (9 steps" in result.stdout and not SECRET_LIKE.search(result.stdout)
     root = ChainedGrant.objects.get(depth=0)
-    assert root.kind == "wallet" and ChainedGrant.objects.filter(root=root).count() == 11
+    assert root.kind == "wallet" and ChainedGrant.objects.filter(root=root).count() == 9
     assert f"{live_server.url}/admin/chain_grant/chain/{root.pk}/tree/" in result.stdout
 
 
@@ -239,8 +298,8 @@ def test_through_several_addresses_of_one_idp_a_refusing_one_dropped(live_server
     result = harness.run(pool=pool, var_dir=demo_var, out=out)
     assert pool.dropped == [dead] and pool.alive == [live_server.url, f"http://127.0.0.1:{port}"]
     assert all(pool.served[address] > 5 for address in pool.alive), pool.served
-    assert "Integrity: ✓ verified (11 steps" in out.getvalue() and not SECRET_LIKE.search(out.getvalue())
-    assert len(result.events) == 11 and ChainedGrant.objects.filter(root=result.chain_id).count() == 11
+    assert "Integrity: ✓ verified (9 steps" in out.getvalue() and not SECRET_LIKE.search(out.getvalue())
+    assert len(result.events) == 9 and ChainedGrant.objects.filter(root=result.chain_id).count() == 9
     assert result.admin_url == f"{live_server.url}/admin/chain_grant/chain/{result.chain_id}/tree/"
 
 
@@ -264,8 +323,8 @@ def test_missing_demo_files_is_a_clear_error(agent_chat, tmp_path):
 @pytest.mark.parametrize(
     ("after", "refused", "steps"),
     [
-        (4, "the IdP refused the hand-off researcher → merger (step 5): invalid_grant", 5),
-        (8, "alice's consent: invalid_request", 9),
+        (4, "the IdP refused the hand-off researcher + security + implementer → merger (step 5): invalid_grant", 5),
+        (6, "alice's consent: invalid_request", 7),
     ],
 )
 def test_a_chain_revoked_midway_stops_the_run(agent_chat, live_server, demo_var, after, refused, steps):
@@ -296,12 +355,12 @@ def test_a_disabled_agent_stops_the_run(agent_chat, live_server, demo_var):
     status = agent_chat.main(["--idp", live_server.url, "--var", str(demo_var)], out=out, err=err)
     assert status == 1
     message = err.getvalue()
-    assert "refused the hand-off merger → critic (step 8): invalid_grant" in message
+    assert "refused the hand-off merger → critic (step 6): invalid_grant" in message
     assert "the agent is disabled" in message
     root = ChainedGrant.objects.get(depth=0)
     assert f"agent_chat: the chain so far: {live_server.url}/admin/chain_grant/chain/{root.pk}/tree/" in message
     assert not ChainedGrant.objects.filter(agent__identifier="critic").exists()
-    assert ChainedGrant.objects.count() == 8 and not Answer.objects.exists()
+    assert ChainedGrant.objects.count() == 6 and not Answer.objects.exists()
 
 
 def callback_port_free() -> bool:
@@ -333,5 +392,5 @@ def test_interactive_mode_opens_the_browser_and_waits_for_the_callback(agent_cha
     assert "Waiting for the redirect to http://127.0.0.1:8765/oauth-callback" in out.getvalue()
     assert not SECRET_LIKE.search(out.getvalue())
     kinds = [s["kind"] for s in result.tree["steps"]]
-    assert kinds.count("wallet") == 1 and kinds.count("user") == 1 and len(kinds) == 11
+    assert kinds.count("wallet") == 1 and kinds.count("user") == 1 and len(kinds) == 9
     assert result.verification["ok"] and Answer.objects.get().chain_id.hex == result.chain_id.replace("-", "")
