@@ -301,9 +301,11 @@ class Chat:
         for line in tree_lines(steps):
             self.say("  " + line)
         if not verification["ok"]:
-            self.say(f"Integrity: ✗ first bad step {verification['first_bad_step']}")
+            for problem in verification.get("problems", []):
+                self.say(f"Integrity: ✗ {problem['step'] or 'chain'}: {problem['problem']}")
             raise AgentChatError(f"the chain does not verify: first bad step {verification['first_bad_step']}")
-        self.say(f"Integrity: ✓ verified ({verification['checked']} steps: every link_hash matches)")
+        checked = verification["checked"]
+        self.say(f"Integrity: ✓ verified ({checked} steps: link hashes, signed records, events and head)")
         self.say(f"Admin: {self.admin_url}  (log in as admin)")
         self.say(f"Done in {time.monotonic() - started:.1f} s: {len(self.steps)} steps, answer #{self.answer['id']}.")
         return self

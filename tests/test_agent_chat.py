@@ -17,16 +17,19 @@ import socket
 import subprocess
 import sys
 import urllib.parse
+from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from chain_grant.client.jose import code_hash
 from chain_grant.client.wallet import HeadlessWallet
-from chain_grant.core import integrity, lifecycle
+from chain_grant.core import integrity, lifecycle, retention
 from chain_grant.models import ChainedGrant
 from chain_grant.review import evidence as review
 from idp_project.models import Answer
@@ -251,6 +254,15 @@ def test_the_merger_is_one_join_of_all_three_branches(agent_chat, live_server, d
     assert tree.count("agent merger") == 1 and "joins: security, implementer" in tree
     assert tree.count("→ joined into merger") == 2  # on the security reviewer's and the implementer's lines
     assert "[code_chain -> merger]" in out.getvalue() and out.getvalue().count("[code_chain -> merger]") == 1
+
+    # An hour later, after housekeeping ran: a success, not a row of expired steps.
+    later = timezone.now() + timedelta(hours=1)
+    retention.expire_steps(now=later)
+    with mock.patch("django.utils.timezone.now", return_value=later):
+        states = {s["actor"]: s["state"] for s in review.chain_data(review.chain_view(result.chain_id))["steps"]}
+    assert states.pop("writer") == "exchanged"
+    assert set(states.values()) == {"handed_off"}, states
+    assert not ChainedGrant.objects.filter(root_id=result.chain_id, expired_at__isnull=False).exists()
 
 
 def free_port() -> int:

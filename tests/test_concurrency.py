@@ -365,3 +365,38 @@ def test_plain_code_is_never_both_exchanged_and_a_live_parent(hook, flow, alice,
         assert error_of(hop) == (400, "invalid_grant")
         assert lifecycle.find_step(code) is None  # nothing was chained from the exchanged code
     assert hop.status_code == (200 if hook.startswith("hop before") else 400)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_hops_joins_and_exchanges_keep_the_signed_record_true(app, alice, make_agent, chain_settings):
+    """Every hop, join and exchange moves the chain's signed head under the chain lock:
+    run many at once and the head, the events and every signature still verify."""
+    from chain_grant.core import integrity
+
+    chain_settings(MAX_CHILDREN=THREADS)
+    planner = make_agent("planner")
+    workers = [make_agent(f"worker{i}", scopes="openid read") for i in range(THREADS)]
+    merger = make_agent("merger", scopes="openid read")
+    flow = Flow(Client(), app)
+    root_code, _ = flow.authorize(alice, scope="openid read")
+    parent_code, _, _ = flow.advance(root_code, planner)
+    branches = run_together(lambda worker: Flow(Client(), app).advance(parent_code, worker), [(w,) for w in workers])
+    codes = [code for code, _, _ in branches]
+    # At once: joins of pairs of branches, and exchanges of the other branches.
+    pairs = [(codes[i], codes[i + 1]) for i in range(0, THREADS // 2, 2)]
+    exchanged = branches[THREADS // 2 :]
+
+    def act(kind, a, b):
+        client = Flow(Client(), app)
+        if kind == "join":
+            return client.hop(a, merger.proof(a, joined_codes=[b]), joined_codes=b)
+        return client.exchange(a, b)
+
+    work = [("join", a, b) for a, b in pairs] + [("exchange", code, verifier) for code, verifier, _ in exchanged]
+    responses = run_together(act, work)
+    assert all(r.status_code == 200 for r in responses), [r.content for r in responses]
+    root = lifecycle.find_step(root_code)
+    verification = integrity.verify_chain(root.pk)
+    assert verification.ok, verification.problems
+    assert verification.checked == 2 + THREADS + len(pairs)
