@@ -249,10 +249,14 @@ def _check_states(steps, events, found: _Problems) -> None:
         data = exchanged.get(s.pk)
         if s.exchanged_at and data is None:
             found.add(s.pk, "it is marked exchanged, but no signed event says so")
+        elif data is None and (s.access_token_id or s.token_family):
+            found.add(s.pk, "it links a token, but no signed event says it was exchanged")
         elif data is not None and not s.exchanged_at:
             found.add(s.pk, "its exchanged state was cleared")
         elif data is not None and s.access_token_id != data.get("access_token_id"):
             found.add(s.pk, "its access-token link is not the token its exchange event names")
+        elif data is not None and (str(s.token_family) if s.token_family else None) != data.get("token_family"):
+            found.add(s.pk, "its refresh token family is not the one its exchange event names")
         if s.revoked_at and s.pk not in reason:
             found.add(s.pk, "it is marked revoked, but no signed event says so")
         elif s.pk in reason and not s.revoked_at:
