@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from django.core.management import call_command
+from django.db.models import F
 from jwcrypto import jwk, jws
 from oauth2_provider.models import get_access_token_model, get_grant_model
 
@@ -212,7 +213,7 @@ def test_a_rollback_is_caught_against_an_earlier_export(chain, flow, make_agent)
     # The database (steps and head together) goes back to before the writer's hop.
     writer = lifecycle.find_step(writer_code)
     ChainedGrant.objects.filter(pk=writer.pk).delete()
-    ChainedGrant.objects.filter(pk=writer.parent_id).update(children_count=0)
+    ChainedGrant.objects.filter(pk=writer.parent_id).update(children_count=F("children_count") - 1)
     ChainHead.objects.filter(root_id=chain.chain_id).update(**{k: v for k, v in head_then.items() if k != "root_id"})
     assert integrity.verify_chain(chain.chain_id).ok  # consistent in itself: only an export catches it
     steps = list(ChainedGrant.objects.chain(chain.chain_id))
@@ -282,3 +283,18 @@ def test_record_settings_are_checked(chain_settings, name, value):
         "RECORD_VERIFY_KEYS": "chain_grant.E124",
         "MAX_JOINS": "chain_grant.E125",
     }[name] in ids
+
+
+def test_an_edited_children_count_is_named(chain):
+    researcher = chain.step["researcher"]
+    ChainedGrant.objects.filter(pk=researcher.pk).update(children_count=3)  # would block its hops
+    assert any("children count says 3" in p for p in named(chain.chain_id, researcher))
+
+
+def test_revoking_a_step_whose_token_family_was_edited_still_revokes_its_tokens(chain, flow):
+    merger = chain.step["merger"]
+    ChainedGrant.objects.filter(pk=merger.pk).update(token_family=uuid.uuid4())
+    assert lifecycle.revoke_subtree(ChainedGrant.objects.get(pk=merger.pk), "audit") == 1
+    assert flow.introspect(chain.tokens["merger"]["access_token"])["active"] is False
+    refreshed = flow.refresh(chain.tokens["merger"]["refresh_token"])
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"

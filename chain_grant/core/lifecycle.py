@@ -261,16 +261,18 @@ def _revoke_subtree(step: ChainedGrant, reason: str) -> int:
             record.append_event(step, StepEvent.Kind.REVOKED, {"reason": reason[:255], "count": count}, at=now)
         get_grant_model().objects.filter(pk__in=subtree.filter(grant_id__isnull=False).values("grant_id")).delete()
         families = subtree.filter(token_family__isnull=False).values("token_family")
-        RefreshToken.objects.filter(token_family__in=families, revoked__isnull=True).update(revoked=now, updated=now)
+        issued = subtree.filter(access_token__isnull=False).values("access_token_id")
+        # The refresh tokens of the steps' families, and any that belongs to a token a
+        # step issued (whatever family the step says: its column may have been edited).
+        refresh = RefreshToken.objects.filter(Q(token_family__in=families) | Q(access_token_id__in=issued))
+        RefreshToken.objects.filter(pk__in=refresh.values("pk"), revoked__isnull=True).update(revoked=now, updated=now)
         # One DELETE, not the ORM collector (which loads every token and deletes in
         # batches of 100): DOT's revoke is a delete, and the only reference to these
-        # tokens, RefreshToken.access_token, is cleared next (constraints are deferred).
-        doomed = AccessToken.objects.filter(
-            Q(pk__in=subtree.filter(access_token__isnull=False).values("access_token_id"))
-            | Q(pk__in=RefreshToken.objects.filter(token_family__in=families).values("access_token_id"))
-        )
+        # tokens, RefreshToken.access_token, is cleared next (constraints are deferred;
+        # every refresh token pointing at one of them is in ``refresh``).
+        doomed = AccessToken.objects.filter(Q(pk__in=issued) | Q(pk__in=refresh.values("access_token_id")))
         doomed._raw_delete(doomed.db)
-        RefreshToken.objects.filter(token_family__in=families, access_token__isnull=False).update(access_token=None)
+        RefreshToken.objects.filter(pk__in=refresh.values("pk"), access_token__isnull=False).update(access_token=None)
     return count
 
 
