@@ -414,6 +414,7 @@ def agents(make_agent, chain_settings):
 @settings(PROPERTY, max_examples=80)
 @given(ops=operations(min_size=2, max_size=12))
 def test_random_operations_keep_every_step_in_one_consistent_state(flow, alice, agents, ops):
+    note(f"operations: {ops!r}")  # pytest's report here leaves the example's arguments blank
     run = ChainRun.start(flow, alice, agents)
     for op in ops:
         run.apply(op)
@@ -437,6 +438,7 @@ FIELD_EDITS = (
     "revoked_cleared",
     "revoked_set",
     "access_token_changed",
+    "token_family",
 )
 TAMPERS = (*FIELD_EDITS, "delete_leaf", "delete_subtree", "delete_event", "forged_step", "widened_and_rehashed")
 SALT = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12)
@@ -459,7 +461,7 @@ def chain_level(problems) -> list[str]:
 
 def eligible(kind: str, steps: list[ChainedGrant]) -> list[ChainedGrant]:
     """The steps a tamper of ``kind`` can be made on."""
-    if kind in ("exchanged_cleared", "access_token_changed"):
+    if kind == "exchanged_cleared":
         return [s for s in steps if s.exchanged_at]
     if kind == "revoked_cleared":
         return [s for s in steps if s.revoked_at]
@@ -548,6 +550,8 @@ def edit_field(kind: str, target: ChainedGrant, steps: list[ChainedGrant], data,
             rows.update(access_token_id=(target.access_token_id or 0) + 10**6)
         else:
             rows.update(access_token_id=data.draw(st.sampled_from(others), label="another step's token"))
+    elif kind == "token_family":  # exchanged: another family; never exchanged: one made up
+        rows.update(token_family=uuid.uuid4())
     else:  # pragma: no cover
         raise AssertionError(kind)
 
@@ -592,6 +596,7 @@ def delete_steps(top: ChainedGrant) -> list[ChainedGrant]:
 @settings(PROPERTY, max_examples=6)
 @given(ops=operations(max_size=6), data=st.data())
 def test_one_tamper_in_the_database_is_caught_and_named(flow, alice, agents, kind, ops, data):
+    note(f"operations: {ops!r}")  # pytest's report here leaves the example's arguments blank
     run = ChainRun.start(flow, alice, agents)
     for op in ops:
         run.apply(op)
@@ -663,9 +668,10 @@ def test_an_edited_token_family_is_named(flow, alice, agents):
 # --- 3. a widened DOT grant ---------------------------------------------------------------------
 
 
-@settings(PROPERTY, max_examples=20)
-@given(ops=operations(max_size=6), data=st.data())
+@settings(PROPERTY, max_examples=15)
+@given(ops=operations(max_size=4), data=st.data())
 def test_a_widened_dot_grant_scope_makes_the_exchange_invalid_grant(flow, alice, agents, ops, data):
+    note(f"operations: {ops!r}")  # pytest's report here leaves the example's arguments blank
     run = ChainRun.start(flow, alice, agents)
     for op in ops:
         run.apply(op)

@@ -220,10 +220,24 @@ def _check_head(steps, events, head, found: _Problems) -> None:
         for s in steps:
             if s.children_count > children.get(s.pk, 0):
                 found.add(s.pk, f"{s.children_count - children.get(s.pk, 0)} of its children are missing (removed)")
-    elif record.leaves_digest(leaves) != head.leaves:
+    else:
+        _check_children_counts(steps, found)
+    if head.steps == len(steps) and record.leaves_digest(leaves) != head.leaves:
         found.add(None, "the chain's leaves are not the ones its signed head names (a step was replaced)")
     if head.events != len(events) or head.event_hash != (events[-1].hash if events else ""):
         found.add(None, f"the signed head counts {head.events} events, the database has {len(events)}")
+
+
+def _check_children_counts(steps, found: _Problems) -> None:
+    """``children_count`` (what the fan-out limit and the handed-off state read) is the
+    number of steps that name the step as a parent, primary or joined."""
+    children: dict[Any, int] = {}
+    for s in steps:
+        for parent in [s.parent_id, *(_as_uuid(j["step"]) for j in s.joined or [])]:
+            children[parent] = children.get(parent, 0) + 1
+    for s in steps:
+        if s.children_count != children.get(s.pk, 0):
+            found.add(s.pk, f"its children count says {s.children_count}, {children.get(s.pk, 0)} steps name it")
 
 
 def _check_states(steps, events, found: _Problems) -> None:

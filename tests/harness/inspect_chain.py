@@ -48,6 +48,7 @@ def inspect(chain_id: str) -> dict:
             "ok": verification.ok,
             "checked": verification.checked,
             "first_bad_step": str(verification.first_bad_step) if verification.first_bad_step else None,
+            "problems": verification.problems,
         },
         "steps": steps,
         "all_steps": ChainedGrant.objects.count(),
