@@ -236,6 +236,19 @@ SETTING_RULES = {
     "RECORD_SIGNING_KEY": ("chain_grant.E123", _private_key_pem, "a PEM private key (Ed25519, EC or RSA) or empty"),
     "RECORD_VERIFY_KEYS": ("chain_grant.E124", _public_jwks, "a list of public JWK dicts"),
     "MAX_JOINS": ("chain_grant.E125", _positive_int, "a positive integer"),
+    "CLIENT_ASSERTION_MAX_LIFETIME": ("chain_grant.E126", _positive_int, "a positive integer (seconds)"),
+    "CLIENT_ASSERTION_ALGORITHMS": (
+        "chain_grant.E127",
+        lambda v: _strings(v) and bool(v) and not set(v) & FORBIDDEN_ALGORITHMS,
+        "a non-empty list of asymmetric JWS algorithm names",
+    ),
+    "DPOP_ALGORITHMS": (
+        "chain_grant.E128",
+        lambda v: _strings(v) and bool(v) and not set(v) & FORBIDDEN_ALGORITHMS,
+        "a non-empty list of asymmetric JWS algorithm names",
+    ),
+    "DPOP_PROOF_WINDOW": ("chain_grant.E129", _positive_int, "a positive integer (seconds)"),
+    "DPOP_NONCE_SECONDS": ("chain_grant.E130", lambda v: v is None or _positive_int(v), "None or a positive integer"),
 }
 
 

@@ -115,6 +115,28 @@ class ChainClient(models.Model):
         ),
     )
 
+    # RFC 7523 §2.2 client authentication, named as DOT's upcoming Application fields
+    # (DOT #1762: ``token_endpoint_auth_method``, ``client_jwks``) so they map onto them.
+    class AuthMethod(models.TextChoices):
+        SECRET = "", _("the client's DOT secret (and its registered keys, if any)")
+        PRIVATE_KEY_JWT = "private_key_jwt", _("private_key_jwt only: the secret is refused")
+
+    token_endpoint_auth_method = models.CharField(
+        _("token endpoint auth method"), max_length=32, choices=AuthMethod.choices, default="", blank=True
+    )
+    client_jwks = models.JSONField(
+        _("client JWKS"),
+        default=dict,
+        blank=True,
+        help_text=_("Public keys (a JWK Set) that verify this client's private_key_jwt assertions."),
+    )
+
+    dpop_required = models.BooleanField(
+        _("DPoP required"),
+        default=False,
+        help_text=_("Every hop and code exchange of this client must carry a DPoP proof (RFC 9449)."),
+    )
+
     class Meta:
         verbose_name = _("chain client")
         verbose_name_plural = _("chain clients")
@@ -261,10 +283,10 @@ class ChainedGrant(models.Model):
     )
     hash_version = models.PositiveSmallIntegerField(
         _("link hash version"),
-        default=3,
+        default=4,
         help_text=_(
             "Which fields link_hash covers: 1 = before the recorded actor, 2 = with it, 3 = with joins, "
-            "the DOT grant's PKCE and resource, and a signed record."
+            "the DOT grant's PKCE and resource, and a signed record; 4 = with the DPoP key binding."
         ),
     )
     # A join (fan-in): the other parents this step combines, in the order the hop named
@@ -277,6 +299,12 @@ class ChainedGrant(models.Model):
         max_length=64,
         blank=True,
         help_text=_("SHA-256 of the code's PKCE challenge and resource, compared with DOT's Grant at exchange."),
+    )
+    dpop_jkt = models.CharField(
+        _("DPoP key thumbprint"),
+        max_length=64,
+        blank=True,
+        help_text=_("The key this step's code is bound to (RFC 9449): its exchange needs a proof by that key."),
     )
     record_jws = models.TextField(
         _("signed record"), blank=True, help_text=_("JWS by the IdP's record key over this step's link hash.")
@@ -376,6 +404,40 @@ class Chain(ChainedGrant):
         verbose_name = _("chain")
         verbose_name_plural = _("chains")
         ordering = ("-created",)
+
+
+class UsedJti(models.Model):
+    """A ``jti`` already used (a client assertion, a DPoP proof), kept until the JWT
+    it came from expires: one row per use, so a replay is refused on any replica
+    (the unique digest), failing closed. Purged by housekeeping."""
+
+    digest = models.CharField(_("digest"), max_length=64, unique=True, help_text=_("SHA-256 of kind, issuer, jti."))
+    expires = models.DateTimeField(_("expires"), db_index=True)
+
+    class Meta:
+        verbose_name = _("used jti")
+        verbose_name_plural = _("used jtis")
+
+
+class DPoPBinding(models.Model):
+    """An access or refresh token, or a DOT authorization code, bound to a DPoP key
+    (RFC 9449 ``cnf.jkt``; ``dpop_jkt`` at authorize, §10). DOT's tables have no place
+    for it; the token or code is named by its SHA-256 (as DOT's ``token_checksum`` and
+    chain_grant's code digests), so this table holds nothing usable."""
+
+    class Kind(models.TextChoices):
+        ACCESS = "access", _("access token")
+        REFRESH = "refresh", _("refresh token")
+        CODE = "code", _("authorization code (dpop_jkt at authorize)")
+
+    kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
+    token_checksum = models.CharField(_("token checksum"), max_length=64, unique=True)
+    jkt = models.CharField(_("key thumbprint"), max_length=64)
+    expires = models.DateTimeField(_("expires"), db_index=True)
+
+    class Meta:
+        verbose_name = _("DPoP binding")
+        verbose_name_plural = _("DPoP bindings")
 
 
 class ChainJoin(models.Model):

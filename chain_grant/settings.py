@@ -89,6 +89,16 @@ DEFAULTS: dict[str, Any] = {
     "RECORD_VERIFY_KEYS": [],
     # Most additional parents one join (fan-in) hop may name in joined_codes.
     "MAX_JOINS": 8,
+    # private_key_jwt (RFC 7523 §2.2) for clients with registered keys: the longest
+    # assertion lifetime (exp - iat, or exp - now), seconds, and its JWS algorithms
+    # (within ALLOWED_ALGORITHMS; never none or HS*).
+    "CLIENT_ASSERTION_MAX_LIFETIME": 300,
+    "CLIENT_ASSERTION_ALGORITHMS": ["RS256", "PS256", "ES256", "ES384", "EdDSA"],
+    # DPoP (RFC 9449): proof algorithms, how old a proof's iat may be (seconds), and
+    # server nonces: None = none required; N = a nonce rotated every N seconds.
+    "DPOP_ALGORITHMS": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
+    "DPOP_PROOF_WINDOW": 60,
+    "DPOP_NONCE_SECONDS": None,
 }
 
 # Algorithms that can never be allowed: no signature, or a shared secret.

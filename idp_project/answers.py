@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 
 from chain_grant.core import lineage
 from chain_grant.models import ChainedGrant
+from chain_grant.oauth.resource import DPoPAuthentication
 from chain_grant.review.api import error_handler
 
 from .models import Answer
@@ -51,7 +52,7 @@ class TokenOrStaff(BasePermission):
         user = request.user
         if not (user and user.is_authenticated and user.is_active):
             return False
-        if isinstance(request.successful_authenticator, OAuth2Authentication):
+        if isinstance(request.successful_authenticator, (DPoPAuthentication, OAuth2Authentication)):
             return request.auth is not None and request.auth.is_valid([SCOPE])
         return request.method == "GET" and user.is_staff
 
@@ -100,7 +101,7 @@ def chain_snapshot(step: ChainedGrant) -> list[dict[str, str]]:
 class AnswersView(APIView):
     """The answers' API keeps chain_grant's error shape ({"error", "error_description"})."""
 
-    authentication_classes = [OAuth2Authentication, SessionAuthentication]
+    authentication_classes = [DPoPAuthentication, OAuth2Authentication, SessionAuthentication]
     permission_classes = [TokenOrStaff]
 
     def get_exception_handler(self):

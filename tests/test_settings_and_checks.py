@@ -280,6 +280,11 @@ BAD_AND_GOOD = {
         [_RECORD_KEY.export_public(as_dict=True)],
     ),
     "MAX_JOINS": (0, 2),
+    "CLIENT_ASSERTION_MAX_LIFETIME": (-1, 60),
+    "CLIENT_ASSERTION_ALGORITHMS": (["HS256"], ["ES256"]),
+    "DPOP_ALGORITHMS": ([], ["EdDSA"]),
+    "DPOP_PROOF_WINDOW": (0, 30),
+    "DPOP_NONCE_SECONDS": ("60", 60),
 }
 
 

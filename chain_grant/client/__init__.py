@@ -15,18 +15,30 @@ Modules: ``keys`` (key pairs, hop proofs), ``pkce``, ``http`` (the token endpoin
 ``wallet`` (a headless SIOPv2 wallet), ``jose`` (base64url, digests, did:jwk).
 """
 
-from .http import ChainClientError, code_chain, exchange_code
-from .keys import DEFAULT_ALG, generate_key, load_private_key, message_digest, sign_proof
+from .http import ChainClientError, ClientAuth, PrivateKeyJWT, code_chain, exchange_code
+from .keys import (
+    CLIENT_ASSERTION_TYPE,
+    DEFAULT_ALG,
+    client_assertion,
+    generate_key,
+    load_private_key,
+    message_digest,
+    sign_proof,
+)
 from .pkce import pkce_pair
 
 __all__ = [
+    "CLIENT_ASSERTION_TYPE",
     "DEFAULT_ALG",
+    "client_assertion",
     "ChainClientError",
+    "ClientAuth",
     "code_chain",
     "exchange_code",
     "generate_key",
     "load_private_key",
     "message_digest",
     "pkce_pair",
+    "PrivateKeyJWT",
     "sign_proof",
 ]

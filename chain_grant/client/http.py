@@ -1,6 +1,13 @@
 """The token endpoint, as an agent calls it: ``code_chain`` hops and code exchange.
 
 Standard library HTTP (urllib) only, so an agent needs nothing but jwcrypto.
+
+The client authenticates either with its secret (HTTP Basic) or with its private key
+(``private_key_jwt``, RFC 7523 §2.2): pass a :class:`PrivateKeyJWT` where the secret
+goes, and every request carries a fresh, single-use client assertion instead::
+
+    auth = PrivateKeyJWT(load_private_key("var/demo_client_key.json"), "chain-demo", issuer)
+    hop = code_chain(token_url, "chain-demo", auth, previous_code, proof)
 """
 
 from __future__ import annotations
@@ -11,6 +18,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
+
+from jwcrypto import jwk
+
+from .keys import CLIENT_ASSERTION_TYPE, client_assertion, load_private_key
 
 
 class ChainClientError(Exception):
@@ -23,10 +34,65 @@ class ChainClientError(Exception):
         super().__init__(f"{status} {self.error}: {self.description}")
 
 
-def _post(url: str, data: dict[str, str], client_id: str, client_secret: str | None) -> dict[str, Any]:
+class PrivateKeyJWT:
+    """``private_key_jwt`` client authentication (RFC 7523 §2.2): pass it where the client
+    secret goes (``code_chain``, ``exchange_code``). Each request gets a new assertion
+    (iss = sub = ``client_id``, a fresh jti, ``lifetime`` seconds), signed with ``key``,
+    the private half of a key registered for the client
+    (``manage.py chain_grant_client keys add``).
+
+    ``audience``: the IdP's issuer (e.g. ``http://127.0.0.1:8000/oauth``, from discovery);
+    None: the URL of the endpoint each request is posted to (also accepted; the issuer is
+    the safer choice behind a proxy)."""
+
+    def __init__(
+        self,
+        key: jwk.JWK,
+        client_id: str,
+        audience: str | None = None,
+        *,
+        lifetime: int = 60,
+        alg: str | None = None,
+    ):
+        if not isinstance(key, jwk.JWK) or not key.has_private:
+            raise ValueError("PrivateKeyJWT needs the client's private key (a jwcrypto JWK)")
+        if not client_id:
+            raise ValueError("PrivateKeyJWT needs the client_id")
+        self.key, self.client_id, self.audience = key, client_id, audience
+        self.lifetime, self.alg = lifetime, alg
+
+    @classmethod
+    def from_file(cls, path: str, client_id: str, audience: str | None = None, **options: Any) -> PrivateKeyJWT:
+        """The client's private key from a JWK (JSON) or PEM file (``load_private_key``)."""
+        return cls(load_private_key(path), client_id, audience, **options)
+
+    def assertion(self, url: str) -> str:
+        """A new client assertion for a request to ``url``."""
+        return client_assertion(
+            self.key, client_id=self.client_id, aud=self.audience or url, lifetime=self.lifetime, alg=self.alg
+        )
+
+    def form_fields(self, url: str) -> dict[str, str]:
+        """The form fields that authenticate one request to ``url``."""
+        return {"client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": self.assertion(url)}
+
+    def __repr__(self) -> str:  # never the key
+        return f"PrivateKeyJWT(client_id={self.client_id!r}, kid={self.key.get('kid')!r}, audience={self.audience!r})"
+
+
+ClientAuth = str | PrivateKeyJWT | None
+"""How a client authenticates: its secret (HTTP Basic), a :class:`PrivateKeyJWT`, or
+None (a public client: ``client_id`` in the body)."""
+
+
+def _post(url: str, data: dict[str, str], client_id: str, client_auth: ClientAuth) -> dict[str, Any]:
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
-    if client_secret is not None:
-        basic = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(client_secret)}"
+    if isinstance(client_auth, PrivateKeyJWT):
+        if client_auth.client_id != client_id:
+            raise ValueError(f"the PrivateKeyJWT is for client {client_auth.client_id!r}, not {client_id!r}")
+        data = {**data, **client_auth.form_fields(url)}  # one method per request: no secret, no Basic
+    elif client_auth is not None:
+        basic = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(client_auth)}"
         headers["Authorization"] = "Basic " + base64.b64encode(basic.encode()).decode()
     else:
         data = {**data, "client_id": client_id}
@@ -45,7 +111,7 @@ def _post(url: str, data: dict[str, str], client_id: str, client_secret: str | N
 def code_chain(
     token_url: str,
     client_id: str,
-    client_secret: str | None,
+    client_secret: ClientAuth,
     code: str,
     proof: str,
     *,
@@ -55,7 +121,7 @@ def code_chain(
 ) -> dict[str, Any]:
     """One hop: previous code + the receiving agent's proof → the next code. A join
     also names the other parents' codes (``joined_codes``; the proof must carry their
-    ``joined_c_hashes``)."""
+    ``joined_c_hashes``). ``client_secret``: the secret, a :class:`PrivateKeyJWT` or None."""
     data = {"grant_type": "code_chain", "authorization_code": code, "id_token": proof}
     if joined_codes:
         data["joined_codes"] = " ".join(joined_codes)
@@ -69,13 +135,14 @@ def code_chain(
 def exchange_code(
     token_url: str,
     client_id: str,
-    client_secret: str | None,
+    client_secret: ClientAuth,
     code: str,
     *,
     redirect_uri: str,
     code_verifier: str | None = None,
 ) -> dict[str, Any]:
-    """Exchange any code of the chain for that step's access token."""
+    """Exchange any code of the chain for that step's access token. ``client_secret``:
+    the secret, a :class:`PrivateKeyJWT` or None."""
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
     if code_verifier:
         data["code_verifier"] = code_verifier

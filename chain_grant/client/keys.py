@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -9,7 +10,7 @@ from typing import Any
 
 from jwcrypto import jwk, jws
 
-from .jose import code_hash, sha256_hex
+from .jose import b64url, code_hash, sha256_hex
 
 DEFAULT_ALG = {"RSA": "RS512", "EC": "ES256", "OKP": "EdDSA"}
 
@@ -75,3 +76,56 @@ def sign_proof(
     token = jws.JWS(json.dumps(claims, separators=(",", ":")).encode())
     token.add_signature(key, alg=header["alg"], protected=json.dumps(header))
     return token.serialize(compact=True)
+
+
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def client_assertion(
+    key: jwk.JWK,
+    *,
+    client_id: str,
+    aud: str,
+    lifetime: int = 60,
+    alg: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """A private_key_jwt client assertion (RFC 7523 §2.2): iss = sub = client_id, aud =
+    the issuer (or the endpoint's URL), a short lifetime and a fresh jti. Send it as
+    ``client_assertion`` with ``client_assertion_type`` = CLIENT_ASSERTION_TYPE."""
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + lifetime}
+    claims["jti"] = str(uuid.uuid4())
+    claims.update(extra or {})
+    header = {"alg": alg or DEFAULT_ALG[key["kty"]], "typ": "JWT", "kid": key.get("kid") or key.thumbprint()}
+    token = jws.JWS(json.dumps(claims, separators=(",", ":")).encode())
+    token.add_signature(key, alg=header["alg"], protected=json.dumps(header))
+    return token.serialize(compact=True)
+
+
+def dpop_proof(
+    key: jwk.JWK,
+    *,
+    htm: str,
+    htu: str,
+    access_token: str | None = None,
+    nonce: str | None = None,
+    alg: str | None = None,
+) -> str:
+    """A DPoP proof (RFC 9449 §4.2) for one request: ``typ`` dpop+jwt, the public key in
+    ``jwk``, a fresh ``jti``, ``htm``/``htu``/``iat``; ``ath`` when presenting
+    ``access_token``; the server's ``nonce`` when it asked for one (``DPoP-Nonce``)."""
+    claims: dict[str, Any] = {"jti": str(uuid.uuid4()), "htm": htm, "htu": htu, "iat": int(time.time())}
+    if access_token is not None:
+        claims["ath"] = b64url(hashlib.sha256(access_token.encode("ascii")).digest())
+    if nonce is not None:
+        claims["nonce"] = nonce
+    header = {"typ": "dpop+jwt", "alg": alg or DEFAULT_ALG[key["kty"]], "jwk": key.export_public(as_dict=True)}
+    token = jws.JWS(json.dumps(claims, separators=(",", ":")).encode())
+    token.add_signature(key, alg=header["alg"], protected=json.dumps(header))
+    return token.serialize(compact=True)
+
+
+def dpop_thumbprint(key: jwk.JWK) -> str:
+    """``jkt``: the RFC 7638 thumbprint of the key (what ``dpop_jkt`` and ``cnf.jkt`` name)."""
+    return key.thumbprint()

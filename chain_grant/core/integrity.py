@@ -42,8 +42,10 @@ _LINKED_FIELDS_V1 = (
 # version 3 (migration 0010) the joined parents' link hashes and the DOT grant's PKCE
 # challenge and resource (``grant_digest``), and its steps carry a signed record.
 _LINKED_FIELDS_V2 = (*_LINKED_FIELDS_V1, "actor", "agent_key_thumbprint", "hash_version")
-LINKED_FIELDS = {1: _LINKED_FIELDS_V1, 2: _LINKED_FIELDS_V2, 3: (*_LINKED_FIELDS_V2, "joined", "grant_digest")}
-LINK_HASH_VERSION = 3
+_LINKED_FIELDS_V3 = (*_LINKED_FIELDS_V2, "joined", "grant_digest")
+# Version 4 (migration 0011) also covers the DPoP key a step's code is bound to.
+LINKED_FIELDS = {1: _LINKED_FIELDS_V1, 2: _LINKED_FIELDS_V2, 3: _LINKED_FIELDS_V3, 4: (*_LINKED_FIELDS_V3, "dpop_jkt")}
+LINK_HASH_VERSION = 4
 
 
 def _canonical(value: Any) -> Any:

@@ -122,7 +122,7 @@ def check_grant_matches(step: ChainedGrant, grant) -> None:
         raise RecordMismatch
 
 
-def record_exchange(step: ChainedGrant, access_token: str) -> bool:
+def record_exchange(step: ChainedGrant, access_token: str, dpop_jkt: str = "") -> bool:
     """Mark a step exchanged, link the token and append the signed ``exchanged`` event
     (with the token's checksum); False if it already was (a replay) or was revoked
     meanwhile. One conditional UPDATE, so exactly one exchange wins. Call with the
@@ -140,6 +140,8 @@ def record_exchange(step: ChainedGrant, access_token: str) -> bool:
     ).update(exchanged_at=now, ended_at=now, access_token_id=token_id, token_family=family)
     if won:
         data = {"access_token_id": token_id, "token_checksum": checksum, "token_family": family and str(family)}
+        if dpop_jkt:
+            data["dpop_jkt"] = dpop_jkt  # the key the token is bound to, signed with the event
         record.append_event(step, StepEvent.Kind.EXCHANGED, data, at=now)
     return bool(won)
 
@@ -151,7 +153,14 @@ class _BecameChained(Exception):
         self.step = step
 
 
-def exchange(application, code: str, step: ChainedGrant | None, save_token: Callable[[], T], access_token: str) -> T:
+def exchange(
+    application,
+    code: str,
+    step: ChainedGrant | None,
+    save_token: Callable[[], T],
+    access_token: str,
+    dpop_jkt: str = "",
+) -> T:
     """Exchange a code (chained or not) for the token ``save_token()`` writes: one
     token per code.
 
@@ -181,7 +190,7 @@ def exchange(application, code: str, step: ChainedGrant | None, save_token: Call
                 if step is not None:
                     check_grant_matches(step, grant)
                 result = save_token()
-                if step is not None and not record_exchange(step, access_token):
+                if step is not None and not record_exchange(step, access_token, dpop_jkt):
                     raise CodeLost
                 Grant.objects.filter(pk=grant.pk).delete()
             return result

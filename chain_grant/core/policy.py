@@ -125,3 +125,22 @@ def refuse_resource(resource: list[str]) -> None:
     silently be valid at every resource server instead of the one the client asked."""
     if resource:
         raise ChainError("Resource indicators (resource) are not supported on chain steps.", "invalid_target")
+
+
+_NO_ROW = object()
+
+
+def chain_client_of(application) -> ChainClient | None:
+    """The client's ChainClient row, read once per application instance (one token
+    request asks several questions of it: key-only, DPoP required)."""
+    cached = getattr(application, "_chain_grant_row", _NO_ROW)
+    if cached is _NO_ROW:
+        cached = ChainClient.objects.filter(application=application).first()
+        application._chain_grant_row = cached
+    return cached if isinstance(cached, ChainClient) else None
+
+
+def dpop_required(application) -> bool:
+    """Whether every hop and code exchange of this client must carry a DPoP proof."""
+    row = chain_client_of(application) if application is not None else None
+    return bool(row and row.dpop_required)

@@ -148,7 +148,7 @@ def verify_signature(token: str, public_jwk: dict[str, Any], alg: str) -> None:
 # --- claims ---------------------------------------------------------------------------
 
 
-def _int_claim(claims: dict[str, Any], name: str) -> int:
+def int_claim(claims: dict[str, Any], name: str) -> int:
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ProofError(f"Proof claim {name!r} is missing or not an integer.")
@@ -159,14 +159,14 @@ def check_times(claims: dict[str, Any], now: float | None = None, max_lifetime: 
     now = time.time() if now is None else now
     max_lifetime = chain_grant_settings.MAX_PROOF_LIFETIME if max_lifetime is None else max_lifetime
     skew = chain_grant_settings.PROOF_CLOCK_SKEW
-    iat, exp = _int_claim(claims, "iat"), _int_claim(claims, "exp")
+    iat, exp = int_claim(claims, "iat"), int_claim(claims, "exp")
     if iat > now + skew:
         raise ProofError("Proof was issued in the future (iat).")
     if exp <= now - skew:
         raise ProofError("Proof has expired (exp).")
     if exp - iat > max_lifetime:
         raise ProofError("Proof lifetime (exp - iat) is too long.")
-    if "nbf" in claims and _int_claim(claims, "nbf") > now + skew:
+    if "nbf" in claims and int_claim(claims, "nbf") > now + skew:
         raise ProofError("Proof is not valid yet (nbf).")
 
 

@@ -20,8 +20,9 @@ from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
 from .. import signals
-from ..models import ChainedGrant, ChainHead, ChainJoin, StepEvent, WalletRequest
+from ..models import ChainedGrant, ChainHead, ChainJoin, DPoPBinding, StepEvent, WalletRequest
 from ..settings import chain_grant_settings
+from .replay import purge_used
 
 
 @dataclass
@@ -30,6 +31,8 @@ class ExpireResult:
     grants: int = 0  # DOT grant rows deleted
     batches: int = 0
     wallet_requests: int = 0  # ended wallet requests deleted
+    used_jtis: int = 0  # used-jti rows of expired client assertions and DPoP proofs deleted
+    dpop_bindings: int = 0  # DPoP bindings of expired tokens and codes deleted
 
 
 # Wallet requests are kept this long after they expire (for support questions), then deleted.
@@ -72,6 +75,8 @@ def expire_steps(*, batch_size: int | None = None, dry_run: bool = False, now: d
         )
     result = ExpireResult()
     result.wallet_requests = purge_wallet_requests(now=now)
+    result.used_jtis = purge_used(now)
+    result.dpop_bindings = DPoPBinding.objects.filter(expires__lt=now).delete()[0]
     while True:
         with transaction.atomic():
             # (ended_at, expires) is index chain_grant_ended_expires's order, so the scan

@@ -190,6 +190,13 @@ def lock_joined(
     return joined
 
 
+def check_dpop_binding(parents: list[ChainedGrant], jkt: str) -> None:
+    """RFC 9449: a code bound to a DPoP key is continued only with a proof by that key."""
+    for parent in parents:
+        if parent.dpop_jkt and parent.dpop_jkt != jkt:
+            raise ChainError("The previous code is bound to a DPoP key this request does not prove.")
+
+
 def preview_parent(application, code: str) -> ChainedGrant:
     """The step ``code`` names, if this client may extend it now: what the consent and
     wallet pages show before anything is written. Reads only: an ordinary DOT code
@@ -280,6 +287,7 @@ def advance_by_agent(
     code_verifier: str | None = None,
     joined_codes: list[str] | None = None,
     joined_code_verifiers: list[str] | None = None,
+    dpop_jkt: str = "",
 ) -> tuple[ChainedGrant, str]:
     """An agent hop (``grant_type=code_chain``): verify, then add one child step and the
     DOT grant for its new code, atomically, with the parent row locked.
@@ -288,6 +296,9 @@ def advance_by_agent(
     (same chain, client and person), its scope is within every parent's, and its proof
     names each by ``joined_c_hashes``. A public client gives each one's PKCE verifier
     in ``joined_code_verifiers``.
+
+    ``dpop_jkt``: the key of the request's DPoP proof (checked by the caller); the new
+    code is bound to it, and a parent bound to a key needs a proof by that key.
 
     Returns the new step and its code.
     """
@@ -314,6 +325,7 @@ def advance_by_agent(
                 required=application.client_type == application.CLIENT_PUBLIC,
             )
             joined = lock_joined(application, parent, state, joined_codes, joined_code_verifiers)
+            check_dpop_binding([parent, *joined], dpop_jkt)
             shared = [s for s in parent.scope.split() if all(s in other.scope.split() for other in joined)]
             granted = attenuate_scope(" ".join(shared), agent.scope_set, scope)
             step_id = uuid.uuid4()
@@ -341,6 +353,7 @@ def advance_by_agent(
                 proof_digest=verified.digest,
                 message_digest=verified.message_digest,
                 agent_key_thumbprint=verified.thumbprint,
+                dpop_jkt=dpop_jkt,
             )
             try:
                 with transaction.atomic():
@@ -414,6 +427,7 @@ def add_browser_step(
     subject: str,
     requested_scope: str,
     presentation: proofs.VerifiedPresentation | None = None,
+    dpop_jkt: str = "",
 ) -> ChainedGrant:
     """Record a user (consent) or wallet step for ``grant``, the DOT grant just created
     for its code. Call inside the caller's transaction, with ``parent`` locked by
@@ -426,6 +440,7 @@ def add_browser_step(
         grant,
         subject=subject,
         requested_scope=" ".join(dict.fromkeys(requested_scope.split())),
+        dpop_jkt=dpop_jkt,
     )
     if presentation is not None:
         step.proof_jti = presentation.jti[:255]
@@ -434,7 +449,9 @@ def add_browser_step(
     return append(step, parent)
 
 
-def add_user_step(application, parent_code: str, user, save_grant, requested_scope: str) -> ChainedGrant:
+def add_user_step(
+    application, parent_code: str, user, save_grant, requested_scope: str, dpop_jkt: str = ""
+) -> ChainedGrant:
     """A person's consent step (authorize with ``code=<previous>``): lock the parent,
     let ``save_grant()`` create DOT's grant for the new code in the same transaction,
     and add a ``user`` child. A replayed (exchanged) parent revokes its subtree."""
@@ -448,6 +465,7 @@ def add_user_step(application, parent_code: str, user, save_grant, requested_sco
             grant=grant,
             subject=str(user.pk),
             requested_scope=requested_scope,
+            dpop_jkt=dpop_jkt,
         )
     signals.step_created.send(sender=ChainedGrant, step=step)
     return step

@@ -21,7 +21,7 @@ from oauthlib.common import Request as OauthlibRequest
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
 from ..client.jose import sha256_hex
-from ..core import lineage, policy, record, steps
+from ..core import dpop, lineage, policy, record, steps
 from ..core.codes import plausible_code
 from ..core.errors import ChainError
 from ..settings import chain_grant_settings
@@ -95,6 +95,10 @@ class IntrospectTokenView(ReadableFormMixin, dot_views.IntrospectTokenView):
         data = json.loads(response.content)
         if not data.get("active"):
             return response
+        jkt = dpop.bound_key(token_value or "")
+        if jkt:  # RFC 9449 §6.2: what the token is bound to
+            data.update(token_type="DPoP", cnf={"jkt": jkt})
+            response.content = json.dumps(data)
         token = get_access_token_model().objects.filter(token_checksum=sha256_hex(token_value)).first()
         try:
             extra = lineage.chain_claims(token) if token and self._may_see_chain(token) else {}
@@ -136,13 +140,37 @@ def advertised_grant_types(listed=None) -> list[str]:
     return list(dict.fromkeys([*listed, *extra]))
 
 
+def add_dpop(data: dict) -> None:
+    """RFC 9449 §5.1: the DPoP algorithms, added to what DOT lists."""
+    algorithms = list(chain_grant_settings.DPOP_ALGORITHMS)
+    data["dpop_signing_alg_values_supported"] = list(
+        dict.fromkeys([*data.get("dpop_signing_alg_values_supported", []), *algorithms])
+    )
+
+
+def add_client_auth_methods(data: dict) -> None:
+    """``private_key_jwt`` and its algorithms, added to what DOT lists for each endpoint
+    that authenticates clients (token; introspection and revocation where listed)."""
+    algorithms = list(chain_grant_settings.CLIENT_ASSERTION_ALGORITHMS)
+    for endpoint in ("token", "introspection", "revocation"):
+        methods = f"{endpoint}_endpoint_auth_methods_supported"
+        if endpoint != "token" and methods not in data:
+            continue
+        data[methods] = list(dict.fromkeys([*data.get(methods, ["client_secret_basic"]), "private_key_jwt"]))
+        signing = f"{endpoint}_endpoint_auth_signing_alg_values_supported"
+        data[signing] = list(dict.fromkeys([*data.get(signing, []), *algorithms]))
+
+
 class OAuthServerMetadataView(dot_views.OAuthServerMetadataView):
-    """RFC 8414 metadata (DOT's) with chain_grant's grants added to ``grant_types_supported``."""
+    """RFC 8414 metadata (DOT's) with chain_grant's grants added to ``grant_types_supported``
+    and ``private_key_jwt`` to the client authentication methods."""
 
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)
         data = json.loads(response.content)
         data["grant_types_supported"] = advertised_grant_types(data.get("grant_types_supported", []))
+        add_client_auth_methods(data)
+        add_dpop(data)
         response.content = json.dumps(data)
         return response
 
@@ -159,6 +187,8 @@ class ConnectDiscoveryInfoView(dot_views.ConnectDiscoveryInfoView):
             url = self._get_endpoint_url(request, name)
             if url:
                 data.setdefault(key, url)
+        add_client_auth_methods(data)
+        add_dpop(data)
         response.content = json.dumps(data)
         return response
 
@@ -304,6 +334,13 @@ class AuthorizationView(dot_views.AuthorizationView):
 
     def create_authorization_response(self, request, scopes, credentials, allow):
         code = self.previous_code()
+        jkt = request.GET.get("dpop_jkt")
+        if jkt is not None:  # RFC 9449 §10: bind the new code (DOT's form posts back to this URL)
+            credentials = {
+                **credentials,
+                "chain_dpop_jkt": jkt,
+                "chain_dpop_jkt_count": len(request.GET.getlist("dpop_jkt")),
+            }
         if code is not None:
             # Read by ChainValidatorMixin.save_authorization_code (oauthlib copies
             # credentials onto its request).

@@ -21,7 +21,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from oauth2_provider.settings import oauth2_settings
 
-from ..core import agents, lifecycle
+from ..core import agents, lifecycle, proofs
 from ..models import STEP_STATES, Agent, AgentKey, Chain, ChainClient, ChainedGrant, Wallet, WalletRequest
 from ..settings import chain_grant_settings
 from . import evidence as review
@@ -346,9 +346,27 @@ class AgentAdmin(admin.ModelAdmin):
         self.message_user(request, ngettext("%d agent deactivated.", "%d agents deactivated.", count) % count)
 
 
+class ChainClientForm(forms.ModelForm):
+    class Meta:
+        model = ChainClient
+        fields = "__all__"
+
+    def clean_client_jwks(self):
+        """Public, asymmetric keys only, each with a kid (its thumbprint by default)."""
+        value = self.cleaned_data.get("client_jwks") or {}
+        if not value:
+            return {}
+        try:
+            keys = proofs.load_public_keys(json.dumps(value))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return {"keys": keys}
+
+
 @admin.register(ChainClient)
 class ChainClientAdmin(admin.ModelAdmin):
-    list_display = ("application", "code_chain_enabled", "wallet_step", "poc_compatible")
+    form = ChainClientForm
+    list_display = ("application", "code_chain_enabled", "wallet_step", "poc_compatible", "token_endpoint_auth_method")
     list_select_related = ("application",)
     raw_id_fields = ("application",)
 

@@ -3,12 +3,15 @@
 manage.py chain_grant_client enable CLIENT_ID [--no-wallet] [--poc]
 manage.py chain_grant_client disable CLIENT_ID            (ON_DISABLE applies: "revoke" revokes its chains)
 manage.py chain_grant_client list
+manage.py chain_grant_client keys add CLIENT_ID --key FILE [--key-only | --secret-too]
+manage.py chain_grant_client keys rotate CLIENT_ID --key FILE [--key-only | --secret-too]
+manage.py chain_grant_client keys list CLIENT_ID
 """
 
 from django.core.management.base import BaseCommand, CommandError
 from oauth2_provider.models import get_application_model
 
-from chain_grant.core import policy
+from chain_grant.core import client_auth, policy
 from chain_grant.models import ChainClient
 
 
@@ -41,6 +44,18 @@ class Command(BaseCommand):
         disable = sub.add_parser("disable", help="Stop a client's chains (ON_DISABLE: revoke or refuse).")
         disable.add_argument("client_id")
         sub.add_parser("list", help="Each client with its chain switches.")
+        keys = sub.add_parser("keys", help="A client's private_key_jwt keys (RFC 7523 §2.2).")
+        keys_sub = keys.add_subparsers(dest="keys_action", required=True)
+        for name, text in (("add", "Add public keys."), ("rotate", "Replace all keys with these.")):
+            parser_ = keys_sub.add_parser(name, help=text)
+            parser_.add_argument("client_id")
+            parser_.add_argument("--key", required=True, help="A public JWK, JWKS or PEM file.")
+            parser_.add_argument(
+                "--key-only", dest="key_only", action="store_true", default=None, help="Refuse its secret from now on."
+            )
+            parser_.add_argument("--secret-too", dest="key_only", action="store_false", help="Accept its secret too.")
+        listing = keys_sub.add_parser("list", help="The client's keys (kid, kty, alg) and whether its secret works.")
+        listing.add_argument("client_id")
 
     def handle(self, *args, action, **options):
         return getattr(self, f"do_{action}")(**options)
@@ -61,6 +76,24 @@ class Command(BaseCommand):
 
     def do_disable(self, client_id, **_):
         self.stdout.write(self._line(policy.configure_client(self._application(client_id), code_chain_enabled=False)))
+
+    def do_keys(self, keys_action, client_id, key=None, key_only=None, **_):
+        application = self._application(client_id)
+        if keys_action == "list":
+            row = ChainClient.objects.filter(application=application).first()
+            method = row.token_endpoint_auth_method if row else ""
+            self.stdout.write(f"{client_id}\tauth={method or 'secret+keys'}")
+            for k in client_auth.client_keys(row):
+                self.stdout.write(f"  {k.get('kid')}\t{k.get('kty')}\t{k.get('crv', k.get('alg', ''))}")
+            return
+        try:
+            with open(key, encoding="utf-8") as handle:
+                text = handle.read()
+            row = client_auth.register_keys(application, text, replace=keys_action == "rotate", key_only=key_only)
+        except (OSError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        kids = ", ".join(k["kid"] for k in client_auth.client_keys(row))
+        self.stdout.write(f"{client_id}: keys {kids}; auth={row.token_endpoint_auth_method or 'secret+keys'}")
 
     def do_list(self, **_):
         rows = {row.application_id: row for row in ChainClient.objects.select_related("application")}
