@@ -42,8 +42,9 @@ def setup_django(database_url: str | None, name: str, hasher: str | None = None)
     import django
     from django.conf import settings
 
-    if hasher:
-        settings.PASSWORD_HASHERS = [HASHERS[hasher]]  # DOT hashes client secrets with the first one
+    if hasher:  # DOT hashes client secrets with the first one; the others still verify (a client
+        # whose secret was hashed with PBKDF2 beforehand keeps paying PBKDF2, whatever --hasher says)
+        settings.PASSWORD_HASHERS = [HASHERS[hasher], *(h for name, h in HASHERS.items() if name != hasher)]
     settings.DEBUG = False
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     django.setup()

@@ -203,6 +203,7 @@ def main() -> None:
     plain_secret = secrets.token_urlsafe(24)
     results = []
     with cluster:
+        cluster.manage("bootstrap_demo", "--secret")  # chain-demo: its (PBKDF2-hashed) secret accepted, not key-only
         cluster.python(PLAIN_CLIENT, plain_secret)
         bench = Bench(cluster, args)
         print(

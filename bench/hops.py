@@ -16,6 +16,14 @@ no network, one thread. Each round runs every operation once, in this fixed orde
   (c)  code_chain hop: c1 from a DOT code (also creates the chain's root step),
        c2 from a chained code (depth 1 -> 2); the agent's ES256 proof signing is
        timed separately (client side), outside the request
+  (k)  client authentication, the same depth 1 -> 2 hop three ways: c2 above (the
+       secret hashed with --hasher: "plain"); c2-pkjwt, private_key_jwt (RFC 7523: an
+       ES256 client assertion instead of the secret; the assertion signing timed
+       client side, separately, like the proof); c2-pbkdf2, a second client whose
+       secret is hashed with Django's PBKDF2 (DOT's default) even with --hasher md5.
+       Each from its own depth-1 code (an untimed private_key_jwt hop from a fresh DOT
+       code), so the three hops have the same shape; d-pkjwt exchanges c2-pkjwt's code
+       with an assertion
   (d)  authorization_code exchange of the depth-2 chained code
   (e)  introspection (RFC 7662) of the plain token from (a) and of the chained token
        from (d) (chain_id, chain_depth, act with two actors); (e0) = stock DOT view
@@ -61,6 +69,7 @@ cleanup = setup_django(ARGS.database_url, BENCH_DB, ARGS.hasher)
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
@@ -73,8 +82,9 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.common import generate_token
 from oauthlib.openid import Server
 
-from chain_grant.client import generate_key, pkce_pair, sign_proof
-from chain_grant.core import agents, proofs
+from chain_grant.client import CLIENT_ASSERTION_TYPE, client_assertion, generate_key, pkce_pair, sign_proof
+from chain_grant.client.keys import dpop_proof
+from chain_grant.core import agents, client_auth, proofs
 from chain_grant.models import ChainClient
 
 STOCK = {"server_class": Server, "validator_class": OAuth2Validator}
@@ -100,18 +110,46 @@ class Bench:
         }
         self.app = App.objects.create(client_id="chain-client", authorization_grant_type="authorization-code", **common)
         self.cc_app = App.objects.create(client_id="cc-client", authorization_grant_type="client-credentials", **common)
-        ChainClient.objects.create(application=self.app)
+        # DOT's default: the secret hashed with PBKDF2 (stored pre-hashed: DOT keeps a hash as it is).
+        pbkdf2 = {**common, "client_secret": make_password(SECRET, hasher="pbkdf2_sha256")}
+        self.pbkdf2_app = App.objects.create(
+            client_id="chain-client-pbkdf2", authorization_grant_type="authorization-code", **pbkdf2
+        )
+        if not self.pbkdf2_app.client_secret.startswith("pbkdf2_sha256$"):
+            raise RuntimeError("the PBKDF2 client's secret is not PBKDF2-hashed")
+        self.client_keys = {}  # private_key_jwt: an ES256 key per client (its secret accepted too)
+        for app in (self.app, self.pbkdf2_app):
+            ChainClient.objects.create(application=app)
+            self.client_keys[app.client_id] = key = generate_key("EC")
+            client_auth.register_keys(app, json.dumps(key.export_public(as_dict=True)), key_only=False)
         self.keys = {name: generate_key("EC") for name in ("planner", "coder")}
+        self.dpop_key = generate_key("EC")  # the caller's DPoP key
         for name, key in self.keys.items():
-            agents.register_agent(name, json.dumps(key.export_public(as_dict=True)), [self.app], "openid read write")
+            public = json.dumps(key.export_public(as_dict=True))
+            agents.register_agent(name, public, [self.app, self.pbkdf2_app], "openid read write")
         self.client = Client()
         self.alice = alice
         self.client.force_login(alice)  # a session for the authorize endpoint; basic auth elsewhere
         self.ms, self.queries = {}, {}
 
-    def post(self, label, capture, url, data, app):
+    def post(self, label, capture, url, data, app, pkjwt=False, dpop=False):
+        """POST, authenticated with the secret (HTTP Basic) or, ``pkjwt``, a client assertion
+        (signed before the timed region, its signing time recorded as "sign-assertion")."""
         auth = {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(f"{app.client_id}:{SECRET}".encode()).decode()}
-        if capture:
+        if pkjwt:
+            start = time.perf_counter()
+            assertion = client_assertion(self.client_keys[app.client_id], client_id=app.client_id, aud=ISSUER)
+            if label and not capture:
+                self.ms.setdefault("sign-assertion", []).append((time.perf_counter() - start) * 1000)
+            data, auth = {**data, "client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": assertion}, {}
+        if dpop:  # a DPoP proof (RFC 9449) for this request, signed before the timed region
+            start = time.perf_counter()
+            auth = {**auth, "HTTP_DPOP": dpop_proof(self.dpop_key, htm="POST", htu="http://testserver" + url)}
+            if label and not capture:
+                self.ms.setdefault("sign-dpop", []).append((time.perf_counter() - start) * 1000)
+        if label is None:  # set-up for a timed request: neither timed nor counted
+            response = self.client.post(url, data, **auth)
+        elif capture:
             with CaptureQueriesContext(connection) as ctx:
                 response = self.client.post(url, data, **auth)
             self.queries.setdefault(label, []).append(len(ctx))
@@ -123,11 +161,11 @@ class Bench:
             raise RuntimeError(f"{label}: HTTP {response.status_code} {response.content[:300]!r}")
         return response.json()
 
-    def authorize(self):
+    def authorize(self, app=None):
         """A fresh DOT code from the authorize endpoint (consent POST), with its PKCE verifier."""
         verifier, challenge = pkce_pair()
         params = {
-            "client_id": self.app.client_id,
+            "client_id": (app or self.app).client_id,
             "response_type": "code",
             "redirect_uri": REDIRECT_URI,
             "scope": "openid read write",
@@ -158,10 +196,10 @@ class Bench:
         )
         return code, verifier
 
-    def hop(self, label, code, agent, capture):
+    def hop(self, label, code, agent, capture, app=None, pkjwt=False, dpop=False):
         start = time.perf_counter()
         proof = sign_proof(self.keys[agent], sub=agent, aud=ISSUER, code=code, lifetime=300)
-        if not capture:
+        if not capture and label:
             self.ms.setdefault("sign", []).append((time.perf_counter() - start) * 1000)
         verifier, challenge = pkce_pair()
         data = {
@@ -171,16 +209,17 @@ class Bench:
             "code_challenge": challenge,
             "code_challenge_method": "S256",
         }
-        return self.post(label, capture, "/oauth/token", data, self.app)["authorization_code"], verifier
+        body = self.post(label, capture, "/oauth/token", data, app or self.app, pkjwt, dpop)
+        return body["authorization_code"], verifier
 
-    def exchange(self, label, url, code, verifier, capture):
+    def exchange(self, label, url, code, verifier, capture, pkjwt=False):
         data = {
             "grant_type": "authorization_code",
             "code": code,
             "redirect_uri": REDIRECT_URI,
             "code_verifier": verifier,
         }
-        return self.post(label, capture, url, data, self.app)["access_token"]
+        return self.post(label, capture, url, data, self.app, pkjwt)["access_token"]
 
     def round(self, capture=False):
         self.exchange("a0", "/dot/token/", *self.stock_code(), capture)
@@ -188,6 +227,15 @@ class Bench:
         self.post("b", capture, "/oauth/token", {"grant_type": "client_credentials", "scope": "read"}, self.cc_app)
         code1, _ = self.hop("c1", self.authorize()[0], "planner", capture)
         chained = self.exchange("d", "/oauth/token", *self.hop("c2", code1, "coder", capture), capture)
+        # (k) the same depth 1 -> 2 hop with private_key_jwt, and by the PBKDF2 client
+        pkjwt_code1, _ = self.hop(None, self.authorize()[0], "planner", capture, pkjwt=True)
+        pkjwt_code2 = self.hop("c2-pkjwt", pkjwt_code1, "coder", capture, pkjwt=True)
+        self.exchange("d-pkjwt", "/oauth/token", *pkjwt_code2, capture, pkjwt=True)
+        # (p) the same hop with a DPoP proof (its code is bound to the key)
+        dpop_code1, _ = self.hop(None, self.authorize()[0], "planner", capture)
+        self.hop("c2-dpop", dpop_code1, "coder", capture, dpop=True)
+        pbkdf2_code1, _ = self.hop(None, self.authorize(self.pbkdf2_app)[0], "planner", capture, self.pbkdf2_app, True)
+        self.hop("c2-pbkdf2", pbkdf2_code1, "coder", capture, self.pbkdf2_app)
         self.post("e0", capture, "/dot/introspect/", {"token": plain}, self.app)
         self.post("e-plain", capture, "/oauth/introspect/", {"token": plain}, self.app)
         body = self.post("e-chained", capture, "/oauth/introspect/", {"token": chained}, self.app)
@@ -219,7 +267,13 @@ ROWS = [
     ("c1", "(c) code_chain hop, DOT code -> depth 1"),
     ("c2", "(c) code_chain hop, depth 1 -> depth 2"),
     ("sign", "(c) client side: sign ES256 proof"),
+    ("c2-pkjwt", "(k) hop 1 -> 2, private_key_jwt (ES256)"),
+    ("c2-pbkdf2", "(k) hop 1 -> 2, secret hashed with PBKDF2"),
+    ("sign-assertion", "(k) client side: sign ES256 client assertion"),
+    ("c2-dpop", "(p) hop 1 -> 2, DPoP-bound (ES256 proof)"),
+    ("sign-dpop", "(p) client side: sign ES256 DPoP proof"),
     ("d", "(d) authorization_code, chained code (depth 2)"),
+    ("d-pkjwt", "(d) the same, private_key_jwt (ES256)"),
     ("e0", "stock DOT: introspect plain token"),
     ("e-plain", "(e) introspect plain token"),
     ("e-chained", "(e) introspect chained token (act x2)"),
@@ -231,6 +285,14 @@ RATIOS = [
     ("e-chained", "e-plain", "(e) chained / plain"),
     ("a", "a0", "(a) IdP / stock DOT"),
     ("e-plain", "e0", "(e) plain, IdP / stock DOT"),
+    ("c2-pkjwt", "c2", "(k) hop, pkjwt / secret"),
+    ("d-pkjwt", "d", "(d) exchange, pkjwt / secret"),
+    ("c2-dpop", "c2", "(p) DPoP-bound hop / unbound (<= 1.3)"),
+]
+# Client authentication, throughput (req/s) of the same hop: (numerator, denominator, title, target).
+THROUGHPUT = [
+    ("c2-pkjwt", "c2-pbkdf2", "private_key_jwt / PBKDF2-hashed secret", 20.0),
+    ("c2-pkjwt", "c2", "private_key_jwt / plain secret (--hasher)", 0.9),
 ]
 
 
@@ -242,20 +304,29 @@ def report(bench, version):
     print("Django test Client (in-process WSGI, full middleware, no network); single thread; times in ms;")
     print("timed region = the client.post() call; req/s = 1000 / mean ms; SQL/req from the warm-up rounds")
     print(f"{'operation':<50}{'median':>9}{'p95':>9}{'req/s':>9}{'SQL/req':>9}")
-    medians = {}
+    medians, rates = {}, {}
     for key, title in ROWS:
         ordered = sorted(bench.ms[key])
-        medians[key] = statistics.median(ordered)
+        medians[key], rates[key] = statistics.median(ordered), 1000 * len(ordered) / sum(ordered)
         p95 = ordered[-(-len(ordered) * 95 // 100) - 1]  # nearest rank
         counts = bench.queries.get(key, [])[1:]  # the first warm-up round also fills caches
         sql = "-" if not counts else f"{min(counts)}" + (f"-{max(counts)}" if max(counts) > min(counts) else "")
-        print(f"{title:<50}{medians[key]:>9.2f}{p95:>9.2f}{1000 * len(ordered) / sum(ordered):>9.1f}{sql:>9}")
+        print(f"{title:<50}{medians[key]:>9.2f}{p95:>9.2f}{rates[key]:>9.1f}{sql:>9}")
     print("ratios of medians (chain_grant / comparable DOT figure), and SQL per request:")
     for num, den, title in RATIOS:
         print(
             f"  {title:<30} latency x{medians[num] / medians[den]:.2f}   "
             f"SQL {bench.queries[num][-1]}/{bench.queries[den][-1]}"
         )
+    print("client authentication, the same hop (depth 1 -> 2), throughput ratios (req/s over req/s):")
+    for num, den, title, target in THROUGHPUT:
+        ratio = rates[num] / rates[den]
+        verdict = "meets" if ratio >= target else "BELOW"
+        print(
+            f"  {title:<44} x{ratio:>7.2f}   ({rates[num]:.1f} / {rates[den]:.1f} req/s; {verdict} target x{target:g})"
+        )
+    signing = statistics.median(bench.ms["sign-assertion"])
+    print(f"  (+ the client signs one assertion per request: median {signing:.3f} ms, not in the server's req/s)")
     crypto = proof_crypto(max(ARGS.n, 50))
     print(
         "proof crypto alone (jwcrypto, no DB), median ms: "

@@ -17,11 +17,18 @@ An agent needs only the SDK, ``chain_grant.client`` (``sdk`` below): its key
 (``load_private_key``: var/agents/<name>.json from bootstrap_demo), a proof per hand-off
 (``sign_proof``: sub, aud, jti, c_hash bound to the previous code, msg_sha256 of the
 message received), PKCE (``pkce_pair``), the hand-off (``code_chain``) and, for the one
-agent that acts, ``exchange_code``. The person's steps (the wallet presentation, alice's
-consent) need a browser: ``Browser`` here has no screen (a cookie jar, the IdP's own
-forms, the SDK's ``HeadlessWallet``); ``--interactive`` uses yours. Codes and tokens are
-printed as their first 6 characters and "…", never whole. The agents are canned (no LLM,
-no network); ``--llm module:function`` plugs in a real one (docs/demo.md).
+agent that acts, ``exchange_code``. Every one of those calls authenticates the demo client
+with its own key (``PrivateKeyJWT``: a fresh private_key_jwt assertion per request,
+RFC 7523; var/clients/chain-demo.json from bootstrap_demo, which registers the client
+key-only): no client secret on the agent path. ``--client-secret-auth`` sends the
+client secret instead (HTTP Basic), for comparison: it needs ``manage.py bootstrap_demo
+--secret`` first, which lets the client use its secret too (until ``--key-only``).
+
+The person's steps (the wallet presentation, alice's consent) need a browser: ``Browser``
+here has no screen (a cookie jar, the IdP's own forms, the SDK's ``HeadlessWallet``);
+``--interactive`` uses yours. Codes and tokens are printed as their first 6 characters
+and "…", never whole. The agents are canned (no LLM, no network); ``--llm
+module:function`` plugs in a real one (docs/demo.md).
 
     chat = run("http://127.0.0.1:8000", var_dir="var")  # chat.chain_id, .tree, .answer, ...
 """
@@ -57,6 +64,7 @@ import chain_grant.client as sdk  # noqa: E402
 from chain_grant.client.wallet import HeadlessWallet, request_url_from_html  # noqa: E402
 
 DEFAULT_IDP = "http://127.0.0.1:8000"
+CLIENT_KEY = "clients/chain-demo.json"  # the demo client's private key in bootstrap_demo's var dir
 REDIRECT_URI = "http://127.0.0.1:8765/oauth-callback"  # the demo client's; --interactive listens there
 ROOT_SCOPE, CONSENT_SCOPE = "openid profile read write", "email"  # the wallet's grant; what alice adds
 DEFAULT_QUESTION = "How can AI agents act for our users without ever holding their passwords?"
@@ -143,6 +151,7 @@ class Chat:
     out: TextIO | None = None
     question: str = DEFAULT_QUESTION
     responder: Callable[[str, str, str], str] = local_responder
+    client_secret_auth: bool = False  # the client secret (HTTP Basic) instead of private_key_jwt
 
     def __post_init__(self):
         self.idp, self.out = self.idp.rstrip("/"), self.out or sys.stdout
@@ -152,10 +161,18 @@ class Chat:
         self.chain_id = None
         try:
             self.creds = json.loads((self.var / "demo_credentials.json").read_text())
-            self.client = (self.creds["client_id"], self.creds["client_secret"])
+            self.client_id = self.creds["client_id"]
+            if self.client_secret_auth:
+                self.client_secret, self.client_key = self.creds["client_secret"], None
+            else:  # the client's private key: its assertions (run() adds the issuer, their aud)
+                self.client_secret = None
+                self.client_key = sdk.load_private_key(str(self.var / self.creds.get("client_key", CLIENT_KEY)))
             self.keys = {name: sdk.load_private_key(str(self.var / "agents" / f"{name}.json")) for name in ROLES}
         except (OSError, ValueError, KeyError) as exc:
-            message = f"no demo credentials or agent keys in {self.var} ({exc}): run `make demo-data`, or pass --var"
+            message = (
+                f"no demo credentials, client key or agent keys in {self.var} ({exc}): "
+                "run `make demo-data`, or pass --var"
+            )
             raise AgentChatError(message, EXIT_SETUP) from None
 
     def converse(self) -> tuple[Step, str]:
@@ -214,7 +231,7 @@ class Chat:
             senders = " + ".join(short(step.actor) for step in (parent, *joined))
             raise AgentChatError(
                 f"the IdP refused the hand-off {senders} → {agent} (step "
-                f"{len(self.steps)}): {exc.error}: {exc.description}{hint(exc.description)}"
+                f"{len(self.steps)}): {exc.error}: {exc.description}{self.hint(exc)}"
             ) from None
         self.chain_id = self.chain_id or body["chain_id"]  # the root step's id, told with the first hop
         code, depth, scope = body["authorization_code"], body["depth"], body.get("scope")
@@ -251,7 +268,9 @@ class Chat:
                 self.token_url, *self.client, writer.code, redirect_uri=REDIRECT_URI, code_verifier=writer.verifier
             )
         except sdk.ChainClientError as exc:
-            raise AgentChatError(f"exchanging the writer's code failed: {exc.error}: {exc.description}") from None
+            raise AgentChatError(
+                f"exchanging the writer's code failed: {exc.error}: {exc.description}{self.hint(exc)}"
+            ) from None
         access, self.token_scope = token["access_token"], token.get("scope", "")
         self.say(
             f"[exchange -> writer's token]  code {mask(writer.code)} → access token {mask(access)}  "
@@ -289,7 +308,12 @@ class Chat:
             self.issuer, self.token_url = meta["issuer"], meta["token_endpoint"]
             self.authorize_url = meta["authorization_endpoint"]
             self.authorize_path = urllib.parse.urlsplit(self.authorize_url).path
-            self.say(f"==> IdP {self.idp}  issuer {self.issuer}  client {self.client[0]}")
+            if self.client_key is not None:  # a fresh assertion per request, aud = the issuer
+                self.client = (self.client_id, sdk.PrivateKeyJWT(self.client_key, self.client_id, self.issuer))
+            else:
+                self.client = (self.client_id, self.client_secret)
+            auth = "client secret" if self.client_key is None else "private_key_jwt"
+            self.say(f"==> IdP {self.idp}  issuer {self.issuer}  client {self.client_id} ({auth})")
             self.publish(*self.converse())
             self.review()
         except (AgentChatError, urllib.error.URLError) as exc:
@@ -312,10 +336,21 @@ class Chat:
 
     # -- helpers --
 
+    def hint(self, exc: "sdk.ChainClientError") -> str:
+        """What a refusal means, with what to do about it."""
+        if exc.error != "invalid_client":
+            return hint(exc.description)
+        if self.client_key is None:
+            return (
+                " — the demo client is key-only (private_key_jwt): run `manage.py bootstrap_demo --secret` "
+                "to let it use its secret too (until `bootstrap_demo --key-only`), or drop --client-secret-auth"
+            )
+        return f" — is {self.var / self.creds.get('client_key', CLIENT_KEY)} the key registered? (`make demo-data`)"
+
     def authorize(self, what: str, browser: "Browser", params: dict[str, str]) -> tuple[str, str]:
         """A person's step on the authorize endpoint, in a browser → (the code, its PKCE verifier)."""
         state, (verifier, challenge) = secrets.token_urlsafe(16), sdk.pkce_pair()
-        query = {"client_id": self.client[0], "redirect_uri": REDIRECT_URI, "state": state, **params}
+        query = {"client_id": self.client_id, "redirect_uri": REDIRECT_URI, "state": state, **params}
         query.update(code_challenge=challenge, code_challenge_method="S256")
         url = f"{self.authorize_url}?{urllib.parse.urlencode(query)}"
         if self.interactive:
@@ -589,6 +624,12 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         default=os.environ.get("AGENT_CHAT_LLM"),
         help="a real LLM: FUNCTION(agent, instructions, message) -> str; also $AGENT_CHAT_LLM",
     )
+    parser.add_argument(
+        "--client-secret-auth",
+        action="store_true",
+        help="authenticate the client with its secret (HTTP Basic) instead of its key (private_key_jwt), "
+        "for comparison; needs `manage.py bootstrap_demo --secret` first (the demo client is key-only)",
+    )
     args = parser.parse_args(argv)
     err = err or sys.stderr
     try:
@@ -606,6 +647,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             out=out,
             question=args.question,
             responder=responder,
+            client_secret_auth=args.client_secret_auth,
         )
     except AgentChatError as exc:
         print(f"agent_chat: ✗ {exc}", file=err)

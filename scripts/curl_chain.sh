@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # The README's curl sequence: alice consents (curl with a cookie jar stands in for
 # the browser), the planner agent advances the chain with grant_type=code_chain,
-# the planner's code is exchanged, and introspection shows the actor chain.
+# the planner's code is exchanged, and introspection shows the actor chain. The demo
+# client authenticates with its key (private_key_jwt, RFC 7523): a fresh assertion per
+# request (`python -m chain_grant.client assertion`), no client secret.
 # Needs `make run` (or any idp_project server) and `bootstrap_demo`'s var/ files.
 set -euo pipefail
 IDP=${IDP:-http://127.0.0.1:8000}
 VAR=${IDP_VAR_DIR:-var}
 PY=${PY:-.venv/bin/python}
 cred() { "$PY" -c "import json,sys; print(json.load(open('$VAR/demo_credentials.json'))[sys.argv[1]])" "$1"; }
-CLIENT_SECRET=$(cred client_secret)
+CLIENT_KEY="$VAR/$(cred client_key)"
+# One client assertion per request (each jti is single-use), aud = the issuer.
+assertion() { "$PY" -m chain_grant.client assertion --key "$CLIENT_KEY" --client-id chain-demo --aud "$IDP/oauth"; }
+CLIENT_AUTH=(-d "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
 ALICE_PW=$(cred alice_password)
 REDIRECT=http://127.0.0.1:8765/oauth-callback
 
@@ -31,14 +36,16 @@ test -n "$ROOT_CODE" || { echo "no root code: is alice's password right?" >&2; e
 eval "$("$PY" -m chain_grant.client pkce | sed 's/^/NEXT_/')"
 PROOF=$("$PY" -m chain_grant.client proof --key "$VAR/agents/planner.json" --sub planner \
   --aud "$IDP/oauth" --code "$ROOT_CODE" --message "Plan the answer")
-HOP=$(curl -s -u "chain-demo:$CLIENT_SECRET" "$IDP/oauth/token" \
+HOP=$(curl -s "${CLIENT_AUTH[@]}" --data-urlencode "client_assertion=$(assertion)" "$IDP/oauth/token" \
   -d grant_type=code_chain --data-urlencode "authorization_code=$ROOT_CODE" \
   --data-urlencode "id_token=$PROOF" -d "code_challenge=$NEXT_CODE_CHALLENGE&code_challenge_method=S256")
 echo "code_chain response: $HOP" | sed 's/"authorization_code": "[^"]*"/"authorization_code": "…"/'
 PLANNER_CODE=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["authorization_code"])' "$HOP")
 
 # 3. Exchange the planner's code (its own PKCE verifier), then introspect the token.
-TOKEN=$(curl -s -u "chain-demo:$CLIENT_SECRET" "$IDP/oauth/token" -d grant_type=authorization_code \
+TOKEN=$(curl -s "${CLIENT_AUTH[@]}" --data-urlencode "client_assertion=$(assertion)" "$IDP/oauth/token" \
+  -d grant_type=authorization_code \
   --data-urlencode "code=$PLANNER_CODE" -d "redirect_uri=$REDIRECT&code_verifier=$NEXT_CODE_VERIFIER")
 ACCESS=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["access_token"])' "$TOKEN")
-echo "introspection: $(curl -s -u "chain-demo:$CLIENT_SECRET" "$IDP/oauth/introspect" -d "token=$ACCESS")"
+echo "introspection: $(curl -s "${CLIENT_AUTH[@]}" --data-urlencode "client_assertion=$(assertion)" \
+  "$IDP/oauth/introspect" -d "token=$ACCESS")"

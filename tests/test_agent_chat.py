@@ -2,8 +2,11 @@
 the wallet presentation, agent hand-offs with fan-out and a join (fan-in: the merger is
 one step with the three branches as parents), alice's consent, the writer, the
 answer published with the writer's token; the chain it prints is the chain in the
-database. Its command line as scripts/run_dev.sh runs it, and its failure paths: IdP
-down, chain revoked midway, agent disabled, missing demo files. The steps are observed,
+database. Every agent call authenticates the demo client with private_key_jwt (a fresh
+assertion per request, never its secret; the client is key-only), or, with
+--client-secret-auth and bootstrap_demo --secret, with its secret. Its command line as
+scripts/run_dev.sh runs it, and its failure paths: IdP down, chain revoked midway, agent
+disabled, missing demo files, a client key the IdP does not know. The steps are observed,
 and the run through several addresses of one IdP made, by the harness (tests/harness/)."""
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import socket
 import subprocess
 import sys
 import urllib.parse
+import urllib.request
 from datetime import timedelta
 from pathlib import Path
 from unittest import mock
@@ -27,10 +31,11 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from chain_grant.client.jose import code_hash
+from chain_grant.client import CLIENT_ASSERTION_TYPE, generate_key
+from chain_grant.client.jose import b64url_decode, code_hash
 from chain_grant.client.wallet import HeadlessWallet
 from chain_grant.core import integrity, lifecycle, retention
-from chain_grant.models import ChainedGrant
+from chain_grant.models import ChainClient, ChainedGrant, UsedJti
 from chain_grant.review import evidence as review
 from idp_project.models import Answer
 from tests.harness import chat as harness
@@ -87,6 +92,44 @@ def secrets_seen(agent_chat, monkeypatch):
     spy(agent_chat.sdk, "exchange_code", lambda body: [body.get(name, "") for name in tokens])
     spy(agent_chat, "read_callback", lambda code: [code])
     return seen
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Every request the SDK (and the wallet, and discovery) sends with urlopen:
+    (url, headers, form fields), to see how the client authenticated."""
+    seen: list[tuple[str, dict[str, str], dict[str, str]]] = []
+    real = urllib.request.urlopen
+
+    def spy(request, *args, **kwargs):
+        if isinstance(request, urllib.request.Request):
+            form = dict(urllib.parse.parse_qsl(request.data.decode())) if request.data else {}
+            seen.append((request.full_url, {k.lower(): v for k, v in request.header_items()}, form))
+        return real(request, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", spy)
+    return seen
+
+
+def token_requests(sent) -> list[tuple[dict[str, str], dict[str, str]]]:
+    return [(headers, form) for url, headers, form in sent if urllib.parse.urlsplit(url).path == "/oauth/token/"]
+
+
+def assert_private_key_jwt_only(sent, demo_var, issuer: str, count: int) -> None:
+    """``count`` token requests, each authenticated by its own client assertion (aud =
+    the issuer), none with HTTP Basic or a client_secret; the secret never sent at all."""
+    requests = token_requests(sent)
+    assert len(requests) == count
+    jtis = set()
+    for headers, form in requests:
+        assert "authorization" not in headers and "client_secret" not in form and "client_id" not in form
+        assert form["client_assertion_type"] == CLIENT_ASSERTION_TYPE
+        claims = json.loads(b64url_decode(form["client_assertion"].split(".")[1]))
+        assert claims["iss"] == claims["sub"] == "chain-demo" and claims["aud"] == issuer
+        jtis.add(claims["jti"])
+    assert len(jtis) == count  # a fresh assertion per request
+    secret = json.loads((demo_var / "demo_credentials.json").read_text())["client_secret"]
+    assert not [s for s in sent if secret in repr(s)]
 
 
 def printed_tree(output: str) -> list[tuple[str, ...]]:
@@ -188,11 +231,19 @@ def assert_run_matches_database(agent_chat, result, events, output, seen):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_example_runs_end_to_end_and_again(agent_chat, live_server, demo_var, secrets_seen):
+def test_the_example_runs_end_to_end_and_again(agent_chat, live_server, demo_var, secrets_seen, sent):
     events, out = [], io.StringIO()
     result = harness.run(live_server.url, var_dir=demo_var, on_step=events.append, out=out)
     assert result.events == events
     assert_run_matches_database(agent_chat, result, events, out.getvalue(), secrets_seen)
+
+    # The agents' calls (7 hops, the writer's exchange) authenticated the key-only demo
+    # client with private_key_jwt: one assertion each, each jti used once at the IdP.
+    chain_client = ChainClient.objects.get(application__client_id="chain-demo")
+    assert chain_client.token_endpoint_auth_method == "private_key_jwt" and chain_client.client_jwks["keys"]
+    assert_private_key_jwt_only(sent, demo_var, result.issuer, 8)
+    assert UsedJti.objects.count() == 8
+    assert "client chain-demo (private_key_jwt)" in out.getvalue()
 
     # A second run (the example's own run(), unobserved) makes a new chain, with the same
     # wallet and the same (deterministic) conversation.
@@ -323,6 +374,59 @@ def test_idp_down_is_a_clear_error(agent_chat, demo_var):
     assert status == agent_chat.EXIT_UNREACHABLE == 3
     assert f"cannot reach the IdP at {dead} (connection refused)" in err.getvalue()
     assert "make run" in err.getvalue() and not ChainedGrant.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_client_secret_auth_needs_bootstrap_demo_secret(agent_chat, live_server, demo_var, sent):
+    """--client-secret-auth: HTTP Basic with the client secret, for comparison. The demo
+    client is key-only, so the IdP refuses the first hop (invalid_client) and the error
+    says what to do; after ``bootstrap_demo --secret`` the same run completes, with the
+    secret and no assertion."""
+    out, err = io.StringIO(), io.StringIO()
+    args = ["--idp", live_server.url, "--var", str(demo_var), "--client-secret-auth"]
+    assert agent_chat.main(args, out=out, err=err) == 1
+    message = err.getvalue()
+    assert "→ planner (step 1): invalid_client" in message
+    assert "`manage.py bootstrap_demo --secret`" in message and "client chain-demo (client secret)" in out.getvalue()
+    assert not ChainedGrant.objects.filter(kind="agent").exists()
+
+    call_command("bootstrap_demo", "--secret", stdout=io.StringIO())
+    assert ChainClient.objects.get(application__client_id="chain-demo").token_endpoint_auth_method == ""
+    sent.clear()
+    out, err = io.StringIO(), io.StringIO()
+    assert agent_chat.main(args, out=out, err=err) == 0, err.getvalue()
+    assert "Integrity: ✓ verified (9 steps" in out.getvalue() and not SECRET_LIKE.search(out.getvalue())
+    requests = token_requests(sent)
+    assert len(requests) == 8 and not UsedJti.objects.exists()
+    assert all(h["authorization"].startswith("Basic ") and "client_assertion" not in f for h, f in requests)
+
+    # With the secret accepted too, the default (private_key_jwt) still works; bootstrap_demo
+    # keeps the client as it is (`make demo` runs it) until --key-only.
+    call_command("bootstrap_demo", stdout=io.StringIO())
+    sent.clear()
+    result = agent_chat.run(live_server.url, var_dir=demo_var, out=io.StringIO())
+    assert_private_key_jwt_only(sent, demo_var, result.issuer, 8)
+    assert ChainClient.objects.get(application__client_id="chain-demo").token_endpoint_auth_method == ""
+    call_command("bootstrap_demo", "--key-only", stdout=io.StringIO())
+    assert agent_chat.main(args, out=io.StringIO(), err=io.StringIO()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_key_the_idp_does_not_know_stops_the_run(agent_chat, live_server, demo_var):
+    """var/clients/chain-demo.json replaced by another key: the first hop is invalid_client,
+    and the error names the key file."""
+    key_path = demo_var / "clients" / "chain-demo.json"
+    key_path.write_text(json.dumps(generate_key("EC").export(as_dict=True, private_key=True)))
+    out, err = io.StringIO(), io.StringIO()
+    assert agent_chat.main(["--idp", live_server.url, "--var", str(demo_var)], out=out, err=err) == 1
+    message = err.getvalue()
+    assert "→ planner (step 1): invalid_client" in message and str(key_path) in message
+    assert not ChainedGrant.objects.filter(kind="agent").exists()
+
+    key_path.unlink()  # no client key at all: a setup error, before any request
+    err = io.StringIO()
+    assert agent_chat.main(["--idp", live_server.url, "--var", str(demo_var)], out=io.StringIO(), err=err) == 2
+    assert "client key" in err.getvalue() and "make demo-data" in err.getvalue()
 
 
 def test_missing_demo_files_is_a_clear_error(agent_chat, tmp_path):

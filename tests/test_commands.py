@@ -17,7 +17,14 @@ from django.core.management.base import CommandError
 from jwcrypto import jwk
 from oauth2_provider.models import get_application_model
 
-from chain_grant.client import generate_key, load_private_key, sign_proof
+from chain_grant.client import (
+    CLIENT_ASSERTION_TYPE,
+    client_assertion,
+    generate_key,
+    load_private_key,
+    pkce_pair,
+    sign_proof,
+)
 from chain_grant.core.policy import client_may_chain
 from chain_grant.models import Agent, AgentKey, ChainClient, ChainedGrant
 from idp_project.management.commands.bootstrap_demo import AGENTS, CLIENT_ID, REDIRECT_URIS
@@ -165,22 +172,46 @@ def test_bootstrap_demo_keeps_printed_credentials_true_after_losing_var_files(va
 
 
 def test_bootstrap_demo_data_runs_a_chain(var_dir, client):
-    """The demo client and an agent key from var/ work at the real endpoints."""
+    """The demo client (its key from var/: key-only, its secret refused) and an agent key
+    from var/ work at the real endpoints; ``--secret`` lets the client use its secret too."""
     bootstrap()
     creds = json.loads((var_dir / "demo_credentials.json").read_text())
     app = get_application_model().objects.get(client_id=CLIENT_ID)
     alice = get_user_model().objects.get(username="alice")
     flow = Flow(client, app, secret=creds["client_secret"])
+    client_key = load_private_key(str(var_dir / creds["client_key"]))
+    assert mode(var_dir / creds["client_key"]) == 0o600
+
+    def hop(code, proof, **auth):
+        verifier, challenge = pkce_pair()
+        data = {"grant_type": "code_chain", "authorization_code": code, "id_token": proof}
+        data.update(code_challenge=challenge, code_challenge_method="S256")
+        return client.post("/oauth/token/", {**data, **auth})
+
+    def by_key():
+        assertion = client_assertion(client_key, client_id=CLIENT_ID, aud=ISSUER)
+        return {"client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": assertion}
 
     code, _ = flow.authorize(alice, scope="openid read write")
     planner = load_private_key(str(var_dir / "agents" / "planner.json"))
-    response = flow.hop(code, sign_proof(planner, sub="planner", aud=ISSUER, code=code))
+    response = hop(code, sign_proof(planner, sub="planner", aud=ISSUER, code=code), **by_key())
     assert response.status_code == 200, response.content
     assert response.json()["scope"] == "openid read write"
 
+    # The secret is refused (key-only), until bootstrap_demo --secret.
+    response = flow.hop(code, sign_proof(planner, sub="planner", aud=ISSUER, code=code))
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+    call_command("bootstrap_demo", "--secret", stdout=StringIO())
+    response = flow.hop(code, sign_proof(planner, sub="planner", aud=ISSUER, code=code))
+    assert response.status_code == 200, response.content
+    call_command("bootstrap_demo", stdout=StringIO())  # kept as it is
+    assert flow.hop(code, sign_proof(planner, sub="planner", aud=ISSUER, code=code)).status_code == 200
+    call_command("bootstrap_demo", "--key-only", stdout=StringIO())
+    assert flow.hop(code, sign_proof(planner, sub="planner", aud=ISSUER, code=code)).status_code == 401
+
     # A key of another agent does not sign for the planner.
     critic = load_private_key(str(var_dir / "agents" / "critic.json"))
-    response = flow.hop(code, sign_proof(critic, sub="planner", aud=ISSUER, code=code))
+    response = hop(code, sign_proof(critic, sub="planner", aud=ISSUER, code=code), **by_key())
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
 
 

@@ -38,7 +38,7 @@ import json, sys
 import chain_grant.client
 import chain_grant.client.wallet
 import chain_grant.client.__main__  # the command line (python -m chain_grant.client)
-from chain_grant.client import generate_key, pkce_pair, sign_proof
+from chain_grant.client import CLIENT_ASSERTION_TYPE, PrivateKeyJWT, generate_key, pkce_pair, sign_proof
 from chain_grant.client.jose import b64url_decode
 from chain_grant.client.wallet import HeadlessWallet
 from jwcrypto import jws
@@ -52,6 +52,8 @@ key = generate_key("EC")
 proof = sign_proof(key, sub="agent-1", aud="https://idp.example", code="previous-code", message="hello")
 verifier, challenge = pkce_pair()
 wallet = HeadlessWallet.generate()
+client_fields = PrivateKeyJWT(key, "client-1", "https://idp.example").form_fields("https://idp.example/token")
+assert client_fields["client_assertion_type"] == CLIENT_ASSERTION_TYPE
 id_token = wallet.id_token({"client_id": "https://rp.example/cb", "nonce": "n-1"})
 print(json.dumps({
     "proof_claims": claims_of(proof, key),
@@ -59,6 +61,7 @@ print(json.dumps({
     "challenge": challenge,
     "did": wallet.did,
     "id_token_claims": claims_of(id_token, wallet.key),
+    "client_assertion_claims": claims_of(client_fields["client_assertion"], key),
     "modules": sorted(sys.modules),
 }))
 """
@@ -90,7 +93,7 @@ def test_the_blocker_blocks():
     assert "blocked by the test" in result.stderr
 
 
-def test_sdk_signs_a_proof_pkce_and_a_wallet_without_the_server_packages():
+def test_sdk_signs_a_proof_pkce_a_wallet_and_a_client_assertion_without_the_server_packages():
     out = run(BLOCK + SDK)
 
     claims = out["proof_claims"]
@@ -106,6 +109,10 @@ def test_sdk_signs_a_proof_pkce_and_a_wallet_without_the_server_packages():
     assert out["did"].startswith("did:jwk:")
     assert out["id_token_claims"]["sub"] == out["did"]
     assert out["id_token_claims"]["nonce"] == "n-1"
+
+    assertion = out["client_assertion_claims"]  # private_key_jwt (RFC 7523)
+    assert assertion["iss"] == assertion["sub"] == "client-1" and assertion["aud"] == "https://idp.example"
+    assert assertion["jti"] and assertion["exp"] > assertion["iat"]
 
     loaded = {name.partition(".")[0] for name in out["modules"]}
     assert not loaded & set(SERVER_PACKAGES)
