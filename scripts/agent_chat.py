@@ -20,9 +20,13 @@ message received), PKCE (``pkce_pair``), the hand-off (``code_chain``) and, for 
 agent that acts, ``exchange_code``. Every one of those calls authenticates the demo client
 with its own key (``PrivateKeyJWT``: a fresh private_key_jwt assertion per request,
 RFC 7523; var/clients/chain-demo.json from bootstrap_demo, which registers the client
-key-only): no client secret on the agent path. ``--client-secret-auth`` sends the
-client secret instead (HTTP Basic), for comparison: it needs ``manage.py bootstrap_demo
---secret`` first, which lets the client use its secret too (until ``--key-only``).
+key-only): no client secret on the agent path. Every hop and the exchange also carry a
+DPoP proof (``DPoPKey``, RFC 9449) by a key this process holds, so each hop's code and
+the writer's token are bound to it (alice's consent step too, through ``dpop_jkt``) and
+the printed tree marks them ``[DPoP]``; ``--no-dpop`` leaves them bearer codes.
+``--client-secret-auth`` sends the client secret instead (HTTP Basic), for comparison:
+it needs ``manage.py bootstrap_demo --secret`` first, which lets the client use its
+secret too (until ``--key-only``).
 
 The person's steps (the wallet presentation, alice's consent) need a browser: ``Browser``
 here has no screen (a cookie jar, the IdP's own forms, the SDK's ``HeadlessWallet``);
@@ -152,6 +156,7 @@ class Chat:
     question: str = DEFAULT_QUESTION
     responder: Callable[[str, str, str], str] = local_responder
     client_secret_auth: bool = False  # the client secret (HTTP Basic) instead of private_key_jwt
+    dpop: bool = True  # bind every hop's code and the writer's token to this run's DPoP key (RFC 9449)
 
     def __post_init__(self):
         self.idp, self.out = self.idp.rstrip("/"), self.out or sys.stdout
@@ -159,6 +164,7 @@ class Chat:
         self.steps: list[Step] = []
         self.transcript: list[tuple[str, str, str]] = []  # (from, to, text)
         self.chain_id = None
+        self.dpop_key = sdk.DPoPKey(sdk.generate_key("EC")) if self.dpop else None  # held by this process only
         try:
             self.creds = json.loads((self.var / "demo_credentials.json").read_text())
             self.client_id = self.creds["client_id"]
@@ -225,7 +231,13 @@ class Chat:
         )
         try:
             body = sdk.code_chain(
-                self.token_url, *self.client, parent.code, proof, code_challenge=challenge, joined_codes=joined_codes
+                self.token_url,
+                *self.client,
+                parent.code,
+                proof,
+                code_challenge=challenge,
+                joined_codes=joined_codes,
+                dpop=self.dpop_key,
             )
         except sdk.ChainClientError as exc:
             senders = " + ".join(short(step.actor) for step in (parent, *joined))
@@ -253,6 +265,8 @@ class Chat:
                 f"code={mask(parent.code)} prompt=login; {person} logs in and consents"
             )
         params = {"response_type": "code", "scope": CONSENT_SCOPE, "code": parent.code, "prompt": "login"}
+        if self.dpop_key is not None:  # RFC 9449 §10: the person's new code stays bound to the key
+            params["dpop_jkt"] = self.dpop_key.jkt
         browser = self.browser(login=(person, self.creds["alice_password"]))
         code, verifier = self.authorize(f"{person}'s consent", browser, params)
         self.say(
@@ -265,7 +279,12 @@ class Chat:
         """The writer trades its code for a token (its scope only) and posts the answer with it."""
         try:
             token = sdk.exchange_code(
-                self.token_url, *self.client, writer.code, redirect_uri=REDIRECT_URI, code_verifier=writer.verifier
+                self.token_url,
+                *self.client,
+                writer.code,
+                redirect_uri=REDIRECT_URI,
+                code_verifier=writer.verifier,
+                dpop=self.dpop_key,
             )
         except sdk.ChainClientError as exc:
             raise AgentChatError(
@@ -276,8 +295,12 @@ class Chat:
             f"[exchange -> writer's token]  code {mask(writer.code)} → access token {mask(access)}  "
             f"scope “{self.token_scope}”"
         )
-        headers = {"Authorization": f"Bearer {access}", "Content-Type": "application/json"}
-        request = urllib.request.Request(f"{self.idp}/api/answers/", json.dumps({"text": answer}).encode(), headers)
+        url = f"{self.idp}/api/answers/"
+        if self.dpop_key is not None:  # a DPoP-bound token: the proof names this request and the token
+            headers = {**self.dpop_key.headers(access, "POST", url), "Content-Type": "application/json"}
+        else:
+            headers = {"Authorization": f"Bearer {access}", "Content-Type": "application/json"}
+        request = urllib.request.Request(url, json.dumps({"text": answer}).encode(), headers)
         with urllib.request.urlopen(request, timeout=30) as response:
             self.answer = json.load(response)
         actors = [a["actor"] if a["kind"] != "wallet" else short(a["actor"], 20) for a in self.answer["actors"]]
@@ -313,6 +336,7 @@ class Chat:
             else:
                 self.client = (self.client_id, self.client_secret)
             auth = "client secret" if self.client_key is None else "private_key_jwt"
+            auth += f", DPoP key {self.dpop_key.jkt[:8]}…" if self.dpop_key is not None else ", no DPoP"
             self.say(f"==> IdP {self.idp}  issuer {self.issuer}  client {self.client_id} ({auth})")
             self.publish(*self.converse())
             self.review()
@@ -555,6 +579,7 @@ def tree_lines(steps: list[dict[str, Any]]) -> list[str]:
         joins = ", ".join(label(by_id[j]) if j in by_id else j[:8] for j in s.get("joined") or [])
         into = ", ".join(label(j) for j in joined_into[s["id"]])
         state = f"  [{s['state']}]" if s.get("state") not in (None, "live") else ""
+        state += "  [DPoP]" if s.get("dpop_jkt") else ""
         lines.append(
             f"{prefix}{branch}{s['kind']} {label(s)}  “{s['scope']}”{f'  ({diff})' if diff else ''}"
             f"{f'  joins: {joins}' if joins else ''}{f'  → joined into {into}' if into else ''}{state}"
@@ -625,6 +650,11 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         help="a real LLM: FUNCTION(agent, instructions, message) -> str; also $AGENT_CHAT_LLM",
     )
     parser.add_argument(
+        "--no-dpop",
+        action="store_true",
+        help="do not bind codes and the token to a DPoP key (RFC 9449): bearer codes and token, for comparison",
+    )
+    parser.add_argument(
         "--client-secret-auth",
         action="store_true",
         help="authenticate the client with its secret (HTTP Basic) instead of its key (private_key_jwt), "
@@ -648,6 +678,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             question=args.question,
             responder=responder,
             client_secret_auth=args.client_secret_auth,
+            dpop=not args.no_dpop,
         )
     except AgentChatError as exc:
         print(f"agent_chat: ✗ {exc}", file=err)

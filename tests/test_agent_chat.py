@@ -35,7 +35,7 @@ from chain_grant.client import CLIENT_ASSERTION_TYPE, generate_key
 from chain_grant.client.jose import b64url_decode, code_hash
 from chain_grant.client.wallet import HeadlessWallet
 from chain_grant.core import integrity, lifecycle, retention
-from chain_grant.models import ChainClient, ChainedGrant, UsedJti
+from chain_grant.models import ChainClient, ChainedGrant, DPoPBinding, UsedJti
 from chain_grant.review import evidence as review
 from idp_project.models import Answer
 from tests.harness import chat as harness
@@ -242,8 +242,17 @@ def test_the_example_runs_end_to_end_and_again(agent_chat, live_server, demo_var
     chain_client = ChainClient.objects.get(application__client_id="chain-demo")
     assert chain_client.token_endpoint_auth_method == "private_key_jwt" and chain_client.client_jwks["keys"]
     assert_private_key_jwt_only(sent, demo_var, result.issuer, 8)
-    assert UsedJti.objects.count() == 8
-    assert "client chain-demo (private_key_jwt)" in out.getvalue()
+    # ... and carried a DPoP proof each, as did the answer's POST: 8 assertions + 9 proofs.
+    assert UsedJti.objects.count() == 8 + 9
+    assert "client chain-demo (private_key_jwt, DPoP key " in out.getvalue()
+    # Every code after the wallet's is bound to the run's DPoP key (alice's by dpop_jkt),
+    # and so is the writer's token: the printed tree marks them.
+    steps = ChainedGrant.objects.filter(root_id=result.chain_id)
+    assert {s.kind for s in steps if not s.dpop_jkt} == {"wallet"}
+    assert len({s.dpop_jkt for s in steps if s.dpop_jkt}) == 1
+    tree = out.getvalue().split("\nChain ", 1)[1].split("\nIntegrity:", 1)[0]
+    assert tree.count("[DPoP]") == 8 and "[exchanged]  [DPoP]" in tree
+    assert DPoPBinding.objects.filter(kind="access").count() == 1
 
     # A second run (the example's own run(), unobserved) makes a new chain, with the same
     # wallet and the same (deterministic) conversation.
@@ -383,11 +392,14 @@ def test_client_secret_auth_needs_bootstrap_demo_secret(agent_chat, live_server,
     says what to do; after ``bootstrap_demo --secret`` the same run completes, with the
     secret and no assertion."""
     out, err = io.StringIO(), io.StringIO()
-    args = ["--idp", live_server.url, "--var", str(demo_var), "--client-secret-auth"]
+    args = ["--idp", live_server.url, "--var", str(demo_var), "--client-secret-auth", "--no-dpop"]  # the old mode
     assert agent_chat.main(args, out=out, err=err) == 1
     message = err.getvalue()
     assert "→ planner (step 1): invalid_client" in message
-    assert "`manage.py bootstrap_demo --secret`" in message and "client chain-demo (client secret)" in out.getvalue()
+    assert (
+        "`manage.py bootstrap_demo --secret`" in message
+        and "client chain-demo (client secret, no DPoP)" in out.getvalue()
+    )
     assert not ChainedGrant.objects.filter(kind="agent").exists()
 
     call_command("bootstrap_demo", "--secret", stdout=io.StringIO())

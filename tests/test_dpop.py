@@ -332,3 +332,21 @@ def test_dpop_jkt_on_a_consent_step_binds_the_user_step(flow, alice, planner, ke
     assert step.kind == "user" and step.dpop_jkt == key.thumbprint()
     assert exchange(flow, new_code, verifier).json()["error"] == "invalid_dpop_proof"
     assert exchange(flow, new_code, verifier, dpop_proof(key, htm="POST", htu=TOKEN_URL)).status_code == 200
+
+
+def test_a_consent_step_on_a_bound_code_must_keep_the_binding(flow, alice, planner, key):
+    from urllib.parse import parse_qs, urlparse
+
+    from tests.helpers import consent_form, consent_url
+
+    code, _, _ = bound_hop(flow, alice, planner, key)
+    flow.client.force_login(alice)
+    for jkt in (None, generate_key("EC").thumbprint()):
+        extra = {"dpop_jkt": jkt} if jkt else {}
+        url, _ = consent_url(flow.app, code, scope="email", **extra)
+        response = flow.client.post(url, consent_form(url))
+        query = parse_qs(urlparse(response["Location"]).query)
+        assert query["error"] == ["invalid_request"] and "DPoP" in query["error_description"][0]
+    url, _ = consent_url(flow.app, code, scope="email", dpop_jkt=key.thumbprint())
+    response = flow.client.post(url, consent_form(url))
+    assert "code" in parse_qs(urlparse(response["Location"]).query)

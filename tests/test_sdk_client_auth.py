@@ -179,3 +179,49 @@ def test_the_command_line_prints_an_assertion_curl_can_post(idp, flow, alice, ap
     request = urllib.request.Request(token_url, urllib.parse.urlencode(form).encode(), method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
         assert json.load(response)["depth"] == 1
+
+
+def test_dpop_through_the_sdk_binds_the_code_and_retries_with_the_servers_nonce(
+    idp, flow, alice, app, client_key, make_agent, live_server, chain_settings
+):
+    """``DPoPKey`` as ``dpop=``: the hop's code is bound to it, the exchange returns a DPoP
+    token, the answers API takes it with ``headers()``; with server nonces on, the first
+    request is refused with use_dpop_nonce and sent once more with the nonce."""
+    from chain_grant.client import DPoPKey
+
+    chain_settings(DPOP_NONCE_SECONDS=300)
+    issuer, token_url, _ = idp
+    auth, dpop = PrivateKeyJWT(client_key, app.client_id, issuer), DPoPKey(generate_key("EC"))
+    writer_agent = make_agent("writer", scopes="openid email")
+    root, _ = flow.authorize(alice, scope="openid email")
+    body, verifier = hop(idp, app, auth, root, writer_agent, dpop=dpop)
+    assert dpop.nonce  # learnt from the first answer (use_dpop_nonce), then used
+    assert ChainedGrant.objects.get(subject="writer").dpop_jkt == dpop.jkt
+    with pytest.raises(ChainClientError) as refused:  # the code without the key
+        exchange_code(
+            token_url,
+            app.client_id,
+            auth,
+            body["authorization_code"],
+            redirect_uri=REDIRECT_URI,
+            code_verifier=verifier,
+        )
+    assert refused.value.error == "invalid_dpop_proof"
+    token = exchange_code(
+        token_url,
+        app.client_id,
+        auth,
+        body["authorization_code"],
+        redirect_uri=REDIRECT_URI,
+        code_verifier=verifier,
+        dpop=dpop,
+    )
+    assert token["token_type"] == "DPoP"
+    url = f"{live_server.url}/api/answers/"
+    request = urllib.request.Request(
+        url,
+        json.dumps({"text": "hi"}).encode(),
+        {**dpop.headers(token["access_token"], "POST", url), "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 201

@@ -15,11 +15,12 @@ Modules: ``keys`` (key pairs, hop proofs), ``pkce``, ``http`` (the token endpoin
 ``wallet`` (a headless SIOPv2 wallet), ``jose`` (base64url, digests, did:jwk).
 """
 
-from .http import ChainClientError, ClientAuth, PrivateKeyJWT, code_chain, exchange_code
+from .http import ChainClientError, ClientAuth, DPoPKey, PrivateKeyJWT, code_chain, exchange_code
 from .keys import (
     CLIENT_ASSERTION_TYPE,
     DEFAULT_ALG,
     client_assertion,
+    dpop_proof,
     generate_key,
     load_private_key,
     message_digest,
@@ -28,6 +29,8 @@ from .keys import (
 from .pkce import pkce_pair
 
 __all__ = [
+    "DPoPKey",
+    "dpop_proof",
     "CLIENT_ASSERTION_TYPE",
     "DEFAULT_ALG",
     "client_assertion",

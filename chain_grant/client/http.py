@@ -21,7 +21,7 @@ from typing import Any
 
 from jwcrypto import jwk
 
-from .keys import CLIENT_ASSERTION_TYPE, client_assertion, load_private_key
+from .keys import CLIENT_ASSERTION_TYPE, client_assertion, dpop_proof, load_private_key
 
 
 class ChainClientError(Exception):
@@ -29,6 +29,7 @@ class ChainClientError(Exception):
 
     def __init__(self, status: int, body: dict[str, Any]):
         self.status = status
+        self.nonce: str | None = None  # the server's DPoP-Nonce, if it sent one
         self.error = body.get("error", "server_error")
         self.description = body.get("error_description", "")
         super().__init__(f"{status} {self.error}: {self.description}")
@@ -80,12 +81,54 @@ class PrivateKeyJWT:
         return f"PrivateKeyJWT(client_id={self.client_id!r}, kid={self.key.get('kid')!r}, audience={self.audience!r})"
 
 
+class DPoPKey:
+    """The key a caller proves possession of (DPoP, RFC 9449): pass it as ``dpop=`` to
+    ``code_chain`` / ``exchange_code`` and every request carries a fresh proof; the
+    codes and tokens it gets are bound to this key. It remembers the server's
+    ``DPoP-Nonce`` (a request refused with ``use_dpop_nonce`` is sent once more with it).
+    ``headers(token, method, url)`` gives what a resource server needs."""
+
+    def __init__(self, key: jwk.JWK, *, alg: str | None = None):
+        if not isinstance(key, jwk.JWK) or not key.has_private:
+            raise ValueError("DPoPKey needs a private key (a jwcrypto JWK)")
+        self.key, self.alg = key, alg
+        self.nonce: str | None = None  # the server's latest DPoP-Nonce
+
+    @property
+    def jkt(self) -> str:
+        """The key's RFC 7638 thumbprint (``dpop_jkt`` at authorize; ``cnf.jkt``)."""
+        return self.key.thumbprint()
+
+    def proof(self, method: str, url: str, access_token: str | None = None) -> str:
+        return dpop_proof(self.key, htm=method, htu=url, access_token=access_token, nonce=self.nonce, alg=self.alg)
+
+    def headers(self, access_token: str, method: str, url: str) -> dict[str, str]:
+        """``Authorization: DPoP <token>`` and its proof, for a call to a resource server."""
+        return {"Authorization": f"DPoP {access_token}", "DPoP": self.proof(method, url, access_token)}
+
+    def __repr__(self) -> str:  # never the key
+        return f"DPoPKey(jkt={self.jkt!r})"
+
+
 ClientAuth = str | PrivateKeyJWT | None
 """How a client authenticates: its secret (HTTP Basic), a :class:`PrivateKeyJWT`, or
 None (a public client: ``client_id`` in the body)."""
 
 
-def _post(url: str, data: dict[str, str], client_id: str, client_auth: ClientAuth) -> dict[str, Any]:
+def _post(
+    url: str, data: dict[str, str], client_id: str, client_auth: ClientAuth, dpop: DPoPKey | None = None
+) -> dict[str, Any]:
+    for attempt in range(2):  # once more only with the server's new DPoP nonce
+        try:
+            return _post_once(url, data, client_id, client_auth, dpop)
+        except ChainClientError as exc:
+            if attempt or dpop is None or exc.error != "use_dpop_nonce" or not exc.nonce:
+                raise
+            dpop.nonce = exc.nonce
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _post_once(url, data, client_id, client_auth, dpop) -> dict[str, Any]:
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
     if isinstance(client_auth, PrivateKeyJWT):
         if client_auth.client_id != client_id:
@@ -96,16 +139,22 @@ def _post(url: str, data: dict[str, str], client_id: str, client_auth: ClientAut
         headers["Authorization"] = "Basic " + base64.b64encode(basic.encode()).decode()
     else:
         data = {**data, "client_id": client_id}
+    if dpop is not None:
+        headers["DPoP"] = dpop.proof("POST", url)
     request = urllib.request.Request(url, urllib.parse.urlencode(data).encode(), headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
+            if dpop is not None and response.headers.get("DPoP-Nonce"):
+                dpop.nonce = response.headers["DPoP-Nonce"]
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:
             body = json.loads(exc.read())
         except ValueError:
             body = {"error": "server_error"}
-        raise ChainClientError(exc.code, body) from None
+        error = ChainClientError(exc.code, body)
+        error.nonce = exc.headers.get("DPoP-Nonce")
+        raise error from None
 
 
 def code_chain(
@@ -118,10 +167,12 @@ def code_chain(
     scope: str | None = None,
     code_challenge: str | None = None,
     joined_codes: list[str] | None = None,
+    dpop: DPoPKey | None = None,
 ) -> dict[str, Any]:
     """One hop: previous code + the receiving agent's proof → the next code. A join
     also names the other parents' codes (``joined_codes``; the proof must carry their
-    ``joined_c_hashes``). ``client_secret``: the secret, a :class:`PrivateKeyJWT` or None."""
+    ``joined_c_hashes``). ``client_secret``: the secret, a :class:`PrivateKeyJWT` or None.
+    ``dpop``: a :class:`DPoPKey` binds the new code to that key."""
     data = {"grant_type": "code_chain", "authorization_code": code, "id_token": proof}
     if joined_codes:
         data["joined_codes"] = " ".join(joined_codes)
@@ -129,7 +180,7 @@ def code_chain(
         data["scope"] = scope
     if code_challenge:
         data.update(code_challenge=code_challenge, code_challenge_method="S256")
-    return _post(token_url, data, client_id, client_secret)
+    return _post(token_url, data, client_id, client_secret, dpop)
 
 
 def exchange_code(
@@ -140,10 +191,12 @@ def exchange_code(
     *,
     redirect_uri: str,
     code_verifier: str | None = None,
+    dpop: DPoPKey | None = None,
 ) -> dict[str, Any]:
     """Exchange any code of the chain for that step's access token. ``client_secret``:
-    the secret, a :class:`PrivateKeyJWT` or None."""
+    the secret, a :class:`PrivateKeyJWT` or None. ``dpop``: the key a bound code needs;
+    the token comes back ``token_type=DPoP``, bound to it."""
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
     if code_verifier:
         data["code_verifier"] = code_verifier
-    return _post(token_url, data, client_id, client_secret)
+    return _post(token_url, data, client_id, client_secret, dpop)

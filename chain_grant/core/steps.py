@@ -434,6 +434,10 @@ def add_browser_step(
     :func:`lock_parent` (or None for a wallet root). The person who acted (the
     grant's user) becomes the person the chain acts for from this step on; the scope
     is what they granted."""
+    if parent is not None and parent.dpop_jkt and parent.dpop_jkt != dpop_jkt:
+        # RFC 9449 §10: the new code must stay bound to the key the previous one was,
+        # so a code stolen on its way through the browser yields nothing usable.
+        raise ChainError("The previous code is DPoP-bound: dpop_jkt must name the same key.", "invalid_request")
     step = step_for_grant(
         kind,
         application,

@@ -163,6 +163,7 @@ class StepSerializer(serializers.Serializer):
     revoked_reason = serializers.CharField(allow_null=True)
     children = serializers.ListField(child=serializers.UUIDField())
     joined = serializers.ListField(child=serializers.UUIDField(), help_text="a join's other parents")
+    dpop_jkt = serializers.CharField(allow_null=True, help_text="the DPoP key its code is bound to (RFC 9449)")
     recorded_actor = serializers.JSONField(help_text="the actor as it was at the step")
     hash_version = serializers.IntegerField(help_text="which fields link_hash covers")
 

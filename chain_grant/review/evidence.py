@@ -101,6 +101,7 @@ def step_data(node: Node) -> dict[str, Any]:
         "id": str(s.pk),
         "parent": str(s.parent_id) if s.parent_id else None,
         "joined": [j["step"] for j in s.joined],  # a join's other parents (a DAG)
+        "dpop_jkt": s.dpop_jkt or None,  # the DPoP key its code is bound to (RFC 9449)
         "depth": s.depth,
         "kind": s.kind,
         "actor": node.actor,
