@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chain_grant.oauth.backend import DESCRIPTIONS
+from chain_grant.settings import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 IDP = ROOT / "tests" / "dot_idp"
@@ -74,13 +75,16 @@ SCOPES = {"chains:read", "chains:revoke"}
 DISCOVERY = ("openid-configuration", "oauth-authorization-server")
 DISCOVERY_ADDS = {"introspection_endpoint": "/o/introspect/", "revocation_endpoint": "/o/revoke_token/"}
 DISCOVERY_TEST = "test_discovery_advertises_what_dot_serves_at_dots_urls"
+AUTH_ALGS = DEFAULTS["CLIENT_ASSERTION_ALGORITHMS"]
+DPOP_ALGS = DEFAULTS["DPOP_ALGORITHMS"]
 
 
 def test_corps_own_checks_see_the_same_answers_with_chain_grant(runs):
     """Byte for byte but for these additions, each named here (docs/plugging-in.md):
     ``code_chain`` in the advertised grants; the two scopes the README adds in
     ``scopes_supported``; in OIDC discovery, the introspection and revocation endpoints
-    DOT serves but does not list there; an ``error_description`` on an OAuth error
+    DOT serves but does not list there; ``private_key_jwt`` with its algorithms among the
+    client authentication methods, and ``dpop_signing_alg_values_supported``; an ``error_description`` on an OAuth error
     DOT sends without one (RFC 6749 §5.2's text for the code); and DOT 3.4.1's HTTP 500
     for prompt=none with openid (its validator lacks validate_silent_login) becomes
     DOT's own answer for prompt=none without openid, its consent page."""
@@ -98,6 +102,17 @@ def test_corps_own_checks_see_the_same_answers_with_chain_grant(runs):
             # endpoints DOT serves but leaves out of OIDC discovery are added, never changed
             for name in DISCOVERY_ADDS.keys() - seen["json"].keys():
                 assert now["json"].pop(name) == "http://testserver" + DISCOVERY_ADDS[name], key
+            # private_key_jwt and its algorithms added to DOT's client authentication methods
+            for endpoint in ("token", "introspection", "revocation"):
+                methods = f"{endpoint}_endpoint_auth_methods_supported"
+                if methods in now["json"]:
+                    listed = seen["json"].pop(methods, ["client_secret_basic"])
+                    assert now["json"].pop(methods) == [*listed, "private_key_jwt"], key
+                    signing = now["json"].pop(f"{endpoint}_endpoint_auth_signing_alg_values_supported")
+                    assert signing[-len(AUTH_ALGS) :] == AUTH_ALGS, key
+                    seen["json"].pop(f"{endpoint}_endpoint_auth_signing_alg_values_supported", None)
+            # DPoP (RFC 9449), which DOT does not have
+            assert now["json"].pop("dpop_signing_alg_values_supported") == DPOP_ALGS, key
         error = seen.get("json", {}).get("error") if isinstance(seen.get("json"), dict) else None
         if error and "error_description" not in seen["json"]:
             assert now["json"].pop("error_description") == DESCRIPTIONS[error], key
