@@ -95,7 +95,8 @@ DEFAULTS: dict[str, Any] = {
     "CLIENT_ASSERTION_MAX_LIFETIME": 300,
     "CLIENT_ASSERTION_ALGORITHMS": ["RS256", "PS256", "ES256", "ES384", "EdDSA"],
     # DPoP (RFC 9449): proof algorithms, how old a proof's iat may be (seconds), and
-    # server nonces: None = none required; N = a nonce rotated every N seconds.
+    # the token endpoint's nonces: None = none required; N = a nonce rotated every N
+    # seconds (resource servers do not require one).
     "DPOP_ALGORITHMS": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
     "DPOP_PROOF_WINDOW": 60,
     "DPOP_NONCE_SECONDS": None,

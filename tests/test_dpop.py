@@ -350,3 +350,67 @@ def test_a_consent_step_on_a_bound_code_must_keep_the_binding(flow, alice, plann
     url, _ = consent_url(flow.app, code, scope="email", dpop_jkt=key.thumbprint())
     response = flow.client.post(url, consent_form(url))
     assert "code" in parse_qs(urlparse(response["Location"]).query)
+
+
+# --- found in review ----------------------------------------------------------------------
+
+
+def test_a_code_bound_at_authorize_stays_bound_when_it_starts_a_chain(flow, alice, planner, key):
+    _, query, verifier = authorize_with_jkt(flow, alice, key.thumbprint())
+    code = query["code"][0]
+    assert hop(flow, code, planner).status_code == 400  # continuing it needs the key too
+    assert hop(flow, code, planner, dpop_proof(key, htm="POST", htu=TOKEN_URL)).status_code == 200
+    assert lifecycle.find_step(code).dpop_jkt == key.thumbprint()  # the root recorded the binding
+    assert exchange(flow, code, verifier).json()["error"] == "invalid_dpop_proof"
+
+
+def test_a_bound_token_is_not_a_bearer_token_anywhere(bound_token):
+    for url in ("/oauth/userinfo/", "/api/chains/"):
+        response = Client().get(url, HTTP_AUTHORIZATION=f"Bearer {bound_token}")
+        assert response.status_code in (401, 403), (url, response.status_code)
+        assert response.status_code != 200
+
+
+def test_a_proof_with_an_empty_jwk_is_invalid_not_a_500(flow, alice, key):
+    from chain_grant.client.jose import b64url
+
+    def enc(value):
+        return b64url(json.dumps(value).encode())
+
+    claims = {"jti": "x", "htm": "POST", "htu": TOKEN_URL, "iat": int(time.time())}
+    proof = f"{enc({'typ': 'dpop+jwt', 'alg': 'ES256', 'jwk': {}})}.{enc(claims)}.AAAA"
+    code, verifier = flow.authorize(alice, scope="openid read")
+    response = exchange(flow, code, verifier, proof)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_dpop_proof"
+
+
+def test_dpop_jkt_on_the_wallet_step_is_refused_not_ignored(wflow, key):
+    response = wflow.client.get(
+        "/oauth/authorize/",
+        {
+            "client_id": wflow.app.client_id,
+            "response_type": "id_token",
+            "redirect_uri": REDIRECT_URI,
+            "scope": "openid",
+            "state": "s",
+            "nonce": "n",
+            "code_challenge": pkce_pair()[1],
+            "code_challenge_method": "S256",
+            "dpop_jkt": key.thumbprint(),
+        },
+    )
+    assert response.status_code in (302, 400)
+    assert "dpop_jkt" in (response.get("Location", "") + response.content.decode())
+
+
+def test_a_refused_dpop_request_gets_a_dpop_challenge(bound_token, key):
+    thief = generate_key("EC")
+    response = post_answer(bound_token, proof=dpop_proof(thief, htm="POST", htu=ANSWERS_URL, access_token=bound_token))
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith('DPoP error="invalid_dpop_proof"')
+
+
+def test_resource_servers_require_no_nonce(bound_token, key, chain_settings):
+    chain_settings(DPOP_NONCE_SECONDS=300)  # the token endpoint's
+    response = post_answer(bound_token, proof=dpop_proof(key, htm="POST", htu=ANSWERS_URL, access_token=bound_token))
+    assert response.status_code == 201, response.content

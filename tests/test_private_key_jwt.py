@@ -48,26 +48,22 @@ def token_request(data, **headers):
     return Client().post("/oauth/token/", data, **headers)
 
 
-def client_credentials_body(app, token, **extra):
+def exchange_body(code, verifier, client_assertion, **extra):
+    """An authorization_code exchange authenticated by ``client_assertion``."""
     return {
         "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": verifier,
         "client_assertion_type": CLIENT_ASSERTION_TYPE,
-        "client_assertion": token,
+        "client_assertion": client_assertion,
         **extra,
     }
 
 
 def exchange_with_assertion(flow, alice, app, key, *, claims=None, **extra):
     code, verifier = flow.authorize(alice, scope="openid read")
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT_URI,
-        "code_verifier": verifier,
-        "client_assertion_type": CLIENT_ASSERTION_TYPE,
-        "client_assertion": assertion(key, app, **(claims or {})),
-        **extra,
-    }
+    data = exchange_body(code, verifier, assertion(key, app, **(claims or {})), **extra)
     return token_request({k: v for k, v in data.items() if v is not None})
 
 
@@ -157,46 +153,21 @@ def test_hs256_and_none_are_invalid_client(flow, alice, app, client_key):
         jws.base64url_encode(json.dumps({"alg": "none"})) + "." + jws.base64url_encode(json.dumps(claims)) + ".",
     ):
         code, verifier = flow.authorize(alice, scope="openid read")
-        refused(
-            token_request(
-                {
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": REDIRECT_URI,
-                    "code_verifier": verifier,
-                    "client_assertion_type": CLIENT_ASSERTION_TYPE,
-                    "client_assertion": token,
-                }
-            )
-        )
+        refused(token_request(exchange_body(code, verifier, token)))
 
 
 def test_a_reused_jti_is_invalid_client(flow, alice, app, client_key):
     token = assertion(client_key, app)
     for expected in (200, 401):
         code, verifier = flow.authorize(alice, scope="openid read")
-        data = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "code_verifier": verifier,
-            "client_assertion_type": CLIENT_ASSERTION_TYPE,
-            "client_assertion": token,
-        }
+        data = exchange_body(code, verifier, token)
         assert token_request(data).status_code == expected
 
 
 def test_an_assertion_with_a_secret_or_basic_auth_is_invalid_client(flow, alice, app, client_key):
     refused(exchange_with_assertion(flow, alice, app, client_key, client_secret="s3cret"))
     code, verifier = flow.authorize(alice, scope="openid read")
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT_URI,
-        "code_verifier": verifier,
-        "client_assertion_type": CLIENT_ASSERTION_TYPE,
-        "client_assertion": assertion(client_key, app),
-    }
+    data = exchange_body(code, verifier, assertion(client_key, app))
     refused(Client().post("/oauth/token/", data, **flow.auth()))
 
 
@@ -306,3 +277,8 @@ def test_the_admin_keeps_public_keys_only(admin_client, app):
     assert saved.status_code == 302
     row.refresh_from_db()
     assert row.client_jwks["keys"][0]["kid"] == key.thumbprint() and row.token_endpoint_auth_method == "private_key_jwt"
+
+
+def test_an_aud_list_is_invalid_client(flow, alice, app, client_key):
+    """draft-ietf-oauth-rfc7523bis: one audience, a string (no list an attacker can add to)."""
+    refused(exchange_with_assertion(flow, alice, app, client_key, claims={"aud": [ISSUER, "https://evil.example"]}))

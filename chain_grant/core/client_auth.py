@@ -112,6 +112,8 @@ def authenticate(
         key = proofs.select_key([_Key(k) for k in keys], header.get("kid"))
         proofs.verify_signature(assertion, key.jwk, alg)
         check_times(claims)
+        if not isinstance(claims.get("aud"), str):  # draft-ietf-oauth-rfc7523bis: one audience, never a list
+            raise ChainError("the assertion's aud must be a single string")
         proofs.check_audience(claims, audiences)
         jti = proofs.check_jti(claims)
     except ChainError as exc:

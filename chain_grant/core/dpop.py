@@ -77,8 +77,9 @@ def verify_proof(
         raise ChainError("The DPoP proof's alg is not allowed.", INVALID) from None
     public = header.get("jwk")
     try:
-        key = jwk.JWK(**public) if isinstance(public, dict) else None
-    except (TypeError, ValueError, JWException):
+        key = jwk.JWK(**public) if isinstance(public, dict) and isinstance(public.get("kty"), str) else None
+        thumbprint = key.thumbprint() if key is not None else ""
+    except (TypeError, ValueError, KeyError, AttributeError, JWException):
         key = None
     if key is None or key.has_private or key.get("kty") == "oct":
         raise ChainError("The DPoP proof's jwk must be a public asymmetric key.", INVALID)
@@ -105,7 +106,6 @@ def verify_proof(
             raise ChainError("The DPoP proof's ath does not match the access token.", INVALID)
     if nonces is not None and claims.get("nonce") not in nonces:
         raise ChainError("The server requires a fresh DPoP nonce.", USE_NONCE)
-    thumbprint = key.thumbprint()
     try:
         use_once("dpop", thumbprint, jti, iat + window, skew)
     except ChainError:

@@ -12,7 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..client.jose import sha256_hex
-from ..models import ChainedGrant, ChainJoin
+from ..models import ChainedGrant, ChainJoin, DPoPBinding
 from . import record
 from .integrity import LINK_HASH_VERSION, compute_link_hash
 
@@ -86,8 +86,11 @@ def recorded_actor(step: ChainedGrant, parent: ChainedGrant | None) -> dict[str,
 
 
 def root_step(grant, application) -> ChainedGrant:
-    """The (unsaved) root step describing an ordinary DOT code's grant."""
+    """The (unsaved) root step describing an ordinary DOT code's grant, bound to the DPoP
+    key its authorize request named (``dpop_jkt``), if any."""
+    bound = DPoPBinding.objects.filter(kind=DPoPBinding.Kind.CODE, token_checksum=grant.code)
     return ChainedGrant(
+        dpop_jkt=bound.values_list("jkt", flat=True).first() or "",
         kind=ChainedGrant.Kind.USER,
         code_digest=grant.code,  # DOT keeps the digest (oauth.digest_codes)
         expires=grant.expires,

@@ -48,8 +48,7 @@ def authenticate_request(request):
             proof if "," not in proof else "",
             htm=request.method,
             htu=request.build_absolute_uri(request.path),
-            access_token=value,
-            nonces=dpop.nonces(),
+            access_token=value,  # no server nonce here: DPOP_NONCE_SECONDS is the token endpoint's
         )
     except ChainError as exc:
         raise DPoPRefused(exc.error, exc.description) from None
@@ -105,11 +104,11 @@ else:
             try:
                 return authenticate_request(request._request)
             except DPoPRefused as exc:
-                self._refused = exc
+                request._request.chain_dpop_refused = exc  # DRF asks a fresh instance for the challenge
                 detail = {"error": exc.error, "error_description": exc.description}
                 raise exceptions.AuthenticationFailed(detail) from None
 
         def authenticate_header(self, request):
-            refused = getattr(self, "_refused", None)
+            refused = getattr(getattr(request, "_request", request), "chain_dpop_refused", None)
             algs = " ".join(sorted(chain_grant_settings.DPOP_ALGORITHMS))
             return challenge(refused) if refused else f'Bearer realm="api", DPoP algs="{algs}"'

@@ -205,7 +205,8 @@ class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
             return False
         step = request.chain_step
         try:
-            self._dpop_key(request, bound_to=step.dpop_jkt if step is not None else dpop.bound_key(code, "code"))
+            bound = (step.dpop_jkt if step is not None else "") or dpop.bound_key(code, "code")
+            self._dpop_key(request, bound_to=bound)
         except ChainError as exc:
             raise oauth_error(exc, request) from None
         return super().validate_code(client_id, code, client, request, *args, **kwargs)
@@ -243,6 +244,18 @@ class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
         if getattr(request, "chain_code_consumed", False):
             return  # already consumed with the token, in save_bearer_token
         return super().invalidate_authorization_code(client_id, code, request, *args, **kwargs)
+
+    def validate_bearer_token(self, token, scopes, request):
+        """RFC 9449 §7.1: a DPoP-bound token is not a bearer token, wherever DOT checks one
+        (userinfo, the review API, introspection by token): only a DPoP request with its
+        proof (``chain_grant.oauth.resource``) may use it."""
+        if token and dpop.bound_key(token):
+            request.oauth2_error = {
+                "error": "invalid_token",
+                "error_description": "This token is DPoP-bound: present it with the DPoP scheme and a proof.",
+            }
+            return False
+        return super().validate_bearer_token(token, scopes, request)
 
     def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs):
         """DOT's check, plus: a refresh token issued from a revoked step is dead, even if

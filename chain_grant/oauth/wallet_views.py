@@ -150,6 +150,8 @@ def start(request):
             raise ChainError("This client may not use the wallet step.", "unauthorized_client")
         siop.check_prompt(params.get("prompt", ""))
         policy.refuse_resource(params.getlist("resource"))
+        if "dpop_jkt" in params:  # never bind silently less than asked (RFC 9449 §10): refuse instead
+            raise ChainError("dpop_jkt is not supported for the wallet step.", "invalid_request")
         if "\x00" in params.get("state", "") + params.get("nonce", ""):  # no database stores it
             raise ChainError("state and nonce must not contain NUL characters.", "invalid_request")
         if len(params.get("nonce", "")) > _MAX_NONCE:  # kept whole in the DOT grant, for the id_token
