@@ -29,8 +29,10 @@ def key():
 
 
 def hop(flow, code, agent, proof=None, **extra):
+    """A code_chain hop from ``code`` (with a DPoP ``proof``); the new code's PKCE verifier
+    is ``response.verifier``."""
     headers = {"HTTP_DPOP": proof} if proof else {}
-    _, challenge = pkce_pair()
+    verifier, challenge = pkce_pair()
     data = {
         "grant_type": "code_chain",
         "authorization_code": code,
@@ -39,7 +41,9 @@ def hop(flow, code, agent, proof=None, **extra):
         "code_challenge_method": "S256",
         **extra,
     }
-    return flow.client.post("/oauth/token/", data, **flow.auth(), **headers)
+    response = flow.client.post("/oauth/token/", data, **flow.auth(), **headers)
+    response.verifier = verifier
+    return response
 
 
 def exchange(flow, code, verifier, proof=None):
@@ -51,19 +55,9 @@ def exchange(flow, code, verifier, proof=None):
 def bound_hop(flow, alice, planner, key):
     """A DPoP-bound hop: (its code, its verifier, the response)."""
     root, _ = flow.authorize(alice, scope="openid read")
-    verifier, challenge = pkce_pair()
-    data = {
-        "grant_type": "code_chain",
-        "authorization_code": root,
-        "id_token": planner.proof(root),
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
-    response = flow.client.post(
-        "/oauth/token/", data, **flow.auth(), HTTP_DPOP=dpop_proof(key, htm="POST", htu=TOKEN_URL)
-    )
+    response = hop(flow, root, planner, dpop_proof(key, htm="POST", htu=TOKEN_URL))
     assert response.status_code == 200, response.content
-    return response.json()["authorization_code"], verifier, response
+    return response.json()["authorization_code"], response.verifier, response
 
 
 def test_a_hop_with_a_proof_binds_its_code_to_the_key(flow, alice, planner, key):
@@ -241,18 +235,9 @@ def test_discovery_lists_dpop_algorithms(client):
 def bound_token(flow, alice, make_agent, key):
     writer = make_agent("writer", scopes="openid email")
     root, _ = flow.authorize(alice, scope="openid email")
-    verifier, challenge = pkce_pair()
-    data = {
-        "grant_type": "code_chain",
-        "authorization_code": root,
-        "id_token": writer.proof(root),
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
-    code = flow.client.post(
-        "/oauth/token/", data, **flow.auth(), HTTP_DPOP=dpop_proof(key, htm="POST", htu=TOKEN_URL)
-    ).json()["authorization_code"]
-    response = exchange(flow, code, verifier, dpop_proof(key, htm="POST", htu=TOKEN_URL))
+    bound = hop(flow, root, writer, dpop_proof(key, htm="POST", htu=TOKEN_URL))
+    code = bound.json()["authorization_code"]
+    response = exchange(flow, code, bound.verifier, dpop_proof(key, htm="POST", htu=TOKEN_URL))
     return response.json()["access_token"]
 
 

@@ -65,6 +65,8 @@ def verify_proof(
     ``use_dpop_nonce`` when the server's nonce is missing or stale."""
     if not isinstance(proof, str) or not proof:
         raise ChainError("A DPoP proof is required.", INVALID)
+    if "," in proof:  # two DPoP headers, joined by the WSGI server (a compact JWS has no comma)
+        raise ChainError("Exactly one DPoP header is allowed.", INVALID)
     try:
         header, claims = proofs.parse_compact(proof)
     except ChainError:

@@ -117,10 +117,11 @@ def verify_steps(steps, events=None, head=_LOAD, joins=None) -> Verification:
     _check_joins(steps, joins, found)
     signed = head is not None or any(s.hash_version >= 3 for s in steps)
     if signed:
+        children = _children(steps)
         _check_records(steps, found)
         _check_events(events, found)
-        _check_head(steps, events, head, found)
-        _check_states(steps, events, found)
+        _check_head(steps, events, head, children, found)
+        _check_states(steps, events, children, found)
     first = next((p["step"] for p in found.items if p["step"]), None)
     return Verification(not found.items, len(steps), first and _as_uuid(first), found.items)
 
@@ -197,7 +198,16 @@ def _check_events(events, found: _Problems) -> None:
         previous = event.hash
 
 
-def _check_head(steps, events, head, found: _Problems) -> None:
+def _children(steps) -> dict[Any, list]:
+    """Each step's children as the rows say: the steps naming it as a parent, primary or joined."""
+    children: dict[Any, list] = {}
+    for s in steps:
+        for parent in [s.parent_id, *(_as_uuid(j["step"]) for j in s.joined or [])]:
+            children.setdefault(parent, []).append(s.pk)
+    return children
+
+
+def _check_head(steps, events, head, children: dict[Any, list], found: _Problems) -> None:
     if head is None:
         found.add(None, "the chain's signed head is missing")
         return
@@ -209,46 +219,35 @@ def _check_head(steps, events, head, found: _Problems) -> None:
         or any(payload.get(k) != v for k, v in claims.items())
     ):
         found.add(None, "the chain's head does not match its signature")
-    parents = {s.parent_id for s in steps} | {_as_uuid(j["step"]) for s in steps for j in s.joined or []}
-    leaves = [s.link_hash for s in steps if s.pk not in parents]
+    leaves = [s.link_hash for s in steps if s.pk not in children]
     if head.steps != len(steps):
         lost = head.steps - len(steps)
         what = f"{lost} step(s) were removed" if lost > 0 else f"{-lost} step(s) were added outside a hop"
         found.add(None, f"the signed head counts {head.steps} steps, the database has {len(steps)}: {what}")
-        children: dict[Any, int] = {}
         for s in steps:
-            for parent in [s.parent_id, *(_as_uuid(j["step"]) for j in s.joined or [])]:
-                children[parent] = children.get(parent, 0) + 1
-        for s in steps:
-            if s.children_count > children.get(s.pk, 0):
-                found.add(s.pk, f"{s.children_count - children.get(s.pk, 0)} of its children are missing (removed)")
+            named = len(children.get(s.pk, []))
+            if s.children_count > named:
+                found.add(s.pk, f"{s.children_count - named} of its children are missing (removed)")
     else:
-        _check_children_counts(steps, found)
+        _check_children_counts(steps, children, found)
     if head.steps == len(steps) and record.leaves_digest(leaves) != head.leaves:
         found.add(None, "the chain's leaves are not the ones its signed head names (a step was replaced)")
     if head.events != len(events) or head.event_hash != (events[-1].hash if events else ""):
         found.add(None, f"the signed head counts {head.events} events, the database has {len(events)}")
 
 
-def _check_children_counts(steps, found: _Problems) -> None:
+def _check_children_counts(steps, children: dict[Any, list], found: _Problems) -> None:
     """``children_count`` (what the fan-out limit and the handed-off state read) is the
     number of steps that name the step as a parent, primary or joined."""
-    children: dict[Any, int] = {}
     for s in steps:
-        for parent in [s.parent_id, *(_as_uuid(j["step"]) for j in s.joined or [])]:
-            children[parent] = children.get(parent, 0) + 1
-    for s in steps:
-        if s.children_count != children.get(s.pk, 0):
-            found.add(s.pk, f"its children count says {s.children_count}, {children.get(s.pk, 0)} steps name it")
+        named = len(children.get(s.pk, []))
+        if s.children_count != named:
+            found.add(s.pk, f"its children count says {s.children_count}, {named} steps name it")
 
 
-def _check_states(steps, events, found: _Problems) -> None:
+def _check_states(steps, events, children: dict[Any, list], found: _Problems) -> None:
     """Every exchanged or revoked column agrees with a signed event, and back."""
     exchanged = {e.step_id: e.data for e in events if e.kind == StepEvent.Kind.EXCHANGED}
-    children: dict[Any, list] = {}
-    for s in steps:
-        for parent in [s.parent_id, *(_as_uuid(j["step"]) for j in s.joined or [])]:
-            children.setdefault(parent, []).append(s.pk)
     reason: dict[Any, str] = {}
     for event in events:
         if event.kind != StepEvent.Kind.REVOKED:

@@ -45,7 +45,7 @@ def authenticate_request(request):
     proof = request.headers.get("DPoP", "")
     try:
         key = dpop.verify_proof(
-            proof if "," not in proof else "",
+            proof,
             htm=request.method,
             htu=request.build_absolute_uri(request.path),
             access_token=value,  # no server nonce here: DPOP_NONCE_SECONDS is the token endpoint's

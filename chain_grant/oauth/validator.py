@@ -181,7 +181,7 @@ class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
         if not proof and not required:
             return ""
         key = dpop.verify_proof(
-            proof if proof and "," not in proof else ("" if not proof else _two_proofs()),
+            proof,
             htm="POST",
             htu=self.endpoint_url(request),
             nonces=dpop.nonces(),
@@ -278,7 +278,3 @@ class ChainOAuth2Validator(ChainValidatorMixin, OAuth2Validator):
 def _listed(value) -> list[str]:
     """A space-separated request parameter (``joined_codes``) as a list."""
     return value.split() if isinstance(value, str) else []
-
-
-def _two_proofs():
-    raise ChainError("Exactly one DPoP header is allowed.", "invalid_dpop_proof")
