@@ -164,6 +164,35 @@ def test_a_reused_jti_is_invalid_client(flow, alice, app, client_key):
         assert token_request(data).status_code == expected
 
 
+def test_a_request_that_fails_still_spends_its_jti(flow, alice, app, client_key):
+    """The jti is recorded in the request's transaction; an OAuth error (a response, not
+    an exception) commits it, so the assertion cannot be tried again."""
+    token = assertion(client_key, app)
+    code, verifier = flow.authorize(alice, scope="openid read")
+    failed = token_request(exchange_body(code, "x" * 43, token))  # a wrong PKCE verifier
+    assert (failed.status_code, failed.json()["error"]) == (400, "invalid_grant")
+    assert UsedJti.objects.count() == 1
+    refused(token_request(exchange_body(code, verifier, token)))
+    assert token_request(exchange_body(code, verifier, assertion(client_key, app))).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)  # real commits, to count them
+def test_the_jti_is_recorded_in_one_statement_inside_the_token_transaction(flow, alice, app, client_key):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    code, verifier = flow.authorize(alice, scope="openid read")
+    with CaptureQueriesContext(connection) as queries:
+        assert token_request(exchange_body(code, verifier, assertion(client_key, app))).status_code == 200
+    statements = [q["sql"] for q in queries.captured_queries]
+    inserts = [i for i, sql in enumerate(statements) if "usedjti" in sql.lower()]
+    assert len(inserts) == 1 and "ON CONFLICT" in statements[inserts[0]]
+    if connection.vendor == "sqlite":  # Django logs SQLite's BEGIN/COMMIT: one transaction, the jti in it
+        begins = [i for i, sql in enumerate(statements) if sql.upper().startswith("BEGIN")]
+        commits = [i for i, sql in enumerate(statements) if sql.upper().startswith("COMMIT")]
+        assert len(begins) == len(commits) == 1 and begins[0] < inserts[0] < commits[0]
+
+
 def test_an_assertion_with_a_secret_or_basic_auth_is_invalid_client(flow, alice, app, client_key):
     refused(exchange_with_assertion(flow, alice, app, client_key, client_secret="s3cret"))
     code, verifier = flow.authorize(alice, scope="openid read")

@@ -99,7 +99,10 @@ def authenticate(
     if client_id_param is not None and client_id_param != client_id:
         raise AssertionRefused("client_id differs from the assertion's sub")
     # One query: the client with its keys (a client without a ChainClient row has none).
-    chain_client = ChainClient.objects.select_related("application").filter(application__client_id=client_id).first()
+    try:  # get(), not first(): client_id is unique, so no ORDER BY
+        chain_client = ChainClient.objects.select_related("application").get(application__client_id=client_id)
+    except ChainClient.DoesNotExist:
+        chain_client = None
     if chain_client is None or not usable(chain_client.application):
         raise AssertionRefused("unknown client, or one without registered keys")
     application = chain_client.application

@@ -89,7 +89,7 @@ class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
         endpoint it is posted to (RFC 7523bis accepts both), with or without a trailing
         slash. The endpoint's origin is the issuer's (configured, or DOT's from Django's
         ALLOWED_HOSTS-checked host): never a raw Host header."""
-        issuer = oauth2_settings.oidc_issuer(request)
+        issuer = self._issuer(request)
         origin = urlsplit(issuer)
         endpoint = f"{origin.scheme}://{origin.netloc}{urlsplit(request.uri or '').path}"
         found = []
@@ -147,7 +147,15 @@ class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
         configured = chain_grant_settings.PROOF_AUDIENCES
         if isinstance(configured, str):  # a misconfiguration (chain_grant.E110), never a list of characters
             configured = [configured]
-        return list(configured) or [oauth2_settings.oidc_issuer(request)]
+        return list(configured) or [self._issuer(request)]
+
+    @staticmethod
+    def _issuer(request) -> str:
+        """DOT's issuer for this request (a URL reverse), worked out once per request."""
+        issuer = getattr(request, "_chain_grant_issuer", None)
+        if issuer is None:
+            issuer = request._chain_grant_issuer = oauth2_settings.oidc_issuer(request)
+        return issuer
 
     def advance_chain(self, request) -> tuple[ChainedGrant, str]:
         """Run one agent hop; return the new step and its code."""

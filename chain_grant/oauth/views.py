@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from django.db import transaction
 from django.http import JsonResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
@@ -217,7 +218,14 @@ class TokenView(ReadableFormMixin, dot_views.TokenView):
 
     def create_token_response(self, request):
         request.sensitive_post_parameters = ("password", *SECRET_PARAMS)
-        return super().create_token_response(request)
+        if "client_assertion" not in request.POST and "HTTP_DPOP" not in request.META:
+            return super().create_token_response(request)  # DOT's requests: DOT's transactions
+        # A client assertion's and a DPoP proof's jti (core.replay) are recorded in the
+        # transaction that writes the code or token, not in one of their own: one commit
+        # per request. An OAuth error still commits them (errors are responses, not
+        # exceptions), so a jti is spent even by a request that fails.
+        with transaction.atomic():
+            return super().create_token_response(request)
 
 
 @method_decorator(sensitive_post_parameters("token"), name="dispatch")
