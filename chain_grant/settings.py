@@ -100,6 +100,9 @@ DEFAULTS: dict[str, Any] = {
     "DPOP_ALGORITHMS": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
     "DPOP_PROOF_WINDOW": 60,
     "DPOP_NONCE_SECONDS": None,
+    # RFC 8693 token exchange: whether every actor_token must carry ``ath`` (base64url
+    # SHA-256 of the subject_token), binding it to that one exchange. Off: checked when present.
+    "TOKEN_EXCHANGE_REQUIRE_ATH": False,
 }
 
 # Algorithms that can never be allowed: no signature, or a shared secret.

@@ -70,7 +70,7 @@ def runs(oidc_key, tmp_path_factory):
     return run_corp("before", oidc_key, tmp), run_corp("after", oidc_key, tmp)
 
 
-ADDED = ["code_chain"]
+ADDED = ["code_chain", "urn:ietf:params:oauth:grant-type:token-exchange"]
 SCOPES = {"chains:read", "chains:revoke"}
 DISCOVERY = ("openid-configuration", "oauth-authorization-server")
 DISCOVERY_ADDS = {"introspection_endpoint": "/o/introspect/", "revocation_endpoint": "/o/revoke_token/"}
@@ -81,7 +81,7 @@ DPOP_ALGS = DEFAULTS["DPOP_ALGORITHMS"]
 
 def test_corps_own_checks_see_the_same_answers_with_chain_grant(runs):
     """Byte for byte but for these additions, each named here (docs/plugging-in.md):
-    ``code_chain`` in the advertised grants; the two scopes the README adds in
+    ``code_chain`` and RFC 8693 token exchange in the advertised grants; the two scopes the README adds in
     ``scopes_supported``; in OIDC discovery, the introspection and revocation endpoints
     DOT serves but does not list there; ``private_key_jwt`` with its algorithms among the
     client authentication methods, and ``dpop_signing_alg_values_supported``; an ``error_description`` on an OAuth error

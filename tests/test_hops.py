@@ -125,14 +125,17 @@ def test_plain_authorization_code_flow_is_unchanged(flow, alice):
 SERVED = ["authorization_code", "client_credentials", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"]
 
 
+CHAIN_GRANTS = ["code_chain", "urn:ietf:params:oauth:grant-type:token-exchange"]
+
+
 def test_discovery_lists_code_chain_after_dots_grants(client):
     data = client.get("/oauth/.well-known/openid-configuration").json()
-    assert data["grant_types_supported"] == [*SERVED, "code_chain"]
+    assert data["grant_types_supported"] == [*SERVED, *CHAIN_GRANTS]
     assert data["token_endpoint"] == "http://testserver/oauth/token/"  # DOT's path, as DOT says it
     assert data["issuer"] == "http://testserver/oauth"
     assert data["introspection_endpoint"] == "http://testserver/oauth/introspect/"
     metadata = client.get("/oauth/.well-known/oauth-authorization-server").json()
-    assert metadata["grant_types_supported"] == [*SERVED, "code_chain"]
+    assert metadata["grant_types_supported"] == [*SERVED, *CHAIN_GRANTS]
     assert metadata["token_endpoint"] == data["token_endpoint"]
 
 
@@ -140,7 +143,7 @@ def test_an_idps_own_grant_list_is_kept_and_code_chain_added_once(client, settin
     for listed in (["authorization_code"], ["authorization_code", "code_chain"]):
         settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OAUTH2_GRANT_TYPES_SUPPORTED": listed}
         for url in ("/oauth/.well-known/openid-configuration", "/oauth/.well-known/oauth-authorization-server"):
-            assert client.get(url).json()["grant_types_supported"] == ["authorization_code", "code_chain"]
+            assert client.get(url).json()["grant_types_supported"] == ["authorization_code", *CHAIN_GRANTS]
 
 
 def test_the_urls_are_dots_paths_and_names_in_dots_order():

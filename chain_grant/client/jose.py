@@ -30,6 +30,12 @@ def sha256_hex(value: str | bytes) -> str:
     return hashlib.sha256(value).hexdigest()
 
 
+def token_hash(token: str) -> str:
+    """``ath`` (RFC 9449 §4.2): base64url of SHA-256 of a token's ASCII. DPoP proofs and
+    RFC 8693 actor tokens name the token they go with by it."""
+    return b64url(hashlib.sha256(token.encode("utf-8")).digest())
+
+
 def code_hash(code: str) -> str:
     """OIDC-style ``c_hash``: base64url of the left half of SHA-256(code)."""
     digest = hashlib.sha256(code.encode("utf-8")).digest()  # codes are ASCII; never raise on others

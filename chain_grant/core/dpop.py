@@ -18,7 +18,7 @@ from django.utils import timezone
 from jwcrypto import jwk
 from jwcrypto.common import JWException
 
-from ..client.jose import b64url, sha256_hex
+from ..client.jose import b64url, sha256_hex, token_hash
 from ..models import DPoPBinding
 from ..settings import chain_grant_settings
 from . import proofs
@@ -43,11 +43,6 @@ def normalised_url(url: str) -> str:
     default = {"http": 80, "https": 443}.get(parts.scheme.lower())
     port = f":{parts.port}" if parts.port and parts.port != default else ""
     return f"{parts.scheme.lower()}://{host}{port}{parts.path or '/'}"
-
-
-def access_token_hash(token: str) -> str:
-    """``ath``: base64url of SHA-256 of the access token's ASCII."""
-    return b64url(bytes.fromhex(sha256_hex(token)))
 
 
 def verify_proof(
@@ -104,7 +99,7 @@ def verify_proof(
         raise ChainError("The DPoP proof's iat is outside the accepted window.", INVALID)
     if access_token is not None:
         ath = claims.get("ath")
-        if not isinstance(ath, str) or not hmac.compare_digest(ath, access_token_hash(access_token)):
+        if not isinstance(ath, str) or not hmac.compare_digest(ath, token_hash(access_token)):
             raise ChainError("The DPoP proof's ath does not match the access token.", INVALID)
     if nonces is not None and claims.get("nonce") not in nonces:
         raise ChainError("The server requires a fresh DPoP nonce.", USE_NONCE)

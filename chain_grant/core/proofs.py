@@ -28,6 +28,7 @@ from ..client.jose import (
     did_jwk_text,
     sha256_hex,
     strict_json,
+    token_hash,
 )
 from ..settings import chain_grant_settings
 from .errors import ChainError
@@ -187,6 +188,19 @@ def check_code_hash(claims: dict[str, Any], code: str, required: bool = True) ->
         raise ProofError("Proof c_hash does not match the authorization code.")
 
 
+def check_token_hash(claims: dict[str, Any], token: str, required: bool = False) -> None:
+    """An actor token's binding to the subject token it is exchanged with (``ath``)."""
+    if "c_hash" in claims:
+        raise ProofError("An actor token names no code (c_hash): a hop proof is not an actor token.")
+    ath = claims.get("ath")
+    if ath is None:
+        if required:
+            raise ProofError("The actor token must carry ath (TOKEN_EXCHANGE_REQUIRE_ATH).")
+        return
+    if not isinstance(ath, str) or not hmac.compare_digest(ath.encode(), token_hash(token).encode()):
+        raise ProofError("The actor token's ath does not match the subject token.")
+
+
 def check_joined_hashes(claims: dict[str, Any], joined_codes) -> None:
     """A join's proof names each joined code, in order, by its ``c_hash``
     (``joined_c_hashes``); a proof for a hop that joins nothing names none."""
@@ -236,12 +250,14 @@ def select_key(keys: list[Any], kid: Any) -> Any:
 def verify_agent_proof(
     token: str,
     *,
-    code: str,
+    code: str | None,
     audiences: list[str],
     find_keys,
     relaxed: bool = False,
     poc: bool = False,
     joined_codes=(),
+    subject_token: str | None = None,
+    require_ath: bool = False,
 ) -> VerifiedProof:
     """Verify an agent's hop proof.
 
@@ -253,6 +269,11 @@ def verify_agent_proof(
     account by its thumbprint whatever ``sub`` says (``sub`` is kept in the claims as a
     label), and proofs may live an hour, as the PoC's do. ``joined_codes``: a join's
     additional parents, which ``joined_c_hashes`` must name in order.
+
+    ``code`` None: an RFC 8693 ``actor_token`` for exchanging ``subject_token``. It names
+    no code (a ``c_hash`` says it is a hop proof, refused here), and its ``ath`` (as
+    DPoP's: base64url SHA-256 of the subject token) must match when present, or always
+    with ``require_ath``.
     """
     header, payload = parse_compact(token)
     if "crit" in header:
@@ -288,7 +309,10 @@ def verify_agent_proof(
     check_times(payload, max_lifetime=POC_PROOF_LIFETIME if poc and relaxed else None)
     check_audience(payload, audiences, required=not relaxed)
     jti = check_jti(payload, required=not relaxed)
-    check_code_hash(payload, code, required=not relaxed)
+    if code is not None:
+        check_code_hash(payload, code, required=not relaxed)
+    else:
+        check_token_hash(payload, subject_token or "", required=require_ath)
     check_joined_hashes(payload, joined_codes)
     if relaxed and key_row is not None:
         log.info("chain_grant: RELAXED_PROOFS is on; aud/jti/c_hash optional for %s", sub[:48])

@@ -44,16 +44,19 @@ class ParentState:
     code_challenge_method: str = ""
 
 
-def check_can_extend(parent: ChainedGrant, application, state: ParentState) -> None:
-    """The parent rules: ownership, state, fan-out, depth, the person."""
+def check_can_extend(parent: ChainedGrant, application, state: ParentState, *, by_token: bool = False) -> None:
+    """The parent rules: ownership, state, fan-out, depth, the person. ``by_token``: the
+    parent is named by the access token its code was exchanged for (RFC 8693 token
+    exchange), whose own validity the caller checked, so its code's state does not count."""
     if parent.application_id != application.pk:
         raise ChainError(UNKNOWN_CODE)
     if parent.revoked_at:
         raise ChainError("The authorization code was revoked.")
-    if parent.exchanged_at:
-        raise CodeReused(parent)
-    if parent.expires <= timezone.now() or not state.code_live:
-        raise ChainError(UNKNOWN_CODE)
+    if not by_token:
+        if parent.exchanged_at:
+            raise CodeReused(parent)
+        if parent.expires <= timezone.now() or not state.code_live:
+            raise ChainError(UNKNOWN_CODE)
     if parent.children_count >= chain_grant_settings.MAX_CHILDREN:
         raise ChainError("The authorization code reached its fan-out limit (MAX_CHILDREN).")
     if parent.depth + 1 > chain_grant_settings.MAX_DEPTH:
@@ -127,12 +130,12 @@ def lock_parent(application, code: str) -> tuple[ChainedGrant, ParentState]:
     return lock_step(application, *found)
 
 
-def lock_step(application, pk, root_id) -> tuple[ChainedGrant, ParentState]:
+def lock_step(application, pk, root_id, *, by_token: bool = False) -> tuple[ChainedGrant, ParentState]:
     """Lock a chain, then one of its steps, and check the step may be extended."""
     lock_chain(root_id)
     parent = _with_state(ChainedGrant.objects.select_for_update()).get(pk=pk)
     state = _state_of(parent)
-    check_can_extend(parent, application, state)
+    check_can_extend(parent, application, state, by_token=by_token)
     return parent, state
 
 
@@ -340,28 +343,16 @@ def advance_by_agent(
                 resource=state.resource,  # an RFC 8707 restriction carries down the chain
                 step_id=step_id,
             )
-            step = step_for_grant(
-                ChainedGrant.Kind.AGENT,
+            step = agent_step(
                 application,
                 grant,
+                verified,
                 id=step_id,
                 agent=agent,
-                subject=agent.identifier,
                 requested_scope=_normalised(scope) if scope is not None else granted,
-                proof_jti=verified.jti,
-                proof_claims=verified.claims,
-                proof_digest=verified.digest,
-                message_digest=verified.message_digest,
-                agent_key_thumbprint=verified.thumbprint,
                 dpop_jkt=dpop_jkt,
             )
-            try:
-                with transaction.atomic():
-                    append(step, parent, joined)
-            except IntegrityError:
-                if verified.jti and ChainedGrant.objects.filter(agent=agent, proof_jti=verified.jti).exists():
-                    raise ChainError("Proof jti was already used.") from None
-                raise
+            append_once(step, parent, joined)
     except CodeReused:
         raise
     except ChainError:
@@ -372,6 +363,34 @@ def advance_by_agent(
         return retried
     signals.step_created.send(sender=ChainedGrant, step=step)
     return step, code
+
+
+def agent_step(application, grant, verified: proofs.VerifiedProof, **fields) -> ChainedGrant:
+    """The (unsaved) step of a hand-off to ``fields["agent"]``, recording its verified proof."""
+    return step_for_grant(
+        ChainedGrant.Kind.AGENT,
+        application,
+        grant,
+        subject=fields["agent"].identifier,
+        proof_jti=verified.jti,
+        proof_claims=verified.claims,
+        proof_digest=verified.digest,
+        message_digest=verified.message_digest,
+        agent_key_thumbprint=verified.thumbprint,
+        **fields,
+    )
+
+
+def append_once(step: ChainedGrant, parent: ChainedGrant, joined=(), reused: str = "Proof jti was already used."):
+    """Append an agent's step; ChainError(``reused``) if its proof's jti was used before
+    (the ``(agent, proof_jti)`` constraint)."""
+    try:
+        with transaction.atomic():
+            append(step, parent, joined)
+    except IntegrityError:
+        if step.proof_jti and ChainedGrant.objects.filter(agent=step.agent, proof_jti=step.proof_jti).exists():
+            raise ChainError(reused) from None
+        raise
 
 
 def _normalised(scope: str) -> str:

@@ -16,7 +16,7 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749 import errors
 
-from ..core import client_auth, dpop, lifecycle, policy, steps
+from ..core import client_auth, dpop, lifecycle, policy, steps, token_exchange
 from ..core.errors import ChainError
 from ..models import ChainedGrant
 from ..settings import chain_grant_settings
@@ -134,9 +134,9 @@ class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
             raise oauth_error(exc, request) from None
 
     def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs):
-        if grant_type == GRANT_TYPE:
-            # A hop is an authorization-code client's act: the IdP's own policy for
-            # authorization_code (super()) must allow it too, then chain_grant's switch.
+        if grant_type in (GRANT_TYPE, token_exchange.GRANT_TYPE):
+            # A hop (either front door) is an authorization-code client's act: the IdP's own
+            # policy for authorization_code (super()) must allow it too, then chain_grant's switch.
             return super().validate_grant_type(
                 client_id, "authorization_code", client, request, *args, **kwargs
             ) and policy.client_may_chain(request.client)
@@ -176,6 +176,39 @@ class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
             )
         except ChainError as exc:
             raise oauth_error(exc, request) from None
+
+    def exchange_token(self, request, token_handler) -> dict[str, Any]:
+        """RFC 8693 token exchange onto the chain (core.token_exchange): the new step's
+        access token, written by the IdP's own token code (``save_bearer_token``)."""
+
+        def issue(step: ChainedGrant, resource: list[str], longest: int) -> dict[str, Any]:
+            request.user, request.scopes, request.resource = step.user, step.scope.split(), resource
+            token = token_handler.create_token(request, refresh_token=False)
+            token["expires_in"] = min(int(token.get("expires_in", longest)), longest)
+            self.save_bearer_token(token, request)  # oauthlib's save_token, as DOT implements it
+            return token
+
+        try:
+            jkt = self._dpop_key(request)
+            step, body = token_exchange.exchange(
+                request.client,
+                token_exchange.ExchangeRequest(
+                    subject_token=getattr(request, "subject_token", None),
+                    subject_token_type=getattr(request, "subject_token_type", None),
+                    actor_token=getattr(request, "actor_token", None),
+                    actor_token_type=getattr(request, "actor_token_type", None),
+                    scope=request.scope,
+                    resource=_all_values(request, "resource"),
+                    audience=_all_values(request, "audience"),
+                    requested_token_type=getattr(request, "requested_token_type", None),
+                ),
+                audiences=self.get_chain_audiences(request),
+                issue_token=issue,
+                dpop_jkt=jkt,
+            )
+        except ChainError as exc:
+            raise oauth_error(exc, request) from None
+        return {**body, "issued_token_type": token_exchange.ACCESS_TOKEN_TYPE}
 
     # -- DPoP (RFC 9449) at the token endpoint ---------------------------------------
 
@@ -281,6 +314,12 @@ class ChainValidatorMixin(DOTHardeningMixin, DigestCodesMixin):
 class ChainOAuth2Validator(ChainValidatorMixin, OAuth2Validator):
     """DOT's OAuth2Validator with chain_grant added (for new IdPs; compose the mixin
     into your own validator otherwise)."""
+
+
+def _all_values(request, name: str) -> list[str]:
+    """Every value of a repeatable form parameter (RFC 8707 ``resource``, RFC 8693
+    ``audience``): ChainOAuthLibCore passes them all on."""
+    return [value for key, value in (getattr(request, "decoded_body", None) or []) if key == name]
 
 
 def _listed(value) -> list[str]:
