@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's curl sequence: alice consents (curl with a cookie jar stands in for
 # the browser), the planner agent advances the chain with grant_type=code_chain,
-# the planner's code is exchanged, and introspection shows the actor chain. The demo
+# the planner's code is exchanged, and introspection shows the actor chain; then the
+# researcher takes the planner's token further with RFC 8693 token exchange. The demo
 # client authenticates with its key (private_key_jwt, RFC 7523): a fresh assertion per
 # request (`python -m chain_grant.client assertion`), no client secret.
 # Needs `make run` (or any idp_project server) and `bootstrap_demo`'s var/ files.
@@ -49,3 +50,17 @@ TOKEN=$(curl -s "${CLIENT_AUTH[@]}" --data-urlencode "client_assertion=$(asserti
 ACCESS=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["access_token"])' "$TOKEN")
 echo "introspection: $(curl -s "${CLIENT_AUTH[@]}" --data-urlencode "client_assertion=$(assertion)" \
   "$IDP/oauth/introspect" -d "token=$ACCESS")"
+
+# 4. RFC 8693 token exchange: the planner's token (subject_token) and the researcher's
+#    actor_token (signed with its registered key, bound to that token by ath) give the
+#    researcher its own token: a new step of the same chain, depth 2.
+ACTOR=$("$PY" -m chain_grant.client actor-token --key "$VAR/agents/researcher.json" --sub researcher \
+  --aud "$IDP/oauth" --subject-token "$ACCESS" --message "Research the plan")
+EXCHANGED=$(curl -s "${CLIENT_AUTH[@]}" --data-urlencode "client_assertion=$(assertion)" "$IDP/oauth/token" \
+  -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+  --data-urlencode "subject_token=$ACCESS" -d subject_token_type=urn:ietf:params:oauth:token-type:access_token \
+  --data-urlencode "actor_token=$ACTOR" -d actor_token_type=urn:ietf:params:oauth:token-type:jwt -d scope=read)
+echo "token exchange response: $EXCHANGED" | sed 's/"access_token": "[^"]*"/"access_token": "…"/'
+RESEARCHER=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["access_token"])' "$EXCHANGED")
+echo "exchanged introspection: $(curl -s "${CLIENT_AUTH[@]}" --data-urlencode "client_assertion=$(assertion)" \
+  "$IDP/oauth/introspect" -d "token=$RESEARCHER")"

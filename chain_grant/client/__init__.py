@@ -15,10 +15,11 @@ Modules: ``keys`` (key pairs, hop proofs), ``pkce``, ``http`` (the token endpoin
 ``wallet`` (a headless SIOPv2 wallet), ``jose`` (base64url, digests, did:jwk).
 """
 
-from .http import ChainClientError, ClientAuth, DPoPKey, PrivateKeyJWT, code_chain, exchange_code
+from .http import ChainClientError, ClientAuth, DPoPKey, PrivateKeyJWT, code_chain, exchange_code, token_exchange
 from .keys import (
     CLIENT_ASSERTION_TYPE,
     DEFAULT_ALG,
+    actor_token,
     client_assertion,
     dpop_proof,
     generate_key,
@@ -29,6 +30,8 @@ from .keys import (
 from .pkce import pkce_pair
 
 __all__ = [
+    "actor_token",
+    "token_exchange",
     "DPoPKey",
     "dpop_proof",
     "CLIENT_ASSERTION_TYPE",

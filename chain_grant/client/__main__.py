@@ -1,15 +1,15 @@
-"""``python -m chain_grant.client proof|assertion|pkce …``: for shell scripts and curl users."""
+"""``python -m chain_grant.client proof|actor-token|assertion|pkce …``: for shell scripts and curl users."""
 
 from __future__ import annotations
 
 import argparse
 
-from .keys import CLIENT_ASSERTION_TYPE, client_assertion, load_private_key, sign_proof
+from .keys import CLIENT_ASSERTION_TYPE, actor_token, client_assertion, load_private_key, sign_proof
 from .pkce import pkce_pair
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m chain_grant.client proof|assertion|pkce …``: for shell scripts and curl users."""
+    """``python -m chain_grant.client proof|actor-token|assertion|pkce …``: for shell scripts and curl users."""
     parser = argparse.ArgumentParser(prog="python -m chain_grant.client")
     sub = parser.add_subparsers(dest="command", required=True)
     proof = sub.add_parser("proof", help="Print a signed hop proof (compact JWS).")
@@ -18,6 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     proof.add_argument("--aud", required=True, help="The IdP's issuer, e.g. http://127.0.0.1:8000/oauth")
     proof.add_argument("--code", required=True, help="The previous code (for c_hash).")
     proof.add_argument("--message", help="The message the agent received (signed as msg_sha256).")
+    actor = sub.add_parser(
+        "actor-token",
+        help="Print an RFC 8693 actor_token (a JWT signed by the agent, bound to the subject token by ath).",
+    )
+    actor.add_argument("--key", required=True, help="The agent's private key: a JWK (JSON) or PEM file.")
+    actor.add_argument("--sub", required=True, help="The agent's identifier.")
+    actor.add_argument("--aud", required=True, help="The IdP's issuer, e.g. http://127.0.0.1:8000/oauth")
+    actor.add_argument("--subject-token", required=True, help="The access token to exchange (for ath).")
+    actor.add_argument("--message", help="The message the agent received (signed as msg_sha256).")
     assertion = sub.add_parser(
         "assertion",
         help="Print a private_key_jwt client assertion (RFC 7523), single use: one per request.",
@@ -34,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pkce":
         verifier, challenge = pkce_pair()
         print(f"CODE_VERIFIER={verifier}\nCODE_CHALLENGE={challenge}")
+    elif args.command == "actor-token":
+        key = load_private_key(args.key)
+        print(actor_token(key, sub=args.sub, aud=args.aud, subject_token=args.subject_token, message=args.message))
     elif args.command == "assertion":
         key = load_private_key(args.key)
         print(client_assertion(key, client_id=args.client_id, aud=args.aud, lifetime=args.lifetime))

@@ -141,7 +141,7 @@ def _post_once(url, data, client_id, client_auth, dpop) -> dict[str, Any]:
         data = {**data, "client_id": client_id}
     if dpop is not None:
         headers["DPoP"] = dpop.proof("POST", url)
-    request = urllib.request.Request(url, urllib.parse.urlencode(data).encode(), headers, method="POST")
+    request = urllib.request.Request(url, urllib.parse.urlencode(data, doseq=True).encode(), headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             if dpop is not None and response.headers.get("DPoP-Nonce"):
@@ -180,6 +180,40 @@ def code_chain(
         data["scope"] = scope
     if code_challenge:
         data.update(code_challenge=code_challenge, code_challenge_method="S256")
+    return _post(token_url, data, client_id, client_secret, dpop)
+
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+
+
+def token_exchange(
+    token_url: str,
+    client_id: str,
+    client_secret: ClientAuth,
+    subject_token: str,
+    actor_token: str,
+    *,
+    scope: str | None = None,
+    resource: list[str] | None = None,
+    dpop: DPoPKey | None = None,
+) -> dict[str, Any]:
+    """RFC 8693 token exchange: a chain step's access token (``subject_token``) and the
+    next agent's ``actor_token`` (see :func:`chain_grant.client.actor_token`) → that
+    agent's own access token, a new step of the same chain. ``dpop``: the key a bound
+    subject token needs (the new token is bound to it too)."""
+    data: dict[str, Any] = {
+        "grant_type": TOKEN_EXCHANGE,
+        "subject_token": subject_token,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "actor_token": actor_token,
+        "actor_token_type": JWT_TOKEN_TYPE,
+    }
+    if scope is not None:
+        data["scope"] = scope
+    if resource:
+        data["resource"] = resource
     return _post(token_url, data, client_id, client_secret, dpop)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -10,7 +9,7 @@ from typing import Any
 
 from jwcrypto import jwk, jws
 
-from .jose import b64url, code_hash, sha256_hex
+from .jose import code_hash, sha256_hex, token_hash
 
 DEFAULT_ALG = {"RSA": "RS512", "EC": "ES256", "OKP": "EdDSA"}
 
@@ -57,21 +56,43 @@ def sign_proof(
 ) -> str:
     """The hop proof: a compact JWS with sub, aud, iat, exp, jti, c_hash (and msg_sha256).
     For a join, ``joined_codes`` (the other parents) become ``joined_c_hashes``, in order."""
+    claims: dict[str, Any] = {"c_hash": code_hash(code)}
+    if joined_codes:
+        claims["joined_c_hashes"] = [code_hash(joined) for joined in joined_codes]
+    return _agent_jwt(key, sub, aud, {**claims, **(extra or {})}, message, lifetime, alg)
+
+
+def actor_token(
+    key: jwk.JWK,
+    *,
+    sub: str,
+    aud: str,
+    subject_token: str,
+    message: str | None = None,
+    lifetime: int = 60,
+    alg: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """An RFC 8693 ``actor_token`` (type ``urn:ietf:params:oauth:token-type:jwt``) for
+    exchanging ``subject_token``: the hop proof's claims with ``ath`` (base64url SHA-256
+    of the subject token, binding it to this exchange) in place of ``c_hash``."""
+    return _agent_jwt(key, sub, aud, {"ath": token_hash(subject_token), **(extra or {})}, message, lifetime, alg)
+
+
+def _agent_jwt(key, sub, aud, claims, message, lifetime, alg) -> str:
+    """An agent's signed JWT: iss = sub, aud, iat, exp, a fresh jti, msg_sha256, ``claims``."""
     now = int(time.time())
-    claims = {
+    base: dict[str, Any] = {
         "iss": sub,
         "sub": sub,
         "aud": aud,
         "iat": now,
         "exp": now + lifetime,
         "jti": str(uuid.uuid4()),
-        "c_hash": code_hash(code),
     }
     if message is not None:
-        claims["msg_sha256"] = message_digest(message)
-    if joined_codes:
-        claims["joined_c_hashes"] = [code_hash(joined) for joined in joined_codes]
-    claims.update(extra or {})
+        base["msg_sha256"] = message_digest(message)
+    claims = {**base, **claims}
     header = {"alg": alg or DEFAULT_ALG[key["kty"]], "typ": "JWT", "kid": key.get("kid") or key.thumbprint()}
     token = jws.JWS(json.dumps(claims, separators=(",", ":")).encode())
     token.add_signature(key, alg=header["alg"], protected=json.dumps(header))
@@ -117,7 +138,7 @@ def dpop_proof(
     ``access_token``; the server's ``nonce`` when it asked for one (``DPoP-Nonce``)."""
     claims: dict[str, Any] = {"jti": str(uuid.uuid4()), "htm": htm, "htu": htu, "iat": int(time.time())}
     if access_token is not None:
-        claims["ath"] = b64url(hashlib.sha256(access_token.encode("ascii")).digest())
+        claims["ath"] = token_hash(access_token)
     if nonce is not None:
         claims["nonce"] = nonce
     header = {"typ": "dpop+jwt", "alg": alg or DEFAULT_ALG[key["kty"]], "jwk": key.export_public(as_dict=True)}
