@@ -25,6 +25,8 @@ no network, one thread. Each round runs every operation once, in this fixed orde
        code), so the three hops have the same shape; d-pkjwt exchanges c2-pkjwt's code
        with an assertion
   (d)  authorization_code exchange of the depth-2 chained code
+  (t)  RFC 8693 token exchange of (d)'s depth-2 token, the planner's actor_token
+       (signed client side, timed separately): a depth-3 step and its access token
   (e)  introspection (RFC 7662) of the plain token from (a) and of the chained token
        from (d) (chain_id, chain_depth, act with two actors); (e0) = stock DOT view
 Timed region: the client.post() call only. Untimed, in the same round: codes from the
@@ -82,7 +84,14 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.common import generate_token
 from oauthlib.openid import Server
 
-from chain_grant.client import CLIENT_ASSERTION_TYPE, client_assertion, generate_key, pkce_pair, sign_proof
+from chain_grant.client import (
+    CLIENT_ASSERTION_TYPE,
+    actor_token,
+    client_assertion,
+    generate_key,
+    pkce_pair,
+    sign_proof,
+)
 from chain_grant.client.keys import dpop_proof
 from chain_grant.core import agents, client_auth, proofs
 from chain_grant.models import ChainClient
@@ -236,6 +245,19 @@ class Bench:
         self.hop("c2-dpop", dpop_code1, "coder", capture, dpop=True)
         pbkdf2_code1, _ = self.hop(None, self.authorize(self.pbkdf2_app)[0], "planner", capture, self.pbkdf2_app, True)
         self.hop("c2-pbkdf2", pbkdf2_code1, "coder", capture, self.pbkdf2_app)
+        # (t) RFC 8693 token exchange: the depth-2 token from (d), the planner acting next
+        start = time.perf_counter()
+        actor = actor_token(self.keys["planner"], sub="planner", aud=ISSUER, subject_token=chained)
+        if not capture:
+            self.ms.setdefault("sign-actor", []).append((time.perf_counter() - start) * 1000)
+        exchange = {
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": chained,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            "actor_token": actor,
+            "actor_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        }
+        self.post("t", capture, "/oauth/token", exchange, self.app)
         self.post("e0", capture, "/dot/introspect/", {"token": plain}, self.app)
         self.post("e-plain", capture, "/oauth/introspect/", {"token": plain}, self.app)
         body = self.post("e-chained", capture, "/oauth/introspect/", {"token": chained}, self.app)
@@ -274,6 +296,8 @@ ROWS = [
     ("sign-dpop", "(p) client side: sign ES256 DPoP proof"),
     ("d", "(d) authorization_code, chained code (depth 2)"),
     ("d-pkjwt", "(d) the same, private_key_jwt (ES256)"),
+    ("t", "(t) RFC 8693 token exchange, depth 2 -> 3"),
+    ("sign-actor", "(t) client side: sign ES256 actor_token"),
     ("e0", "stock DOT: introspect plain token"),
     ("e-plain", "(e) introspect plain token"),
     ("e-chained", "(e) introspect chained token (act x2)"),
@@ -282,6 +306,8 @@ RATIOS = [
     ("c1", "a", "(c) first hop / (a)"),
     ("c2", "a", "(c) later hop / (a)"),
     ("d", "a", "(d) / (a)"),
+    ("t", "a", "(t) token exchange / (a)"),
+    ("t", "c2", "(t) token exchange / (c) hop"),
     ("e-chained", "e-plain", "(e) chained / plain"),
     ("a", "a0", "(a) IdP / stock DOT"),
     ("e-plain", "e0", "(e) plain, IdP / stock DOT"),
