@@ -470,7 +470,9 @@ class HandoffPolicy(models.Model):
         constraints = [
             # One default: NULLs are distinct in a unique column, so compare them as 0.
             models.UniqueConstraint(
-                Coalesce("application", Value(0)), name="chain_grant_handoffpolicy_one_per_client"
+                Coalesce("application", Value(0)),
+                name="chain_grant_handoffpolicy_one_per_client",
+                violation_error_message=_("This client (or the default) already has a hand-off policy."),
             ),
         ]
 

@@ -44,7 +44,7 @@ class Migration(migrations.Migration):
             options={
                 'verbose_name': 'hand-off policy',
                 'verbose_name_plural': 'hand-off policies',
-                'constraints': [models.UniqueConstraint(django.db.models.functions.comparison.Coalesce('application', models.Value(0)), name='chain_grant_handoffpolicy_one_per_client')],
+                'constraints': [models.UniqueConstraint(django.db.models.functions.comparison.Coalesce('application', models.Value(0)), name='chain_grant_handoffpolicy_one_per_client', violation_error_message='This client (or the default) already has a hand-off policy.')],
             },
         ),
     ]
