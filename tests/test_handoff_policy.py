@@ -289,15 +289,25 @@ def test_the_decision_is_signed_and_verified(flow, alice, crew):
     assert "link_hash" in out.getvalue() or "link hash" in out.getvalue()
 
 
-def test_old_rows_still_verify(flow, alice, crew):
-    """A version-4 step (before policy decisions) keeps verifying."""
+def test_steps_written_at_version_4_still_verify(flow, alice, crew, monkeypatch):
+    """Steps written before migration 0012 (link hash version 4, no policy_decision)
+    verify beside later ones; a version-5 step cannot be passed off as version 4."""
+    from chain_grant.core import tree
+
+    monkeypatch.setattr(tree, "LINK_HASH_VERSION", 4)
     root, _ = flow.authorize(alice)
-    code, _, _ = flow.advance(root, crew["planner"])
-    step = lifecycle.find_step(code)
-    step.hash_version = 4
-    assert integrity.compute_link_hash(step, step.parent.link_hash) != step.link_hash  # v4 leaves the field out
-    assert "policy_decision" not in integrity.LINKED_FIELDS[4]
-    assert "policy_decision" in integrity.LINKED_FIELDS[5]
+    old, _, _ = flow.advance(root, crew["planner"])
+    assert lifecycle.find_step(old).hash_version == 4
+    monkeypatch.undo()
+    policy(edges=["* -> researcher"])
+    new, _, _ = flow.advance(old, crew["researcher"])
+    step = lifecycle.find_step(new)
+    assert step.hash_version == 5 and step.policy_decision["edge"] == "* -> researcher"
+    assert integrity.verify_chain(step.root_id).ok
+
+    ChainedGrant.objects.filter(pk=step.pk).update(hash_version=4)
+    result = integrity.verify_chain(step.root_id)
+    assert not result.ok and result.first_bad_step == step.pk
 
 
 # --- validation, export and import ----------------------------------------------------------
