@@ -36,6 +36,7 @@ PERSON, WALLET, ANY, GROUP = "person", "wallet", "*", "group:"
 DEFAULT = "default"
 EXPORT_VERSION = 1
 _KEYS = ("edges", "fresh_consent", "max_depth", "max_children")
+_ACTOR_FIELDS = ("id", "kind", "actor", "subject", "application")
 
 
 class PolicyError(ValueError):
@@ -115,7 +116,7 @@ def actor_of(step: ChainedGrant) -> str:
 
 
 def _matches(pattern: str, actor: str, groups: set[str]) -> bool:
-    if pattern == ANY or pattern == actor:
+    if pattern in (ANY, actor):
         return True
     return pattern.startswith(GROUP) and pattern[len(GROUP) :] in groups
 
@@ -186,10 +187,8 @@ def _check_fresh_consent(policy: Policy, parents: list[ChainedGrant], scopes: li
     recorded: dict[str, Any] = {}
     for i, parent in enumerate(parents):
         ids = [seg for seg in parent.path.split("/") if seg]
-        consents = sorted(
-            ChainedGrant.objects.filter(pk__in=ids, kind=ChainedGrant.Kind.USER).only("id", "depth", "scope", "created"),
-            key=lambda s: -s.depth,
-        )
+        people = ChainedGrant.objects.filter(pk__in=ids, kind=ChainedGrant.Kind.USER)
+        consents = sorted(people.only("id", "depth", "scope", "created"), key=lambda s: -s.depth)
         for scope, rule in rules.items():
             consent = next((c for c in consents if scope in c.scope.split()), None)
             hops = parent.depth + 1 - consent.depth if consent is not None else None
@@ -244,6 +243,8 @@ def may_act_claims(step: ChainedGrant) -> dict[str, Any]:
     party (``{"sub": …}``), so it is given when exactly one actor may act next; the
     extension claim ``chain_may_act`` lists every one (``[{"sub": …}, …]``, possibly
     empty). Neither when the policy does not restrict."""
+    # The token's step is read with few fields (lineage.step_for_token): load what this reads.
+    step = ChainedGrant.objects.select_related("application").only(*_ACTOR_FIELDS).get(pk=step.pk)
     actors = next_actors(step)
     if actors is None:
         return {}
@@ -326,7 +327,7 @@ def save_policy(application, document: dict[str, Any]) -> HandoffPolicy:
 
 def policy_document(row: HandoffPolicy) -> dict[str, Any]:
     return {
-        "client_id": row.application.client_id if row.application_id else None,
+        "client_id": row.application.client_id if row.application is not None else None,
         **{key: getattr(row, key) for key in _KEYS},
     }
 
@@ -345,7 +346,8 @@ def import_policies(data: Any) -> list[HandoffPolicy]:
     default), all or none: every document is validated before anything is written.
     Policies it does not name are kept."""
     if not isinstance(data, dict) or data.get("chain_grant_policy") != EXPORT_VERSION:
-        raise PolicyError(f'Not a policy export: expected {{"chain_grant_policy": {EXPORT_VERSION}, "policies": [...]}}.')
+        expected = f'{{"chain_grant_policy": {EXPORT_VERSION}, "policies": [...]}}'
+        raise PolicyError(f"Not a policy export: expected {expected}.")
     documents = data.get("policies")
     if not isinstance(documents, list):
         raise PolicyError("policies must be a list.")

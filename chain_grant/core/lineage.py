@@ -46,8 +46,7 @@ def step_for_token(access_token) -> ChainedGrant | None:
     does not match). Indexed lookups only: a plain DOT token costs two small
     queries, whatever the table's size."""
     steps = ChainedGrant.objects.only(
-        "id", "root_id", "depth", "path", "subject", "revoked_at", "hash_version", "joined", "token_family",
-        "application_id", "kind", "actor",  # what the hand-off policy's may_act reads
+        "id", "root_id", "depth", "path", "subject", "revoked_at", "hash_version", "joined", "token_family"
     ).order_by()
     step = steps.filter(access_token_id=access_token.pk).first()
     if step is not None:
