@@ -21,7 +21,7 @@ from django.utils import timezone
 from chain_grant.core import handoff, integrity, lifecycle
 from chain_grant.core.errors import ChainError
 from chain_grant.models import ChainedGrant, HandoffPolicy
-from tests.helpers import consent_form, consent_landing, consent_url, counts
+from tests.helpers import consent_form, consent_landing, consent_url, counts, wallet_landing
 
 pytestmark = pytest.mark.django_db
 
@@ -151,6 +151,47 @@ def test_check_is_callable_from_core_for_other_step_kinds(flow, alice, crew, app
         handoff.check(app, parent, "writer", "openid")
     assert refused_.value.error == "invalid_grant" and refused_.value.description == NOT_ALLOWED
     assert handoff.check(app, lifecycle.find_step(root), "planner", "openid")["edge"] == "person -> planner"
+
+
+def test_a_wallet_rooted_chain_hands_off_from_the_wallet_pseudo_actor(wflow, wallet, flow, crew):
+    policy(edges=["wallet -> planner", "person -> writer"])
+    pending = wflow.start()
+    wallet.respond(pending.url, post=wflow.post)
+    root = wallet_landing(wflow.complete(pending))["code"]
+    refused(flow.hop(root, crew["writer"].proof(root)), "invalid_grant", NOT_ALLOWED)
+    code, _, _ = flow.advance(root, crew["planner"])
+    assert lifecycle.find_step(code).policy_decision == {
+        "policy": "default",
+        "edge": "wallet -> planner",
+        "from": "wallet",
+    }
+
+
+def test_edges_never_refuse_a_person_or_a_wallet(flow, alice, crew, client, wflow, wallet):
+    """A person may always take a chain back (no edge names them as receiver); their
+    step records the policy it was admitted under."""
+    policy(edges=["person -> planner"])
+    root, _ = flow.authorize(alice)
+    planner, _, _ = flow.advance(root, crew["planner"])
+    url, _ = consent_url(flow.app, planner, scope="openid read")
+    client.force_login(alice)
+    consented = consent_landing(client.post(url, consent_form(url)))["code"]
+    assert lifecycle.find_step(consented).policy_decision == {"policy": "default"}
+    pending = wflow.start(code=planner, scope="read")
+    wallet.respond(pending.url, post=wflow.post)
+    step = lifecycle.find_step(wallet_landing(wflow.complete(pending))["code"])
+    assert step.kind == "wallet" and step.policy_decision == {"policy": "default"}
+    assert integrity.verify_chain(step.root_id).ok
+
+
+def test_a_wallet_step_respects_the_policy_fan_out(flow, alice, crew, app, wflow, wallet):
+    policy(app, max_children=1)
+    root, _ = flow.authorize(alice)
+    flow.advance(root, crew["planner"])
+    before = counts()
+    query = wallet_landing(wflow.open(code=root, scope="read"), error="invalid_request")
+    assert "fan-out limit (the hand-off policy's max_children)" in query["error_description"]
+    assert counts() == before
 
 
 # --- fresh consent --------------------------------------------------------------------------
@@ -370,6 +411,15 @@ def test_export_and_import_round_trip(crew, app, tmp_path):
             "ghost",
         ),
         ('{"chain_grant_policy": 1, "policies": [{"client_id": null}, {"client_id": null}]}', "twice"),
+        ('{"chain_grant_policy": 1, "policies": [{"client_id": ["chain-client"]}]}', "client_id"),
+        ('{"chain_grant_policy": 1, "policies": [[]]}', "JSON object"),
+        ('{"chain_grant_policy": 1, "policies": {"client_id": null}}', "a list"),
+        ('{"chain_grant_policy": 1, "policies": [{"client_id": null, "edges": [1]}]}', "from -> to"),
+        (
+            '{"chain_grant_policy": 1, "policies": [{"client_id": null, "fresh_consent": {"email": {"hops": 1.5}}}]}',
+            "hops",
+        ),
+        ("[]", "Not a policy export"),
     ],
 )
 def test_import_of_bad_json_is_refused_and_changes_nothing(crew, app, tmp_path, text, fragment):

@@ -232,7 +232,8 @@ def next_actors(step: ChainedGrant) -> list[str] | None:
     names = {t for t in targets if not t.startswith(GROUP)}
     wanted = {t[len(GROUP) :] for t in targets if t.startswith(GROUP)}
     if wanted:
-        for identifier, groups in step.application.chain_agents.values_list("identifier", "groups"):
+        agents = step.application.chain_agents.filter(is_active=True)
+        for identifier, groups in agents.values_list("identifier", "groups"):
             if wanted & set(groups or ()):
                 names.add(identifier)
     return sorted(names)
@@ -351,13 +352,13 @@ def import_policies(data: Any) -> list[HandoffPolicy]:
     documents = data.get("policies")
     if not isinstance(documents, list):
         raise PolicyError("policies must be a list.")
+    if not all(isinstance(d, dict) and isinstance(d.get("client_id"), (str, type(None))) for d in documents):
+        raise PolicyError('Each policy is a JSON object with a "client_id" (a string, or null for the default).')
     applications = get_application_model().objects.in_bulk(
-        [d.get("client_id") for d in documents if isinstance(d, dict) and d.get("client_id")], field_name="client_id"
+        [d["client_id"] for d in documents if d.get("client_id")], field_name="client_id"
     )
     planned, seen = [], set()
     for document in documents:
-        if not isinstance(document, dict):
-            raise PolicyError("Each policy is a JSON object.")
         client_id = document.get("client_id")
         if client_id in seen:
             raise PolicyError(f"The file names the policy of {client_id or 'the default'} twice.")

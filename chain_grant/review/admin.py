@@ -1,7 +1,7 @@
 """Admin screens: chains and steps to review (a tree, integrity, evidence export),
 revoking a subtree behind a permission and a confirmation page, and agents with
-their keys. Codes are never shown, only a digest prefix; nothing can be added or
-edited by hand."""
+their keys. Codes are never shown, only a digest prefix; no step can be added or
+edited by hand. Hand-off policies (core.handoff) are edited here, validated by the rules."""
 
 from __future__ import annotations
 
