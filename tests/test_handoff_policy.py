@@ -432,34 +432,28 @@ def test_import_of_bad_json_is_refused_and_changes_nothing(crew, app, tmp_path, 
     assert list(HandoffPolicy.objects.values_list("application", "max_depth")) == [(None, 9)]
 
 
-def test_the_admin_form_refuses_unknown_agents_and_scopes(crew, app):
+def policy_form(app, edges, fresh_consent, max_depth=""):
     from chain_grant.review.admin import HandoffPolicyForm
 
-    form = HandoffPolicyForm(
-        data={
-            "application": app.pk,
-            "edges": json.dumps(["planner -> ghost"]),
-            "fresh_consent": json.dumps({"nosuch": {"hops": 1}}),
-            "max_depth": "",
-            "max_children": "",
-        }
-    )
+    fields = {"edges": json.dumps(edges), "fresh_consent": json.dumps(fresh_consent), "max_depth": max_depth}
+    return HandoffPolicyForm(data={"application": app.pk, "max_children": "", **fields})
+
+
+def test_the_admin_form_refuses_unknown_agents_and_scopes(crew, app):
+    form = policy_form(app, ["planner -> ghost"], {"nosuch": {"hops": 1}})
     assert not form.is_valid()
     assert "ghost" in str(form.errors["edges"])
     assert "nosuch" in str(form.errors["fresh_consent"])
 
-    good = HandoffPolicyForm(
-        data={
-            "application": app.pk,
-            "edges": json.dumps(["person -> planner"]),
-            "fresh_consent": json.dumps({"email": {"hops": 1}}),
-            "max_depth": "3",
-            "max_children": "",
-        }
-    )
+    good = policy_form(app, ["person -> planner"], {"email": {"hops": 1}}, max_depth="3")
     assert good.is_valid(), good.errors
     good.save()
     assert HandoffPolicy.objects.get(application=app).edges == ["person -> planner"]
+    assert not policy_form(app, [], {}).is_valid()  # one policy per client
+    policy(edges=[])
+    default_again = policy_form(app, [], {})
+    default_again.data["application"] = ""
+    assert not default_again.is_valid() and "already has a hand-off policy" in str(default_again.errors)
 
 
 def test_the_admin_lists_policies(admin_client, crew, app):
