@@ -351,6 +351,23 @@ def test_steps_written_at_version_4_still_verify(flow, alice, crew, monkeypatch)
     assert not result.ok and result.first_bad_step == step.pk
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [{"edges": "planner -> writer"}, {"edges": ["planner writer"]}, {"fresh_consent": {"email": {"hops": "1"}}}],
+)
+def test_a_policy_edited_past_validation_fails_closed(flow, alice, crew, edit):
+    """A row written straight to the database with a bad shape refuses hops (an OAuth
+    error, never a 500) and lets no one act next."""
+    root, _ = flow.authorize(alice, scope="openid email")
+    code, verifier, _ = flow.advance(root, crew["planner"])
+    HandoffPolicy.objects.create(**edit)
+    before = counts()
+    refused(flow.hop(code, crew["writer"].proof(code)), "invalid_grant", "malformed")
+    assert counts() == before
+    info = flow.introspect(flow.exchange(code, verifier).json()["access_token"])
+    assert info["active"] and info["chain_may_act"] == []
+
+
 # --- validation, export and import ----------------------------------------------------------
 
 

@@ -77,19 +77,24 @@ def policy_for(application) -> Policy | None:
     row = rows.get(application.pk) or rows.get(None)
     if row is None:
         return None
-    return Policy(
-        name=application.client_id if row.application_id else DEFAULT,
-        edges=tuple(parse_edge(e) for e in row.edges or ()),
-        fresh_consent=tuple(sorted((row.fresh_consent or {}).items())),
-        max_depth=row.max_depth,
-        max_children=row.max_children,
-    )
+    name = application.client_id if row.application_id else DEFAULT
+    try:  # the shapes the rules rely on (a row edited past the validation fails closed, never a 500)
+        edges = tuple(parse_edge(e) for e in _list(row.edges))
+        fresh_consent = tuple(sorted(validate_fresh_consent(row.fresh_consent or {}).items()))
+    except PolicyError as exc:
+        raise ChainError(f"{NOT_ALLOWED} (the policy {name} is malformed: {exc})") from None
+    return Policy(name, edges, fresh_consent, row.max_depth, row.max_children)
 
 
-def limits(application, policy: Policy | None | Any = ...) -> Limits:
+def _list(value: Any) -> list:
+    if not isinstance(value, list):
+        raise PolicyError("edges must be a list of 'from -> to' strings.", "edges")
+    return value
+
+
+def limits(application) -> Limits:
     """MAX_DEPTH and MAX_CHILDREN for this client: its policy's where it sets them."""
-    if policy is ...:
-        policy = policy_for(application)
+    policy = policy_for(application)
     depth, children = chain_grant_settings.MAX_DEPTH, chain_grant_settings.MAX_CHILDREN
     if policy is None or (policy.max_depth is None and policy.max_children is None):
         return Limits(depth, children)
@@ -246,7 +251,10 @@ def may_act_claims(step: ChainedGrant) -> dict[str, Any]:
     empty). Neither when the policy does not restrict."""
     # The token's step is read with few fields (lineage.step_for_token): load what this reads.
     step = ChainedGrant.objects.select_related("application").only(*_ACTOR_FIELDS).get(pk=step.pk)
-    actors = next_actors(step)
+    try:
+        actors = next_actors(step)
+    except ChainError:  # a malformed policy: no one may act next (fails closed)
+        actors = []
     if actors is None:
         return {}
     claims: dict[str, Any] = {"chain_may_act": [{"sub": a} for a in actors]}
@@ -275,9 +283,7 @@ def validate(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_edges(edges: Any) -> list[str]:
-    if not isinstance(edges, list):
-        raise PolicyError("edges must be a list of 'from -> to' strings.", "edges")
-    parsed = [parse_edge(e) for e in edges]
+    parsed = [parse_edge(e) for e in _list(edges)]
     known_agents = set(Agent.objects.values_list("identifier", flat=True))
     known_groups = {g for groups in Agent.objects.values_list("groups", flat=True) for g in groups or ()}
     for source, target in parsed:
