@@ -145,20 +145,18 @@ def check(application, parent: ChainedGrant, actor_identifier: str, scope: str, 
     policy = policy_for(application)
     if policy is None:
         return {}
-    decision: dict[str, Any] = {"policy": policy.name}
+    decision = _decision(policy)
     parents = [parent, *joined]
     if policy.edges:
         froms = [actor_of(p) for p in parents]
         groups = _groups_of({actor_identifier, *froms})
         edges = [_allowing_edge(policy, f, actor_identifier, groups) for f in froms]
-        decision.update(edge=edges[0], **{"from": froms[0]})
+        decision["from"], decision["edge"] = froms[0], edges[0]
         if joined:
             decision["joined"] = [{"from": f, "edge": e} for f, e in zip(froms[1:], edges[1:], strict=True)]
     fresh = _check_fresh_consent(policy, parents, scope.split())
     if fresh:
         decision["fresh_consent"] = fresh
-    if policy.max_depth is not None or policy.max_children is not None:
-        decision["limits"] = {"max_depth": policy.max_depth, "max_children": policy.max_children}
     return decision
 
 
@@ -166,8 +164,10 @@ def person_decision(application) -> dict[str, Any]:
     """What a person's or wallet's step records: the policy whose limits it was
     admitted under (edges and fresh consent never refuse a person), or ``{}``."""
     policy = policy_for(application)
-    if policy is None:
-        return {}
+    return _decision(policy) if policy is not None else {}
+
+
+def _decision(policy: Policy) -> dict[str, Any]:
     decision: dict[str, Any] = {"policy": policy.name}
     if policy.max_depth is not None or policy.max_children is not None:
         decision["limits"] = {"max_depth": policy.max_depth, "max_children": policy.max_children}
@@ -196,14 +196,14 @@ def _check_fresh_consent(policy: Policy, parents: list[ChainedGrant], scopes: li
         consents = sorted(people.only("id", "depth", "scope", "created"), key=lambda s: -s.depth)
         for scope, rule in rules.items():
             consent = next((c for c in consents if scope in c.scope.split()), None)
-            hops = parent.depth + 1 - consent.depth if consent is not None else None
-            stale = consent is None or (
-                ("hops" in rule and hops > rule["hops"])  # type: ignore[operator]
-                or ("minutes" in rule and now - consent.created > timedelta(minutes=rule["minutes"]))
-            )
-            if stale:
+            if consent is None:
                 raise ChainError(_stale_description(scope, rule), "invalid_scope")
-            if i == 0 and consent is not None:
+            hops = parent.depth + 1 - consent.depth
+            too_far = "hops" in rule and hops > rule["hops"]
+            too_old = "minutes" in rule and now - consent.created > timedelta(minutes=rule["minutes"])
+            if too_far or too_old:
+                raise ChainError(_stale_description(scope, rule), "invalid_scope")
+            if i == 0:
                 recorded[scope] = {
                     "step": str(consent.pk),
                     "hops": hops,
