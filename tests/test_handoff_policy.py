@@ -478,3 +478,13 @@ def test_the_admin_lists_policies(admin_client, crew, app):
     response = admin_client.get("/admin/chain_grant/handoffpolicy/")
     assert response.status_code == 200
     assert app.client_id in response.content.decode()
+
+
+def test_import_reads_stdin_and_keeps_policies_it_does_not_name(crew, app, monkeypatch):
+    policy(app, max_depth=3)
+    document = {"chain_grant_policy": 1, "policies": [{"client_id": None, "edges": ["* -> planner"]}]}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(document)))
+    out = io.StringIO()
+    call_command("chain_grant_policy", "import", "-", stdout=out)
+    assert "Imported 1 policy." in out.getvalue()
+    assert dict(HandoffPolicy.objects.values_list("application", "max_depth")) == {None: None, app.pk: 3}
