@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider.settings import oauth2_settings
@@ -27,6 +28,7 @@ class Agent(models.Model):
     * ``allowed_scopes`` caps what any hop to this agent may carry (agents only narrow).
     * ``allowed_algorithms`` narrows ``CHAIN_GRANT["ALLOWED_ALGORITHMS"]`` (empty = all of them).
     * ``self_asserted`` marks a did:jwk machine account created in relaxed (PoC) mode.
+    * ``groups``: names the hand-off policy's edges may use (``group:<name>``).
     """
 
     # TextField: a did:jwk of an RSA key (relaxed mode) is over 500 characters.
@@ -51,6 +53,12 @@ class Agent(models.Model):
     is_active = models.BooleanField(_("active"), default=True)
     self_asserted = models.BooleanField(
         _("self-asserted"), default=False, help_text=_("Created from a proof's own `jwk` header (relaxed mode).")
+    )
+    groups = models.JSONField(
+        _("groups"),
+        default=list,
+        blank=True,
+        help_text=_('Group names for the hand-off policy (an edge names one as "group:<name>").'),
     )
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
@@ -283,10 +291,11 @@ class ChainedGrant(models.Model):
     )
     hash_version = models.PositiveSmallIntegerField(
         _("link hash version"),
-        default=4,
+        default=5,
         help_text=_(
             "Which fields link_hash covers: 1 = before the recorded actor, 2 = with it, 3 = with joins, "
-            "the DOT grant's PKCE and resource, and a signed record; 4 = with the DPoP key binding."
+            "the DOT grant's PKCE and resource, and a signed record; 4 = with the DPoP key binding; "
+            "5 = with the hand-off policy's decision."
         ),
     )
     # A join (fan-in): the other parents this step combines, in the order the hop named
@@ -305,6 +314,13 @@ class ChainedGrant(models.Model):
         max_length=64,
         blank=True,
         help_text=_("The key this step's code is bound to (RFC 9449): its exchange needs a proof by that key."),
+    )
+    # Which hand-off policy rule let this step through, as it was (core.handoff); {} = no policy.
+    policy_decision = models.JSONField(
+        _("policy decision"),
+        default=dict,
+        blank=True,
+        help_text=_("The hand-off policy rule that allowed this step (policy, edge, fresh consent), as it was."),
     )
     record_jws = models.TextField(
         _("signed record"), blank=True, help_text=_("JWS by the IdP's record key over this step's link hash.")
@@ -404,6 +420,64 @@ class Chain(ChainedGrant):
         verbose_name = _("chain")
         verbose_name_plural = _("chains")
         ordering = ("-created",)
+
+
+class HandoffPolicy(models.Model):
+    """The hand-off policy of one client, or the global default (``application`` empty):
+    data read by ``core.handoff``, edited in the admin or imported as JSON.
+
+    * ``edges``: ``"from -> to"`` strings; empty = any actor may hand off to any agent.
+    * ``fresh_consent``: ``{scope: {"hops": N, "minutes": M}}``, a person's consent step
+      that granted the scope must be that close.
+    * ``max_depth`` / ``max_children``: override ``MAX_DEPTH`` / ``MAX_CHILDREN``; empty =
+      the setting.
+
+    A client's policy replaces the default as a whole (docs/policy.md).
+    """
+
+    application = models.OneToOneField(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="handoff_policy",
+        verbose_name=_("application"),
+        help_text=_("Empty: the default policy, for every client without its own."),
+    )
+    edges = models.JSONField(
+        _("edges"),
+        default=list,
+        blank=True,
+        help_text=_('Who may hand off to whom: ["person -> planner", "planner -> group:research", "* -> critic"].'),
+    )
+    fresh_consent = models.JSONField(
+        _("fresh consent"),
+        default=dict,
+        blank=True,
+        help_text=_('Scopes a person must have granted recently: {"email": {"hops": 1, "minutes": 30}}.'),
+    )
+    max_depth = models.PositiveIntegerField(
+        _("max depth"), null=True, blank=True, help_text=_("Deepest step allowed; empty = MAX_DEPTH.")
+    )
+    max_children = models.PositiveIntegerField(
+        _("max children"), null=True, blank=True, help_text=_("Children one step may have; empty = MAX_CHILDREN.")
+    )
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("hand-off policy")
+        verbose_name_plural = _("hand-off policies")
+        constraints = [
+            # One default: NULLs are distinct in a unique column, so compare them as 0.
+            models.UniqueConstraint(
+                Coalesce("application", Value(0)),
+                name="chain_grant_handoffpolicy_one_per_client",
+                violation_error_message=_("This client (or the default) already has a hand-off policy."),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"hand-off policy of {self.application}" if self.application_id else "default hand-off policy"
 
 
 class UsedJti(models.Model):

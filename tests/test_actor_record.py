@@ -58,7 +58,7 @@ def test_each_step_records_its_actor(chain, alice):
         "name": agent.name,
         "key_thumbprint": agent.keys.get().kid,
     }
-    assert security.hash_version == integrity.LINK_HASH_VERSION == 4
+    assert security.hash_version == integrity.LINK_HASH_VERSION == 5
     root = chain.root
     assert root.actor["username"] == "alice" and root.actor["sub"] == str(alice.pk)
     assert root.actor["scopes"] == {"new": ["openid", "read", "write"], "kept": [], "dropped": []}

@@ -22,7 +22,7 @@ from chain_grant.client import actor_token, code_chain, exchange_code, generate_
 from chain_grant.client import token_exchange as sdk_token_exchange
 from chain_grant.client.jose import sha256_hex, token_hash
 from chain_grant.client.keys import dpop_proof
-from chain_grant.core import lifecycle
+from chain_grant.core import handoff, lifecycle
 from chain_grant.core.token_exchange import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE, REFRESH_TOKEN_TYPE
 from chain_grant.models import ChainClient, ChainedGrant
 from tests.factories import run_together
@@ -446,3 +446,30 @@ def test_parallel_exchanges_of_one_token_respect_max_children_and_one_actor_toke
     same = exchange_data(subject, fresh_actor(workers[5], subject))  # one actor token, sent 4 times at once
     responses = run_together(exchange, [(same,)] * 4)
     assert sorted(r.status_code for r in responses) == [200] + [400] * 3
+
+
+# --- the hand-off policy applies to token exchange too ------------------------------------
+
+
+def test_the_hand_off_policy_governs_token_exchange(flow, planner_token, coder, make_agent):
+    subject, parent = planner_token
+    critic = make_agent("critic", scopes="openid read")
+    handoff.save_policy(None, {"edges": ["person -> planner", "planner -> critic"]})
+    body = refused(flow, exchange_data(subject, fresh_actor(coder, subject)), 400, "invalid_request")
+    assert "hand-off not allowed by policy" in body["error_description"]  # RFC 8693 §2.2.2: not invalid_grant
+    response = post(flow, exchange_data(subject, fresh_actor(critic, subject)))
+    assert response.status_code == 200, response.content
+    step = ChainedGrant.objects.get(subject="critic")
+    assert step.policy_decision["edge"] == "planner -> critic"
+    assert flow.introspect(subject)["may_act"] == {"sub": "critic"}  # who may act after the planner
+    call_command("chain_grant_verify", str(parent.root_id))  # the decision is in the signed record
+
+
+def test_stale_consent_refuses_a_token_exchange_with_invalid_scope(flow, alice, planner, coder):
+    handoff.save_policy(None, {"fresh_consent": {"read": {"hops": 1}}})
+    root, _ = flow.authorize(alice, scope="openid read write")
+    code, verifier, _ = flow.advance(root, planner)  # one hop after alice's consent: fresh
+    subject = flow.exchange(code, verifier).json()["access_token"]
+    body = refused(flow, exchange_data(subject, fresh_actor(coder, subject)), 400, "invalid_scope")
+    assert "read" in body["error_description"]
+    assert post(flow, exchange_data(subject, fresh_actor(coder, subject), scope="openid")).status_code == 200

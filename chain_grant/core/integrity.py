@@ -43,9 +43,17 @@ _LINKED_FIELDS_V1 = (
 # challenge and resource (``grant_digest``), and its steps carry a signed record.
 _LINKED_FIELDS_V2 = (*_LINKED_FIELDS_V1, "actor", "agent_key_thumbprint", "hash_version")
 _LINKED_FIELDS_V3 = (*_LINKED_FIELDS_V2, "joined", "grant_digest")
-# Version 4 (migration 0011) also covers the DPoP key a step's code is bound to.
-LINKED_FIELDS = {1: _LINKED_FIELDS_V1, 2: _LINKED_FIELDS_V2, 3: _LINKED_FIELDS_V3, 4: (*_LINKED_FIELDS_V3, "dpop_jkt")}
-LINK_HASH_VERSION = 4
+# Version 4 (migration 0011) also covers the DPoP key a step's code is bound to;
+# version 5 (migration 0012) the hand-off policy's decision (core.handoff).
+_LINKED_FIELDS_V4 = (*_LINKED_FIELDS_V3, "dpop_jkt")
+LINKED_FIELDS = {
+    1: _LINKED_FIELDS_V1,
+    2: _LINKED_FIELDS_V2,
+    3: _LINKED_FIELDS_V3,
+    4: _LINKED_FIELDS_V4,
+    5: (*_LINKED_FIELDS_V4, "policy_decision"),
+}
+LINK_HASH_VERSION = 5
 
 
 def _canonical(value: Any) -> Any:

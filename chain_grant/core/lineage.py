@@ -9,7 +9,7 @@ from django.db.models import Q
 from oauth2_provider.models import get_refresh_token_model
 
 from ..models import ChainedGrant
-from . import record
+from . import handoff, record
 from .tree import recorded_actor
 
 
@@ -100,7 +100,8 @@ def _act_of(nodes) -> dict[str, Any]:
 
 
 def chain_claims(access_token) -> dict[str, Any]:
-    """``chain_id``, ``chain_depth``, ``act`` and, below a join, ``chain_joins`` for a
+    """``chain_id``, ``chain_depth``, ``act``, below a join ``chain_joins``, and under a
+    hand-off policy that restricts who acts next ``may_act``/``chain_may_act``, for a
     token issued from a chain step (introspection adds them); empty for a plain DOT
     token. Raises :class:`UnverifiedLink` for a token whose link was tampered with."""
     step = step_for_token(access_token)
@@ -114,6 +115,7 @@ def chain_claims(access_token) -> dict[str, Any]:
     joins = chain_joins(step, line)
     if joins:
         claims["chain_joins"] = joins
+    claims.update(handoff.may_act_claims(step))
     return claims
 
 

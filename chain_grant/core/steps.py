@@ -18,7 +18,7 @@ from oauth2_provider.models import get_grant_model
 from .. import signals
 from ..models import ChainedGrant
 from ..settings import chain_grant_settings
-from . import proofs
+from . import handoff, proofs
 from .agents import agent_keys_for, self_asserted_agent
 from .codes import code_digest, derive_code, new_code, plausible_code
 from .errors import ChainError
@@ -44,10 +44,19 @@ class ParentState:
     code_challenge_method: str = ""
 
 
-def check_can_extend(parent: ChainedGrant, application, state: ParentState, *, by_token: bool = False) -> None:
-    """The parent rules: ownership, state, fan-out, depth, the person. ``by_token``: the
-    parent is named by the access token its code was exchanged for (RFC 8693 token
-    exchange), whose own validity the caller checked, so its code's state does not count."""
+def check_can_extend(
+    parent: ChainedGrant,
+    application,
+    state: ParentState,
+    limits: handoff.Limits | None = None,
+    *,
+    by_token: bool = False,
+) -> None:
+    """The parent rules: ownership, state, fan-out, depth (the client's hand-off policy's
+    limits, else the settings'; ``limits`` if the caller read them), the person.
+    ``by_token``: the parent is named by the access token its code was exchanged for
+    (RFC 8693 token exchange), whose own validity the caller checked, so its code's
+    state does not count."""
     if parent.application_id != application.pk:
         raise ChainError(UNKNOWN_CODE)
     if parent.revoked_at:
@@ -57,10 +66,13 @@ def check_can_extend(parent: ChainedGrant, application, state: ParentState, *, b
             raise CodeReused(parent)
         if parent.expires <= timezone.now() or not state.code_live:
             raise ChainError(UNKNOWN_CODE)
-    if parent.children_count >= chain_grant_settings.MAX_CHILDREN:
-        raise ChainError("The authorization code reached its fan-out limit (MAX_CHILDREN).")
-    if parent.depth + 1 > chain_grant_settings.MAX_DEPTH:
-        raise ChainError("The chain reached its depth limit (MAX_DEPTH).")
+    limits = limits or handoff.limits(application)
+    if parent.children_count >= limits.max_children:
+        rule = "the hand-off policy's max_children" if limits.source else "MAX_CHILDREN"
+        raise ChainError(f"The authorization code reached its fan-out limit ({rule}).")
+    if parent.depth + 1 > limits.max_depth:
+        rule = "the hand-off policy's max_depth" if limits.source else "MAX_DEPTH"
+        raise ChainError(f"The chain reached its depth limit ({rule}).")
     if parent.user_id is None:
         raise ChainError("The person this chain acts for no longer exists.")
     if not state.person_active:
@@ -166,6 +178,7 @@ def lock_joined(
     digests = [code_digest(code) for code in codes]
     rows = _with_state(ChainedGrant.objects.select_for_update()).filter(code_digest__in=digests, root_id=parent.root_id)
     found = {row.code_digest: row for row in rows.order_by("pk")}
+    limits = handoff.limits(application)
     joined: list[ChainedGrant] = []
     for digest in digests:
         step = found.get(digest)
@@ -173,7 +186,7 @@ def lock_joined(
             raise ChainError(JOINED_UNKNOWN)
         joined_state = _state_of(step)
         try:
-            check_can_extend(step, application, joined_state)
+            check_can_extend(step, application, joined_state, limits)
         except CodeReused:
             raise
         except ChainError as exc:
@@ -331,6 +344,7 @@ def advance_by_agent(
             check_dpop_binding([parent, *joined], dpop_jkt)
             shared = [s for s in parent.scope.split() if all(s in other.scope.split() for other in joined)]
             granted = attenuate_scope(" ".join(shared), agent.scope_set, scope)
+            decision = handoff.check(application, parent, agent.identifier, granted, joined)
             step_id = uuid.uuid4()
             grant, code = issue_code(
                 application,
@@ -351,6 +365,7 @@ def advance_by_agent(
                 agent=agent,
                 requested_scope=_normalised(scope) if scope is not None else granted,
                 dpop_jkt=dpop_jkt,
+                policy_decision=decision,
             )
             append_once(step, parent, joined)
     except CodeReused:
@@ -464,6 +479,7 @@ def add_browser_step(
         subject=subject,
         requested_scope=" ".join(dict.fromkeys(requested_scope.split())),
         dpop_jkt=dpop_jkt,
+        policy_decision=handoff.person_decision(application) if parent is not None else {},
     )
     if presentation is not None:
         step.proof_jti = presentation.jti[:255]

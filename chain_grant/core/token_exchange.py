@@ -10,8 +10,8 @@ exchanged hop.
 
 Errors follow RFC 8693 §2.2.2: a subject or actor token that is invalid or unacceptable
 by policy (unknown, expired, revoked, another client's, a bad proof, a chain limit, a
-forbidden hand-off) is ``invalid_request``; a scope the agent may not hold is
-``invalid_scope``; a resource or audience the subject token does not allow is
+forbidden hand-off) is ``invalid_request``; a scope the agent may not hold, or one
+whose person's consent the hand-off policy finds stale, is ``invalid_scope``; a resource or audience the subject token does not allow is
 ``invalid_target``.
 """
 
@@ -33,7 +33,7 @@ from .. import signals
 from ..client.jose import sha256_hex
 from ..models import ChainedGrant
 from ..settings import chain_grant_settings
-from . import dpop, lineage, proofs
+from . import dpop, handoff, lineage, proofs
 from .agents import agent_keys_for
 from .codes import code_digest, new_code
 from .errors import ChainError
@@ -160,6 +160,7 @@ def _exchange(application, req, audiences, issue_token, dpop_jkt) -> tuple[Chain
         parent, _ = lock_step(application, found.pk, found.root_id, by_token=True)
         agent = verified.key.agent
         granted = attenuate_scope(subject.scope, agent.scope_set, req.scope)
+        decision = handoff.check(application, parent, agent.identifier, granted)  # edges, fresh consent
         step_id = uuid.uuid4()
         now = timezone.now()
         unused = SimpleNamespace(  # the step's code: never issued (the token is), so no DOT Grant
@@ -182,6 +183,7 @@ def _exchange(application, req, audiences, issue_token, dpop_jkt) -> tuple[Chain
             requested_scope=" ".join(dict.fromkeys(req.scope.split())) if req.scope is not None else granted,
             dpop_jkt=dpop_jkt,
             actor={"via": VIA},
+            policy_decision=decision,
         )
         append_once(step, parent, reused="The actor_token's jti was already used.")
         body = issue_token(step, resource, max(1, int((subject.expires - timezone.now()).total_seconds())))

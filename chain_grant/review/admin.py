@@ -1,7 +1,7 @@
 """Admin screens: chains and steps to review (a tree, integrity, evidence export),
 revoking a subtree behind a permission and a confirmation page, and agents with
-their keys. Codes are never shown, only a digest prefix; nothing can be added or
-edited by hand."""
+their keys. Codes are never shown, only a digest prefix; no step can be added or
+edited by hand. Hand-off policies (core.handoff) are edited here, validated by the rules."""
 
 from __future__ import annotations
 
@@ -21,8 +21,18 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from oauth2_provider.settings import oauth2_settings
 
-from ..core import agents, lifecycle, proofs
-from ..models import STEP_STATES, Agent, AgentKey, Chain, ChainClient, ChainedGrant, Wallet, WalletRequest
+from ..core import agents, handoff, lifecycle, proofs
+from ..models import (
+    STEP_STATES,
+    Agent,
+    AgentKey,
+    Chain,
+    ChainClient,
+    ChainedGrant,
+    HandoffPolicy,
+    Wallet,
+    WalletRequest,
+)
 from ..settings import chain_grant_settings
 from . import evidence as review
 
@@ -263,7 +273,13 @@ class AgentForm(forms.ModelForm):
 
     class Meta:
         model = Agent
-        fields = ("identifier", "name", "applications", "allowed_scopes", "allowed_algorithms", "is_active")
+        fields = ("identifier", "name", "applications", "allowed_scopes", "allowed_algorithms", "groups", "is_active")
+
+    def clean_groups(self):
+        groups = self.cleaned_data.get("groups") or []
+        if not isinstance(groups, list) or not all(isinstance(g, str) and g and " " not in g for g in groups):
+            raise forms.ValidationError(_('A list of group names without spaces, e.g. ["research"].'))
+        return groups
 
     def clean_new_keys(self):
         text = self.cleaned_data["new_keys"].strip()
@@ -369,6 +385,43 @@ class ChainClientAdmin(admin.ModelAdmin):
     list_display = ("application", "code_chain_enabled", "wallet_step", "poc_compatible", "token_endpoint_auth_method")
     list_select_related = ("application",)
     raw_id_fields = ("application",)
+
+
+class HandoffPolicyForm(forms.ModelForm):
+    """A policy, checked by the rules' own validation (core.handoff): known agents and
+    groups in edges, scopes DOT's scopes backend knows, limits of at least 0 / 1."""
+
+    class Meta:
+        model = HandoffPolicy
+        fields = ("application", "edges", "fresh_consent", "max_depth", "max_children")
+
+    def _valid(self, check, name):
+        try:
+            return check(self.cleaned_data.get(name))
+        except handoff.PolicyError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_edges(self):
+        return self._valid(lambda v: handoff.validate_edges(v or []), "edges")
+
+    def clean_fresh_consent(self):
+        return self._valid(lambda v: handoff.validate_fresh_consent(v or {}), "fresh_consent")
+
+    def clean_max_children(self):
+        return self._valid(lambda v: handoff.validate_limit("max_children", v, minimum=1), "max_children")
+
+
+@admin.register(HandoffPolicy)
+class HandoffPolicyAdmin(admin.ModelAdmin):
+    form = HandoffPolicyForm
+    list_display = ("__str__", "edge_count", "fresh_consent", "max_depth", "max_children", "updated")
+    list_select_related = ("application",)
+    raw_id_fields = ("application",)
+    search_fields = ("application__client_id", "application__name")
+
+    @admin.display(description=_("edges"))
+    def edge_count(self, obj):
+        return len(obj.edges) if obj.edges else _("any")
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -166,6 +166,7 @@ class StepSerializer(serializers.Serializer):
     dpop_jkt = serializers.CharField(allow_null=True, help_text="the DPoP key its code is bound to (RFC 9449)")
     recorded_actor = serializers.JSONField(help_text="the actor as it was at the step")
     hash_version = serializers.IntegerField(help_text="which fields link_hash covers")
+    policy_decision = serializers.JSONField(help_text="the hand-off policy rule that allowed the step")
 
 
 class ProblemSerializer(serializers.Serializer):

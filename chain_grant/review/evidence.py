@@ -109,6 +109,7 @@ def step_data(node: Node) -> dict[str, Any]:
         "agent": s.actor.get("identifier") if s.kind == s.Kind.AGENT else None,
         "recorded_actor": s.actor,
         "hash_version": s.hash_version,
+        "policy_decision": s.policy_decision,  # the hand-off policy rule that allowed it ({}: no policy)
         "user": s.user.get_username() if s.user is not None else None,
         "application": s.application.client_id,
         "scope": s.scope,
