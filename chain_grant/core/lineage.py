@@ -100,9 +100,11 @@ def _act_of(nodes) -> dict[str, Any]:
 
 
 def chain_claims(access_token) -> dict[str, Any]:
-    """``chain_id``, ``chain_depth``, ``act`` and, below a join, ``chain_joins`` for a
-    token issued from a chain step (introspection adds them); empty for a plain DOT
-    token. Raises :class:`UnverifiedLink` for a token whose link was tampered with."""
+    """``chain_id``, ``chain_depth``, ``act``, ``chain_actors`` (root → current, each
+    ``{"sub", "kind"}``: what a resource server needs to tell a person's step from an
+    agent's) and, below a join, ``chain_joins`` for a token issued from a chain step
+    (introspection adds them); empty for a plain DOT token. Raises
+    :class:`UnverifiedLink` for a token whose link was tampered with."""
     step = step_for_token(access_token)
     if step is None:
         return {}
@@ -111,6 +113,7 @@ def chain_claims(access_token) -> dict[str, Any]:
     act = actor_claim(step, line)
     if act:
         claims["act"] = act
+    claims["chain_actors"] = [{"sub": node.subject, "kind": node.kind} for node in line]
     joins = chain_joins(step, line)
     if joins:
         claims["chain_joins"] = joins
