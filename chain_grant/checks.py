@@ -249,6 +249,7 @@ SETTING_RULES = {
     ),
     "DPOP_PROOF_WINDOW": ("chain_grant.E129", _positive_int, "a positive integer (seconds)"),
     "DPOP_NONCE_SECONDS": ("chain_grant.E130", lambda v: v is None or _positive_int(v), "None or a positive integer"),
+    "RESOURCE_SERVER_CACHE": ("chain_grant.E140", _cache_alias, "the alias of a cache in CACHES"),
 }
 
 

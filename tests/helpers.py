@@ -267,6 +267,15 @@ def consent_form(url, allow=True) -> dict:
     return {**data, "allow": "Authorize"} if allow else data
 
 
+def user_step(flow, user, code, scope="openid email") -> tuple[str, str]:
+    """``user`` consents on ``code`` (a user step): the new code and its PKCE verifier."""
+    url, verifier = consent_url(flow.app, code, scope=scope)
+    flow.client.force_login(user)
+    query = consent_landing(flow.client.post(url, consent_form(url)))
+    flow.client.logout()
+    return query["code"], verifier
+
+
 def consent_landing(response, error=None) -> dict:
     """The client's redirect_uri query after a user step (asserting the redirect, and
     the RFC 9207 iss)."""

@@ -285,6 +285,7 @@ BAD_AND_GOOD = {
     "DPOP_ALGORITHMS": ([], ["EdDSA"]),
     "DPOP_PROOF_WINDOW": (0, 30),
     "DPOP_NONCE_SECONDS": ("60", 60),
+    "RESOURCE_SERVER_CACHE": ("nowhere", "default"),
 }
 
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import lineage
+
 # The kinds of step a person takes: consent at authorize (user) or a wallet presentation.
 PERSON_KINDS = frozenset({"user", "wallet"})
 NO_CHAIN = "requires a token issued from an authorization code chain"
@@ -116,6 +118,14 @@ def view_from_claims(claims: Mapping[str, Any]) -> ChainView | None:
         raise ValueError("chain_depth must be the depth of chain_actors' last step")
     actors = tuple(Actor(a["sub"], a["kind"]) for a in line)
     return ChainView(actors, depth, frozenset(scope.split()), frozenset(_joined(claims.get("chain_joins", []))))
+
+
+def view_of_step(step, scope: str) -> ChainView:
+    """The chain view of a token issued from ``step`` (the IdP's own database): the same
+    line and joins introspection's claims carry."""
+    line = lineage.ancestors(step)
+    actors = tuple(Actor(node.subject, node.kind) for node in line)
+    return ChainView(actors, step.depth, frozenset(scope.split()), frozenset(_joined(lineage.chain_joins(step, line))))
 
 
 def _joined(joins: Any) -> Iterable[str]:

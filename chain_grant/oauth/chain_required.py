@@ -1,0 +1,239 @@
+"""Resource servers that require something of a token's chain (``core.requirements``):
+
+    from chain_grant.oauth.chain_required import ChainRequired, Requirement, chain_required
+
+    class Answers(APIView):                                           # DRF
+        permission_classes = [ChainRequired]
+        chain_requirement = Requirement(actor="writer", person_within=1, scopes=["email"])
+
+    @chain_required(actor="writer", person_within=1, scopes=["email"])   # plain Django
+    def answers(request): ...
+
+Where the chain comes from:
+
+* **the IdP's own database**, for a resource server inside the IdP (no
+  ``RESOURCE_SERVER_INTROSPECTION_URL``);
+* **introspection**, for a remote one (DOT's ``RESOURCE_SERVER_INTROSPECTION_URL`` with
+  ``RESOURCE_SERVER_AUTH_TOKEN`` or ``RESOURCE_SERVER_INTROSPECTION_CREDENTIALS``; its
+  client_id in the IdP's ``CHAIN_GRANT["INTROSPECTION_RESOURCE_SERVERS"]``). DOT's own
+  ``_get_token_from_authentication_server`` makes the call and caches the token in the
+  resource server's database until ``exp``, at most ``RESOURCE_SERVER_TOKEN_CACHING_SECONDS``;
+  the chain claims of that answer are cached (``CHAIN_GRANT["RESOURCE_SERVER_CACHE"]``)
+  until the very same moment, and read again with the token after it.
+
+A refusal is RFC 6750's: ``401 invalid_token`` or ``403 insufficient_scope``, with
+``WWW-Authenticate: Bearer error="…", error_description="requires the actor writer"``
+(``DPoP …`` for a DPoP request), never a 500.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from typing import Any
+
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+from django.http import JsonResponse
+from django.utils import timezone
+from oauth2_provider.oauth2_backends import get_oauthlib_core
+from oauth2_provider.settings import oauth2_settings
+
+from ..core import lineage
+from ..core.requirements import ChainView, Requirement, unmet, view_from_claims, view_of_step
+from ..settings import chain_grant_settings
+from . import resource
+from .resource import DPoPRefused as Refused
+
+__all__ = ["ChainRequired", "Refused", "Requirement", "chain_required", "chain_view", "check"]
+
+log = logging.getLogger(__name__)
+# What a resource server keeps of an introspection answer, with the token.
+KEPT_CLAIMS = ("chain_id", "chain_depth", "chain_actors", "chain_joins", "act", "cnf")
+NOT_QUOTABLE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')  # RFC 6749 §5.2's error_description
+
+
+def remote() -> bool:
+    """Whether this process is a remote resource server (DOT's introspection configured)."""
+    return bool(oauth2_settings.RESOURCE_SERVER_INTROSPECTION_URL)
+
+
+def chain_view(request, token) -> ChainView | None:
+    """The chain view of ``token`` (an AccessToken this request authenticated with), from
+    the database or, on a remote resource server, from introspection. None: a token that
+    is not from a chain. :class:`Refused` (``invalid_token``): a chain that cannot be trusted."""
+    if remote():
+        claims = remote_claims(_presented(request), token)
+        if "cnf" in claims:  # RFC 9449 §7.2: a bound token is not a bearer token
+            raise Refused("invalid_token", "This token is DPoP-bound: this resource server takes bearer tokens only.")
+        try:
+            return view_from_claims({**claims, "scope": token.scope})
+        except ValueError:
+            log.warning("Introspection answered malformed chain claims: %r", sorted(claims))
+            raise Refused("invalid_token", "The token's chain claims are malformed.") from None
+    try:
+        step = lineage.step_for_token(token)
+    except lineage.UnverifiedLink:
+        raise Refused("invalid_token", "This token's link to its chain step does not match the signed record.") from None
+    if step is None:
+        return None
+    if step.revoked_at:
+        raise Refused("invalid_token", "The chain step of this token was revoked.")
+    request.chain_step = step  # for the view: the step, already read
+    return view_of_step(step, token.scope)
+
+
+def remote_claims(value: str, token) -> dict[str, Any]:
+    """The chain claims introspection gave for this token, cached until DOT's cached token
+    row expires (and introspected again, through DOT, after it)."""
+    cache = caches[chain_grant_settings.RESOURCE_SERVER_CACHE]
+    key = f"chain_grant:claims:{token.token_checksum}"
+    claims = cache.get(key)
+    if claims is not None:
+        return claims
+    found, content = introspect(value)
+    if found is None:
+        raise Refused("invalid_token", "The access token is invalid or expired.")
+    claims = {name: content[name] for name in KEPT_CLAIMS if name in content}
+    cache.set(key, claims, timeout=max(0, int((found.expires - timezone.now()).total_seconds())))
+    return claims
+
+
+class _Content:
+    """A validator that keeps the introspection answer DOT reads (one instance per call)."""
+
+    content: dict[str, Any] = {}
+
+    def get_or_create_user_from_content(self, content):
+        self.content = content
+        return super().get_or_create_user_from_content(content)  # type: ignore[misc]
+
+
+@functools.cache
+def _content_validator(validator_class):
+    return type(f"Content{validator_class.__name__}", (_Content, validator_class), {})
+
+
+def introspect(value: str) -> tuple[Any, dict[str, Any]]:
+    """DOT's ``_get_token_from_authentication_server`` (the request, its errors, the cached
+    token row and its lifetime, the user from ``username``), keeping the answer: (the
+    AccessToken or None, the answer; without a ``username`` DOT does not read it, and a
+    chain token always has one)."""
+    validator = _content_validator(oauth2_settings.OAUTH2_VALIDATOR_CLASS)()
+    found = validator._get_token_from_authentication_server(
+        value,
+        oauth2_settings.RESOURCE_SERVER_INTROSPECTION_URL,
+        oauth2_settings.RESOURCE_SERVER_AUTH_TOKEN,
+        oauth2_settings.RESOURCE_SERVER_INTROSPECTION_CREDENTIALS,
+    )
+    return found, (validator.content if found is not None else {})
+
+
+def check(request, token, requirement: Requirement) -> ChainView | None:
+    """The token's chain view when it meets ``requirement``; :class:`Refused` otherwise."""
+    if not token.is_valid():
+        raise Refused("invalid_token", "The access token is invalid or expired.")
+    view = chain_view(request, token) if requirement.needs_chain or remote() else None
+    missing = unmet(view, requirement, scopes=token.scope.split())
+    if missing:
+        raise Refused("insufficient_scope", missing)
+    return view
+
+
+def _presented(request) -> str:
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()
+
+
+def challenge(request, exc: Refused | None) -> str:
+    """RFC 6750 §3 (RFC 9449 §7.1 for a DPoP request); no error for a request with no token."""
+    if request.headers.get("Authorization", "")[:5].lower() == "dpop " and exc is not None:
+        return resource.challenge(Refused(exc.error, NOT_QUOTABLE.sub("?", exc.description)))
+    if exc is None:
+        return "Bearer"
+    return f'Bearer error="{exc.error}", error_description="{NOT_QUOTABLE.sub("?", exc.description)}"'
+
+
+def status_of(exc: Refused) -> int:
+    return 403 if exc.error == "insufficient_scope" else 401
+
+
+def authenticate(request):
+    """The AccessToken of a plain Django request: DPoP (on the IdP's host), or a bearer
+    token as DOT checks it (its database, or introspection on a remote resource server)."""
+    if not remote():
+        found = resource.authenticate_request(request)
+        if found is not None:
+            return found[1]
+    if not request.headers.get("Authorization"):
+        return None
+    valid, oauth_request = get_oauthlib_core().verify_request(request, scopes=[])
+    if not valid:
+        error = dict(getattr(oauth_request, "oauth2_error", None) or {})
+        raise Refused("invalid_token", error.get("error_description") or "The access token is invalid or expired.")
+    return oauth_request.access_token
+
+
+def chain_required(requirement: Requirement | None = None, **requirements):
+    """A plain-Django view decorator: the request's token (bearer or DPoP) must meet the
+    requirement (``Requirement(**requirements)``); ``request.user``, ``request.auth`` and
+    ``request.chain`` (the :class:`ChainView`, None for a token not from a chain) are set."""
+    required = requirement if requirement is not None else Requirement(**requirements)
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(request, *args, **kwargs):
+            try:
+                token = authenticate(request)
+                if token is None:
+                    response = JsonResponse(
+                        {"error": "invalid_token", "error_description": "An access token is required."}, status=401
+                    )
+                    response["WWW-Authenticate"] = challenge(request, None)
+                    return response
+                request.chain = check(request, token, required)
+            except Refused as exc:
+                response = JsonResponse({"error": exc.error, "error_description": exc.description}, status=status_of(exc))
+                response["WWW-Authenticate"] = challenge(request, exc)
+                return response
+            request.user, request.auth = token.user, token
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+try:
+    from rest_framework import exceptions
+    from rest_framework.permissions import BasePermission
+except ImportError:  # pragma: no cover  (DRF is the [api] extra)
+    pass
+else:
+
+    class ChainRefused(exceptions.APIException):
+        """An RFC 6750 refusal in DRF: the status, the description, and the challenge
+        (DRF's exception handler sets ``WWW-Authenticate`` from ``auth_header``)."""
+
+        def __init__(self, request, exc: Refused):
+            super().__init__(exc.description, exc.error)
+            self.status_code = status_of(exc)
+            self.auth_header = challenge(request, exc)
+
+    class ChainRequired(BasePermission):
+        """DRF: the token the request authenticated with (DOT's ``OAuth2Authentication``,
+        or ``DPoPAuthentication``) meets the view's ``chain_requirement`` (a
+        :class:`Requirement`); ``request.chain`` is its :class:`ChainView`."""
+
+        def has_permission(self, request, view):
+            token = request.auth
+            if token is None or not hasattr(token, "token_checksum"):
+                return False  # no token: DRF answers 401 with the authenticator's challenge
+            required = getattr(view, "chain_requirement", None)
+            if not isinstance(required, Requirement):  # as DOT's TokenHasScope without required_scopes
+                raise ImproperlyConfigured(f"{type(view).__name__}.chain_requirement must be a Requirement")
+            try:
+                request.chain = check(request._request, token, required)
+            except Refused as exc:
+                raise ChainRefused(request._request, exc) from None
+            return True
