@@ -4,7 +4,8 @@ A :class:`ChainView` is what a resource server knows of a token: the actors from
 chain's root down to the current one (each with its step's kind), the depth, the scopes,
 and the inputs of the joins on that line. It is read from the IdP's database or from
 introspection (``chain_actors``, ``chain_depth``, ``chain_joins``, ``scope``:
-:func:`view_from_claims`), so both sources are judged by the same rules. :func:`unmet`
+:func:`view_from_claims`), so both sources are judged by the same rules. This module imports nothing of Django: a
+remote resource server needs neither chain_grant's models nor its tables. :func:`unmet`
 answers None or the first unmet requirement's description (``"requires the actor
 writer"``), which the glue puts in RFC 6750's ``error_description``."""
 
@@ -13,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from . import lineage
 
 # The kinds of step a person takes: consent at authorize (user) or a wallet presentation.
 PERSON_KINDS = frozenset({"user", "wallet"})
@@ -117,18 +116,11 @@ def view_from_claims(claims: Mapping[str, Any]) -> ChainView | None:
     if isinstance(depth, bool) or depth != len(line) - 1:
         raise ValueError("chain_depth must be the depth of chain_actors' last step")
     actors = tuple(Actor(a["sub"], a["kind"]) for a in line)
-    return ChainView(actors, depth, frozenset(scope.split()), frozenset(_joined(claims.get("chain_joins", []))))
+    return ChainView(actors, depth, frozenset(scope.split()), frozenset(joined_actors(claims.get("chain_joins", []))))
 
 
-def view_of_step(step, scope: str) -> ChainView:
-    """The chain view of a token issued from ``step`` (the IdP's own database): the same
-    line and joins introspection's claims carry."""
-    line = lineage.ancestors(step)
-    actors = tuple(Actor(node.subject, node.kind) for node in line)
-    return ChainView(actors, step.depth, frozenset(scope.split()), frozenset(_joined(lineage.chain_joins(step, line))))
-
-
-def _joined(joins: Any) -> Iterable[str]:
+def joined_actors(joins: Any) -> Iterable[str]:
+    """Every actor in ``chain_joins``: each joined input and its own ``act`` line."""
     if not isinstance(joins, list):
         raise ValueError("chain_joins must be a list")
     for join in joins:

@@ -40,18 +40,23 @@ from django.utils import timezone
 from oauth2_provider.oauth2_backends import get_oauthlib_core
 from oauth2_provider.settings import oauth2_settings
 
-from ..core import lineage
-from ..core.requirements import ChainView, Requirement, unmet, view_from_claims, view_of_step
+from ..core.requirements import Actor, ChainView, Requirement, joined_actors, unmet, view_from_claims
 from ..settings import chain_grant_settings
-from . import resource
-from .resource import DPoPRefused as Refused
 
 __all__ = ["ChainRequired", "Refused", "Requirement", "chain_required", "chain_view", "check"]
 
 log = logging.getLogger(__name__)
 # What a resource server keeps of an introspection answer, with the token.
 KEPT_CLAIMS = ("chain_id", "chain_depth", "chain_actors", "chain_joins", "act", "cnf")
-NOT_QUOTABLE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')  # RFC 6749 §5.2's error_description
+NOT_QUOTABLE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")  # RFC 6749 §5.2's error_description
+
+
+class Refused(Exception):
+    """A refusal: RFC 6750's ``error`` and a description naming what is unmet."""
+
+    def __init__(self, error: str, description: str):
+        super().__init__(description)
+        self.error, self.description = str(error), str(description)
 
 
 def remote() -> bool:
@@ -72,16 +77,29 @@ def chain_view(request, token) -> ChainView | None:
         except ValueError:
             log.warning("Introspection answered malformed chain claims: %r", sorted(claims))
             raise Refused("invalid_token", "The token's chain claims are malformed.") from None
+    return local_view(request, token)
+
+
+def local_view(request, token) -> ChainView | None:
+    """The chain view from the IdP's own database (the same line and joins introspection's
+    claims carry). Imported here, not above: a remote resource server has no chain tables."""
+    from ..core import lineage
+
     try:
         step = lineage.step_for_token(token)
     except lineage.UnverifiedLink:
-        raise Refused("invalid_token", "This token's link to its chain step does not match the signed record.") from None
+        raise Refused(
+            "invalid_token", "This token's link to its chain step does not match the signed record."
+        ) from None
     if step is None:
         return None
     if step.revoked_at:
         raise Refused("invalid_token", "The chain step of this token was revoked.")
     request.chain_step = step  # for the view: the step, already read
-    return view_of_step(step, token.scope)
+    line = lineage.ancestors(step)
+    actors = tuple(Actor(node.subject, node.kind) for node in line)
+    joined = frozenset(joined_actors(lineage.chain_joins(step, line)))
+    return ChainView(actors, step.depth, frozenset(token.scope.split()), joined)
 
 
 def remote_claims(value: str, token) -> dict[str, Any]:
@@ -147,11 +165,14 @@ def _presented(request) -> str:
 
 def challenge(request, exc: Refused | None) -> str:
     """RFC 6750 §3 (RFC 9449 §7.1 for a DPoP request); no error for a request with no token."""
-    if request.headers.get("Authorization", "")[:5].lower() == "dpop " and exc is not None:
-        return resource.challenge(Refused(exc.error, NOT_QUOTABLE.sub("?", exc.description)))
     if exc is None:
         return "Bearer"
-    return f'Bearer error="{exc.error}", error_description="{NOT_QUOTABLE.sub("?", exc.description)}"'
+    description = NOT_QUOTABLE.sub("?", exc.description)
+    if request.headers.get("Authorization", "")[:5].lower() == "dpop " and not remote():
+        from . import resource
+
+        return resource.challenge(resource.DPoPRefused(exc.error, description))
+    return f'Bearer error="{exc.error}", error_description="{description}"'
 
 
 def status_of(exc: Refused) -> int:
@@ -162,7 +183,12 @@ def authenticate(request):
     """The AccessToken of a plain Django request: DPoP (on the IdP's host), or a bearer
     token as DOT checks it (its database, or introspection on a remote resource server)."""
     if not remote():
-        found = resource.authenticate_request(request)
+        from . import resource
+
+        try:
+            found = resource.authenticate_request(request)
+        except resource.DPoPRefused as exc:
+            raise Refused(exc.error, exc.description) from None
         if found is not None:
             return found[1]
     if not request.headers.get("Authorization"):
@@ -170,7 +196,8 @@ def authenticate(request):
     valid, oauth_request = get_oauthlib_core().verify_request(request, scopes=[])
     if not valid:
         error = dict(getattr(oauth_request, "oauth2_error", None) or {})
-        raise Refused("invalid_token", error.get("error_description") or "The access token is invalid or expired.")
+        description = str(error.get("error_description") or "The access token is invalid or expired.")  # lazy text
+        raise Refused("invalid_token", description)
     return oauth_request.access_token
 
 
@@ -193,7 +220,9 @@ def chain_required(requirement: Requirement | None = None, **requirements):
                     return response
                 request.chain = check(request, token, required)
             except Refused as exc:
-                response = JsonResponse({"error": exc.error, "error_description": exc.description}, status=status_of(exc))
+                response = JsonResponse(
+                    {"error": exc.error, "error_description": exc.description}, status=status_of(exc)
+                )
                 response["WWW-Authenticate"] = challenge(request, exc)
                 return response
             request.user, request.auth = token.user, token
@@ -216,7 +245,7 @@ else:
         (DRF's exception handler sets ``WWW-Authenticate`` from ``auth_header``)."""
 
         def __init__(self, request, exc: Refused):
-            super().__init__(exc.description, exc.error)
+            super().__init__({"error": exc.error, "error_description": exc.description}, exc.error)
             self.status_code = status_of(exc)
             self.auth_header = challenge(request, exc)
 
