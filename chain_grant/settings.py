@@ -60,9 +60,6 @@ DEFAULTS: dict[str, Any] = {
     # Introspection shows chain_id, chain_depth and act to the token's own client and
     # to these client_ids (resource servers that enforce chain requirements).
     "INTROSPECTION_RESOURCE_SERVERS": [],
-    # A remote resource server (chain_grant.oauth.chain_required) keeps the chain claims
-    # of an introspection answer in this Django cache, as long as DOT keeps the token.
-    "RESOURCE_SERVER_CACHE": "default",
     # Also record ordinary (never chained) codes when they are exchanged, as one-step
     # chains, so a replay of any code is detected and revokes what it issued (RFC 6749
     # §4.1.2). Off by default: it writes a row per exchange of the host's plain codes.
@@ -103,6 +100,9 @@ DEFAULTS: dict[str, Any] = {
     "DPOP_ALGORITHMS": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
     "DPOP_PROOF_WINDOW": 60,
     "DPOP_NONCE_SECONDS": None,
+    # A remote resource server (chain_grant.oauth.chain_required) keeps the chain claims
+    # of an introspection answer in this Django cache, as long as DOT keeps the token.
+    "RESOURCE_SERVER_CACHE": "default",
 }
 
 # Algorithms that can never be allowed: no signature, or a shared secret.

@@ -119,9 +119,9 @@ def test_the_database_and_introspection_give_one_chain_view(flow, alice, make_ag
 def test_a_malformed_introspection_answer_is_invalid_token(settings):
     settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "RESOURCE_SERVER_INTROSPECTION_URL": "http://idp/i/"}
     token = mock.Mock(token_checksum="c" * 64, scope="email")
-    with mock.patch.object(rs, "remote_claims", return_value={"chain_id": "x", "chain_actors": "writer"}):
-        with pytest.raises(rs.Refused) as refused:
-            rs.chain_view(RequestFactory().get("/", HTTP_AUTHORIZATION="Bearer t"), token)
+    malformed = {"chain_id": "x", "chain_actors": "writer"}
+    with mock.patch.object(rs, "remote_claims", return_value=malformed), pytest.raises(rs.Refused) as refused:
+        rs.chain_view(RequestFactory().get("/", HTTP_AUTHORIZATION="Bearer t"), token)
     assert refused.value.error == "invalid_token"
 
 
@@ -149,7 +149,7 @@ def test_the_claims_are_kept_as_long_as_dot_keeps_the_token(settings):
     assert claims == {"chain_id": "c", "chain_depth": 0} and introspect.call_count == 1
     assert timeouts == [120]  # the row's remaining lifetime, not a constant of ours
 
-    with mock.patch.object(rs, "introspect", return_value=(None, {})):  # the IdP says inactive
-        with pytest.raises(rs.Refused) as refused:
-            rs.remote_claims("t", mock.Mock(token_checksum="e" * 64))
+    inactive = mock.patch.object(rs, "introspect", return_value=(None, {}))  # the IdP says inactive
+    with inactive, pytest.raises(rs.Refused) as refused:
+        rs.remote_claims("t", mock.Mock(token_checksum="e" * 64))
     assert refused.value.error == "invalid_token"

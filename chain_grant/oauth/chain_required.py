@@ -125,7 +125,7 @@ class _Content:
 
     def get_or_create_user_from_content(self, content):
         self.content = content
-        return super().get_or_create_user_from_content(content)  # type: ignore[misc]
+        return super().get_or_create_user_from_content(content)
 
 
 @functools.cache

@@ -11,10 +11,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ROOT_URLCONF = "tests.remote_rs.urls"
 INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "oauth2_provider", "rest_framework"]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["RS_DATABASE"]}}
-OAUTH2_PROVIDER = {  # DOT's resource-server settings: the token cache and its lifetime are DOT's
-    "RESOURCE_SERVER_INTROSPECTION_URL": os.environ["RS_INTROSPECTION_URL"],
+OAUTH2_PROVIDER = {  # DOT's resource-server settings: DOT caches each token until exp, at most 10 h
+    "RESOURCE_SERVER_INTROSPECTION_URL": os.environ["RS_INTROSPECTION_URL"],  # https://idp.example/o/introspect/
     "RESOURCE_SERVER_INTROSPECTION_CREDENTIALS": (os.environ["RS_CLIENT_ID"], os.environ["RS_CLIENT_SECRET"]),
-    "RESOURCE_SERVER_TOKEN_CACHING_SECONDS": int(os.environ.get("RS_CACHING_SECONDS", "36000")),
 }
 LOGGING = {  # errors (a 500's traceback) to stderr, which the test reads
     "version": 1,

@@ -1,5 +1,6 @@
-"""The README's remote resource server: a DRF view and a plain Django view, each
-requiring the writer, after the planner, with a person's consent within one hop."""
+"""The README's remote resource server (``notes``, the README's lines word for word) and
+the same requirement as a DRF view (``Notes``): the writer, after the planner, at most
+three steps deep, with a person's consent within one hop and scope email."""
 
 from django.http import JsonResponse
 from django.urls import path
@@ -9,21 +10,21 @@ from rest_framework.views import APIView
 
 from chain_grant.oauth.chain_required import ChainRequired, Requirement, chain_required
 
-WRITER = Requirement(actor="writer", upstream=["planner"], max_depth=3, person_within=1, scopes=["email"])
+
+@chain_required(actor="writer", upstream=["planner"], max_depth=3, person_within=1, scopes=["email"])
+def notes(request):  # request.chain: the token's ChainView; request.user: the person the chain acts for
+    return JsonResponse({"by": request.chain.actor, "for": request.user.username, "depth": request.chain.depth})
 
 
-class Notes(APIView):
+class Notes(APIView):  # DRF: DOT's authentication introspects the token, ChainRequired reads its chain
     authentication_classes = [OAuth2Authentication]
     permission_classes = [ChainRequired]
-    chain_requirement = WRITER
+    chain_requirement = Requirement(
+        actor="writer", upstream=["planner"], max_depth=3, person_within=1, scopes=["email"]
+    )
 
     def post(self, request):
         return Response({"by": request.chain.actor, "for": request.user.username, "depth": request.chain.depth})
 
 
-@chain_required(WRITER)
-def plain_notes(request):
-    return JsonResponse({"by": request.chain.actor, "for": request.user.username, "depth": request.chain.depth})
-
-
-urlpatterns = [path("notes/", Notes.as_view()), path("plain/notes/", plain_notes)]
+urlpatterns = [path("plain/notes/", notes), path("notes/", Notes.as_view())]
