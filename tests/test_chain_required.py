@@ -19,6 +19,7 @@ from oauth2_provider.models import get_access_token_model
 from chain_grant.client import generate_key
 from chain_grant.client.jose import sha256_hex
 from chain_grant.client.keys import dpop_proof
+from chain_grant.core import lineage
 from chain_grant.core.requirements import view_from_claims
 from chain_grant.oauth import chain_required as rs
 from tests.helpers import make_token, user_step
@@ -153,3 +154,14 @@ def test_the_claims_are_kept_as_long_as_dot_keeps_the_token(settings):
     with inactive, pytest.raises(rs.Refused) as refused:
         rs.remote_claims("t", mock.Mock(token_checksum="e" * 64))
     assert refused.value.error == "invalid_token"
+
+
+def test_a_token_whose_step_link_was_tampered_with_is_invalid(flow, writer_code):
+    code, verifier, _ = flow.advance(writer_code, flow.writer)
+    token = flow.exchange(code, verifier).json()["access_token"]
+    with mock.patch("chain_grant.core.lineage.step_for_token", side_effect=lineage.UnverifiedLink):
+        response = call(f"Bearer {token}")
+    assert response.status_code == 401 and json.loads(response.content) == {
+        "error": "invalid_token",
+        "error_description": "This token's link to its chain step does not match the signed record.",
+    }
