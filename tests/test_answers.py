@@ -12,29 +12,23 @@ from django.test import Client
 from chain_grant.core import lifecycle
 from chain_grant.models import ChainedGrant
 from idp_project.models import Answer
-from tests.helpers import bearer, make_token, user_step
+from tests.helpers import bearer, chain_token, make_token
 
 URL = "/api/answers/"
 
 
-def token_of(flow, code, verifier) -> str:
-    response = flow.exchange(code, verifier)
-    assert response.status_code == 200, response.content
-    return response.json()["access_token"]
+@pytest.fixture
+def agents(make_agent):
+    return {name: make_agent(name, scopes="openid email read") for name in ("planner", "critic", "writer")}
 
 
 @pytest.fixture
-def chained(flow, alice, make_agent):
-    """alice (openid read) → planner → alice consents (openid email) → writer; the
+def chained(flow, alice, agents):
+    """alice (openid email read) → planner → alice consents (openid email) → writer; the
     writer's code is exchanged."""
-    planner = make_agent("planner", scopes="openid email read")
-    writer = make_agent("writer", scopes="openid email")
-    root, _ = flow.authorize(alice, scope="openid read")
-    planner_code, _, _ = flow.advance(root, planner)
-    consent, _ = user_step(flow, alice, planner_code, scope="openid email")
-    writer_code, verifier, hop = flow.advance(consent, writer)
+    token = chain_token(flow, alice, agents, ["planner", "user", "writer"])
     step = ChainedGrant.objects.get(agent__identifier="writer")
-    return {"token": token_of(flow, writer_code, verifier), "step": step, "chain_id": hop["chain_id"]}
+    return {"token": token, "step": step, "chain_id": str(step.root_id)}
 
 
 def post(client, token):
@@ -88,30 +82,19 @@ def test_a_token_not_issued_from_a_chain_is_refused(client, alice, app):
     assert_refused(response, 403, "insufficient_scope", "requires a token issued from an authorization code chain")
 
 
-def test_another_actor_is_refused(client, flow, alice, make_agent):
-    """alice consents (openid email) → critic: a person's step one hop up, but not the writer."""
-    critic = make_agent("critic", scopes="openid email")
-    root, _ = flow.authorize(alice, scope="openid email")
-    code, verifier, _ = flow.advance(root, critic)
-    assert_refused(post(client, token_of(flow, code, verifier)), 403, "insufficient_scope", "requires the actor writer")
+REFUSED = {
+    "another actor": (["planner", "user", "critic"], {}, "requires the actor writer"),
+    "no person one hop up": (["planner", "writer"], {}, "requires a person's step within 1 hop"),
+    "no email": (["writer"], {"root_scope": "openid read"}, "requires the scope email"),
+}
 
 
-def test_the_writer_without_a_persons_step_one_hop_up_is_refused(client, flow, alice, make_agent):
-    """alice consents (openid email) → planner → writer: alice's step is two hops up."""
-    planner = make_agent("planner", scopes="openid email")
-    writer = make_agent("writer", scopes="openid email")
-    root, _ = flow.authorize(alice, scope="openid email")
-    code, _, _ = flow.advance(root, planner)
-    code, verifier, _ = flow.advance(code, writer)
-    response = post(client, token_of(flow, code, verifier))
-    assert_refused(response, 403, "insufficient_scope", "requires a person's step within 1 hop")
-
-
-def test_a_chain_token_without_the_email_scope_is_refused(client, flow, alice, make_agent):
-    writer = make_agent("writer", scopes="openid read")
-    root, _ = flow.authorize(alice, scope="openid read")
-    code, verifier, _ = flow.advance(root, writer)
-    assert_refused(post(client, token_of(flow, code, verifier)), 403, "insufficient_scope", "requires the scope email")
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_each_unmet_requirement_is_refused_naming_it(client, flow, alice, agents, case):
+    """Only the writer, with a person's consent within one hop and scope email."""
+    line, scopes, description = REFUSED[case]
+    response = post(client, chain_token(flow, alice, agents, line, **scopes))
+    assert_refused(response, 403, "insufficient_scope", description)
 
 
 def test_no_token_or_a_revoked_chain_is_401(client, chained):

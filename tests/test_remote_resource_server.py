@@ -21,7 +21,7 @@ import pytest
 from chain_grant.client import generate_key
 from chain_grant.client.keys import dpop_proof
 from chain_grant.oauth import views
-from tests.helpers import SECRET, make_token, user_step
+from tests.helpers import SECRET, chain_token, make_token, user_step
 from tests.test_dpop import TOKEN_URL, exchange, hop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,20 +83,6 @@ def agents(make_agent, make_app, chain_settings):
     }
 
 
-def chain_token(flow, alice, agents, line, root_scope="openid email read", consent_scope="openid email") -> str:
-    """alice's code, then each of ``line`` ("alice": her consent step; else an agent's hop),
-    exchanged at the last step."""
-    code, verifier = flow.authorize(alice, scope=root_scope)
-    for who in line:
-        if who == "alice":
-            code, verifier = user_step(flow, alice, code, scope=consent_scope)
-        else:
-            code, verifier, _ = flow.advance(code, agents[who])
-    response = flow.exchange(code, verifier)
-    assert response.status_code == 200, response.content
-    return response.json()["access_token"]
-
-
 def call(url, token=None, scheme="Bearer"):
     headers = {"Content-Type": "application/json"}
     if token is not None:
@@ -117,17 +103,17 @@ def assert_refused(answer, status, error, description):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_the_writer_with_a_persons_consent_one_hop_up_is_served(remote_rs, flow, alice, agents, path):
-    token = chain_token(flow, alice, agents, ["planner", "alice", "writer"])
+    token = chain_token(flow, alice, agents, ["planner", "user", "writer"])
     assert call(remote_rs + path, token)[:2] == (200, {"by": "writer", "for": "alice", "depth": 3})
 
 
 UNMET = {
-    "another actor": (["planner", "alice", "critic"], {}, "requires the actor writer"),
+    "another actor": (["planner", "user", "critic"], {}, "requires the actor writer"),
     "no planner upstream": (["writer"], {}, "requires the actor planner upstream"),
-    "too deep": (["planner", "researcher", "alice", "writer"], {}, "requires a chain depth of at most 3"),
+    "too deep": (["planner", "researcher", "user", "writer"], {}, "requires a chain depth of at most 3"),
     "no person one hop up": (["planner", "writer"], {}, "requires a person's step within 1 hop"),
     "no email": (
-        ["planner", "alice", "writer"],
+        ["planner", "user", "writer"],
         {"root_scope": "openid read", "consent_scope": "openid read"},
         "requires the scope email",
     ),
@@ -152,7 +138,7 @@ def test_a_token_from_no_chain_is_403(remote_rs, alice, app, agents, path):
 def test_a_resource_server_the_idp_does_not_designate_sees_no_chain(
     remote_rs, flow, alice, agents, chain_settings, path
 ):
-    token = chain_token(flow, alice, agents, ["planner", "alice", "writer"])
+    token = chain_token(flow, alice, agents, ["planner", "user", "writer"])
     chain_settings(INTROSPECTION_RESOURCE_SERVERS=[])  # introspection keeps the chain from notes-rs
     answer = call(remote_rs + path, token)
     assert_refused(answer, 403, "insufficient_scope", "requires a token issued from an authorization code chain")
@@ -165,7 +151,7 @@ def test_no_token_an_unknown_or_a_revoked_one_is_401(remote_rs, flow, alice, age
     assert "error=" not in headers["WWW-Authenticate"]  # RFC 6750 §3.1: no error without a token
     status, body, headers = call(remote_rs + path, "not-a-token")
     assert status == 401 and 'error="invalid_token"' in headers["WWW-Authenticate"]
-    token = chain_token(flow, alice, agents, ["planner", "alice", "writer"])
+    token = chain_token(flow, alice, agents, ["planner", "user", "writer"])
     assert flow.client.post("/oauth/revoke_token/", {"token": token}, **flow.auth()).status_code == 200
     status, body, headers = call(remote_rs + path, token)  # revoked before this server first saw it
     assert status == 401 and 'error="invalid_token"' in headers["WWW-Authenticate"]
@@ -198,7 +184,7 @@ def test_the_chain_is_introspected_once_then_cached_with_the_token(remote_rs, fl
         return real(self, token_value)
 
     monkeypatch.setattr(views.IntrospectTokenView, "get_token_response", counted)
-    token = chain_token(flow, alice, agents, ["planner", "alice", "writer"])
+    token = chain_token(flow, alice, agents, ["planner", "user", "writer"])
     for path in PATHS * 2:
         assert call(remote_rs + path, token)[0] == 200
     assert seen == [token, token]

@@ -171,12 +171,19 @@ def challenge(request, exc: Refused | None) -> str:
     if request.headers.get("Authorization", "")[:5].lower() == "dpop " and not remote():
         from . import resource
 
-        return resource.challenge(resource.DPoPRefused(exc.error, description))
+        return resource.challenge(Refused(exc.error, description))
     return f'Bearer error="{exc.error}", error_description="{description}"'
 
 
 def status_of(exc: Refused) -> int:
     return 403 if exc.error == "insufficient_scope" else 401
+
+
+def refusal(exc: Refused, www_authenticate: str) -> JsonResponse:
+    """RFC 6750 §3's answer: the status, ``{"error", "error_description"}``, the challenge."""
+    response = JsonResponse({"error": exc.error, "error_description": exc.description}, status=status_of(exc))
+    response["WWW-Authenticate"] = www_authenticate
+    return response
 
 
 def authenticate(request):
@@ -185,10 +192,7 @@ def authenticate(request):
     if not remote():
         from . import resource
 
-        try:
-            found = resource.authenticate_request(request)
-        except resource.DPoPRefused as exc:
-            raise Refused(exc.error, exc.description) from None
+        found = resource.authenticate_request(request)  # raises Refused (DPoPRefused is Refused)
         if found is not None:
             return found[1]
     if not request.headers.get("Authorization"):
@@ -213,18 +217,10 @@ def chain_required(requirement: Requirement | None = None, **requirements):
             try:
                 token = authenticate(request)
                 if token is None:
-                    response = JsonResponse(
-                        {"error": "invalid_token", "error_description": "An access token is required."}, status=401
-                    )
-                    response["WWW-Authenticate"] = challenge(request, None)
-                    return response
+                    return refusal(Refused("invalid_token", "An access token is required."), challenge(request, None))
                 request.chain = check(request, token, required)
             except Refused as exc:
-                response = JsonResponse(
-                    {"error": exc.error, "error_description": exc.description}, status=status_of(exc)
-                )
-                response["WWW-Authenticate"] = challenge(request, exc)
-                return response
+                return refusal(exc, challenge(request, exc))
             request.user, request.auth = token.user, token
             return view(request, *args, **kwargs)
 
