@@ -15,6 +15,7 @@ from django.http import JsonResponse
 from django.test import RequestFactory
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model
+from oauth2_provider.oauth2_validators import OAuth2Validator
 
 from chain_grant.client import generate_key
 from chain_grant.client.jose import sha256_hex
@@ -127,12 +128,20 @@ def test_a_malformed_introspection_answer_is_invalid_token(settings):
 
 
 def test_the_claims_are_kept_as_long_as_dot_keeps_the_token(settings):
-    """DOT caches the token row until exp, at most RESOURCE_SERVER_TOKEN_CACHING_SECONDS;
-    the claims are cached until that same moment, then introspected again."""
+    """DOT's introspection (here its answer, without the HTTP) writes a token row that
+    lives until exp, at most RESOURCE_SERVER_TOKEN_CACHING_SECONDS; the chain claims are
+    cached until that same moment, so the next request asks the IdP nothing."""
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "rs"}}
     now = timezone.now()
     row = mock.Mock(expires=now + timedelta(seconds=120), token_checksum="d" * 64)
-    answer = {"active": True, "username": "alice", "chain_id": "c", "chain_depth": 0, "other": 1}
+    answer = {"active": True, "username": "alice", "chain_id": "c", "chain_depth": 0, "cnf": {"jkt": "k"}, "x": 1}
+    calls = []
+
+    def dots(validator, value, *args):  # what DOT does with the answer: the user, then the row
+        calls.append(value)
+        validator.get_or_create_user_from_content(answer)
+        return row
+
     timeouts = []
     real_set = LocMemCache.set
 
@@ -141,17 +150,19 @@ def test_the_claims_are_kept_as_long_as_dot_keeps_the_token(settings):
         return real_set(self, key, value, timeout=timeout, version=version)
 
     with (
-        mock.patch.object(rs, "introspect", return_value=(row, answer)) as introspect,
+        mock.patch.object(OAuth2Validator, "_get_token_from_authentication_server", dots),
+        mock.patch.object(OAuth2Validator, "get_or_create_user_from_content"),
         mock.patch.object(rs, "timezone", mock.Mock(now=lambda: now)),
         mock.patch.object(LocMemCache, "set", spy),
     ):
         claims = rs.remote_claims("t", row)
-        assert rs.remote_claims("t", row) == claims  # ... from the cache: no second introspection
-    assert claims == {"chain_id": "c", "chain_depth": 0} and introspect.call_count == 1
-    assert timeouts == [120]  # the row's remaining lifetime, not a constant of ours
+        assert rs.remote_claims("t", row) == claims  # from the cache: no second introspection
+        assert rs.ChainResourceValidator()._get_token_from_authentication_server("u", "url", "", ("i", "s")) is row
+    assert claims == {"chain_id": "c", "chain_depth": 0, "cnf": {"jkt": "k"}} and calls == ["t", "u"]
+    assert timeouts == [120, 120]  # the row's remaining lifetime, not a constant of ours
 
-    inactive = mock.patch.object(rs, "introspect", return_value=(None, {}))  # the IdP says inactive
-    with inactive, pytest.raises(rs.Refused) as refused:
+    inactive = mock.patch.object(OAuth2Validator, "_get_token_from_authentication_server", return_value=None)
+    with inactive, pytest.raises(rs.Refused) as refused:  # the IdP says inactive, or cannot be reached
         rs.remote_claims("t", mock.Mock(token_checksum="e" * 64))
     assert refused.value.error == "invalid_token"
 

@@ -7,6 +7,7 @@ DOT's cached token, not introspected on every request."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -40,9 +41,9 @@ def free_port() -> int:
     raise RuntimeError("no free port in 18400-18499")
 
 
-@pytest.fixture(scope="module")
-def remote_rs(live_server, tmp_path_factory):
-    """The resource server's process, for the module; its credentials are notes-rs's."""
+@contextlib.contextmanager
+def resource_server(live_server, tmp_path_factory, **env):
+    """A resource server's process (tests/remote_rs) whose credentials are notes-rs's."""
     port = free_port()
     env = {
         **os.environ,
@@ -51,6 +52,7 @@ def remote_rs(live_server, tmp_path_factory):
         "RS_INTROSPECTION_URL": f"{live_server.url}/oauth/introspect/",
         "RS_CLIENT_ID": "notes-rs",
         "RS_CLIENT_SECRET": SECRET,
+        **env,
     }
     env.pop("DATABASE_URL", None)
     log = tmp_path_factory.mktemp("rs-log") / "stderr.log"
@@ -71,6 +73,14 @@ def remote_rs(live_server, tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=30)
+        process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def remote_rs(live_server, tmp_path_factory):
+    """The README's resource server (ChainResourceValidator), for the module."""
+    with resource_server(live_server, tmp_path_factory, RS_KEEP_CLAIMS="1") as url:
+        yield url
 
 
 @pytest.fixture
@@ -172,10 +182,9 @@ def test_a_dpop_bound_token_is_not_a_bearer_token_here(remote_rs, flow, alice, a
     assert_refused(call(remote_rs + path, token.json()["access_token"]), 401, "invalid_token", description)
 
 
-def test_the_chain_is_introspected_once_then_cached_with_the_token(remote_rs, flow, alice, agents, monkeypatch):
-    """DOT's authentication introspects (and caches the token row), the requirement reads
-    the claims once more and caches them until the row expires: later requests, DRF's or
-    the decorator's, ask the IdP nothing."""
+@pytest.fixture
+def introspected(monkeypatch):
+    """The tokens the IdP's introspection endpoint is asked about, in order."""
     seen = []
     real = views.IntrospectTokenView.get_token_response
 
@@ -184,15 +193,40 @@ def test_the_chain_is_introspected_once_then_cached_with_the_token(remote_rs, fl
         return real(self, token_value)
 
     monkeypatch.setattr(views.IntrospectTokenView, "get_token_response", counted)
+    return seen
+
+
+def test_the_chain_is_introspected_once_then_cached_with_the_token(remote_rs, flow, alice, agents, introspected):
+    """DOT's authentication introspects and caches the token row; ChainResourceValidator
+    keeps the chain claims of that answer until the row expires: the requirement, DRF's
+    or the decorator's, asks the IdP nothing more."""
     token = chain_token(flow, alice, agents, ["planner", "user", "writer"])
     for path in PATHS * 2:
         assert call(remote_rs + path, token)[0] == 200
-    assert seen == [token, token]
+    assert introspected == [token]
+
+
+def test_with_dots_own_validator_the_chain_costs_one_more_call(
+    live_server, tmp_path_factory, flow, alice, agents, introspected
+):
+    """Without ChainResourceValidator DOT's answer is not kept: the requirement introspects
+    once more, through DOT, and caches the claims; still nothing after that."""
+    token = chain_token(flow, alice, agents, ["planner", "user", "writer"])
+    with resource_server(live_server, tmp_path_factory) as url:
+        for path in PATHS * 2:
+            assert call(url + path, token)[:2] == (200, {"by": "writer", "for": "alice", "depth": 3})
+        assert_refused(
+            call(url + "/notes/", chain_token(flow, alice, agents, ["planner", "writer"])),
+            403,
+            "insufficient_scope",
+            "requires a person's step within 1 hop",
+        )
+    assert introspected[:2] == [token, token] and len(introspected) == 4
 
 
 def test_the_readme_shows_this_resource_server():
     """The README's remote resource server is tests/remote_rs/'s: its view, word for word,
-    and DOT's two settings this one reads from the environment."""
+    and the settings this one reads from the environment."""
     readme = (REPO / "README.md").read_text()
     block = readme.split("### Resource servers: requiring a chain", 1)[1].split("```python\n", 1)[1].split("```")[0]
     view = block.split("# urls.py\n", 1)[1].split("\n\nurlpatterns")[0]
@@ -200,4 +234,6 @@ def test_the_readme_shows_this_resource_server():
     settings_text = (REPO / "tests" / "remote_rs" / "settings.py").read_text()
     for name in ("RESOURCE_SERVER_INTROSPECTION_URL", "RESOURCE_SERVER_INTROSPECTION_CREDENTIALS"):
         assert f'"{name}"' in block and f'"{name}"' in settings_text
+    validator = '"chain_grant.oauth.chain_required.ChainResourceValidator"'
+    assert validator in block and validator in settings_text
     assert len([line for line in block.splitlines() if line.strip()]) == 10  # a ten-line remote resource server

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.cache import caches
@@ -38,12 +39,22 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import JsonResponse
 from django.utils import timezone
 from oauth2_provider.oauth2_backends import get_oauthlib_core
+from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
 
 from ..core.requirements import Actor, ChainView, Requirement, joined_actors, unmet, view_from_claims
 from ..settings import chain_grant_settings
 
-__all__ = ["ChainRequired", "Refused", "Requirement", "chain_required", "chain_view", "check"]
+__all__ = [
+    "ChainClaimsValidatorMixin",
+    "ChainRequired",
+    "ChainResourceValidator",
+    "Refused",
+    "Requirement",
+    "chain_required",
+    "chain_view",
+    "check",
+]
 
 log = logging.getLogger(__name__)
 # What a resource server keeps of an introspection answer, with the token.
@@ -103,49 +114,80 @@ def local_view(request, token) -> ChainView | None:
 
 
 def remote_claims(value: str, token) -> dict[str, Any]:
-    """The chain claims introspection gave for this token, cached until DOT's cached token
-    row expires (and introspected again, through DOT, after it)."""
-    cache = caches[chain_grant_settings.RESOURCE_SERVER_CACHE]
-    key = f"chain_grant:claims:{token.token_checksum}"
-    claims = cache.get(key)
+    """The chain claims introspection gave for this token: kept since DOT introspected it
+    (with :class:`ChainClaimsValidatorMixin`) or introspected now, through DOT."""
+    claims = caches[chain_grant_settings.RESOURCE_SERVER_CACHE].get(_key(token.token_checksum))
     if claims is not None:
         return claims
-    found, content = introspect(value)
+    found = introspect(value)
     if found is None:
         raise Refused("invalid_token", "The access token is invalid or expired.")
-    claims = {name: content[name] for name in KEPT_CLAIMS if name in content}
-    cache.set(key, claims, timeout=max(0, int((found.expires - timezone.now()).total_seconds())))
+    return found.chain_claims
+
+
+def _key(checksum: str) -> str:
+    return f"chain_grant:claims:{checksum}"
+
+
+def keep_claims(found, answer: dict[str, Any]) -> dict[str, Any]:
+    """The chain claims of an introspection ``answer``, cached until the token row DOT
+    wrote for it (``found``) expires: ``exp``, at most RESOURCE_SERVER_TOKEN_CACHING_SECONDS."""
+    claims = {name: answer[name] for name in KEPT_CLAIMS if name in answer}
+    timeout = max(0, int((found.expires - timezone.now()).total_seconds()))
+    caches[chain_grant_settings.RESOURCE_SERVER_CACHE].set(_key(found.token_checksum), claims, timeout=timeout)
     return claims
 
 
-class _Content:
-    """A validator that keeps the introspection answer DOT reads (one instance per call)."""
+_answer: ContextVar[dict[str, Any] | None] = ContextVar("chain_grant_introspection_answer", default=None)
 
-    content: dict[str, Any] = {}
+
+class ChainClaimsValidatorMixin:
+    """For a remote resource server's ``OAUTH2_VALIDATOR_CLASS`` (before DOT's validator):
+    when DOT introspects a token (``_get_token_from_authentication_server``, unchanged), the
+    answer's chain claims are kept with it, so a chain requirement costs no second call.
+    DOT hands the answer over only when it names a ``username``; every chain token does."""
 
     def get_or_create_user_from_content(self, content):
-        self.content = content
+        answer = _answer.get()
+        if answer is not None:
+            answer.update(content)
         return super().get_or_create_user_from_content(content)
+
+    def _get_token_from_authentication_server(self, token, *args, **kwargs):
+        answer = {}
+        reset = _answer.set(answer)  # per thread and task: DOT shares one validator
+        try:
+            found = super()._get_token_from_authentication_server(token, *args, **kwargs)
+        finally:
+            _answer.reset(reset)
+        if found is not None:
+            found.chain_claims = keep_claims(found, answer)
+        return found
+
+
+class ChainResourceValidator(ChainClaimsValidatorMixin, OAuth2Validator):
+    """DOT's validator with the chain claims kept: ``"OAUTH2_VALIDATOR_CLASS":
+    "chain_grant.oauth.chain_required.ChainResourceValidator"`` on a remote resource server."""
 
 
 @functools.cache
-def _content_validator(validator_class):
-    return type(f"Content{validator_class.__name__}", (_Content, validator_class), {})
+def _keeping(validator_class):
+    if issubclass(validator_class, ChainClaimsValidatorMixin):
+        return validator_class
+    return type(f"ChainClaims{validator_class.__name__}", (ChainClaimsValidatorMixin, validator_class), {})
 
 
-def introspect(value: str) -> tuple[Any, dict[str, Any]]:
-    """DOT's ``_get_token_from_authentication_server`` (the request, its errors, the cached
-    token row and its lifetime, the user from ``username``), keeping the answer: (the
-    AccessToken or None, the answer; without a ``username`` DOT does not read it, and a
-    chain token always has one)."""
-    validator = _content_validator(oauth2_settings.OAUTH2_VALIDATOR_CLASS)()
-    found = validator._get_token_from_authentication_server(
+def introspect(value: str):
+    """DOT's ``_get_token_from_authentication_server`` through the configured validator
+    (its request, errors, token row, lifetime and user), the chain claims kept: the
+    AccessToken (``.chain_claims``) or None."""
+    validator = _keeping(oauth2_settings.OAUTH2_VALIDATOR_CLASS)()
+    return validator._get_token_from_authentication_server(
         value,
         oauth2_settings.RESOURCE_SERVER_INTROSPECTION_URL,
         oauth2_settings.RESOURCE_SERVER_AUTH_TOKEN,
         oauth2_settings.RESOURCE_SERVER_INTROSPECTION_CREDENTIALS,
     )
-    return found, (validator.content if found is not None else {})
 
 
 def check(request, token, requirement: Requirement) -> ChainView | None:

@@ -15,6 +15,8 @@ OAUTH2_PROVIDER = {  # DOT's resource-server settings: DOT caches each token unt
     "RESOURCE_SERVER_INTROSPECTION_URL": os.environ["RS_INTROSPECTION_URL"],  # https://idp.example/o/introspect/
     "RESOURCE_SERVER_INTROSPECTION_CREDENTIALS": (os.environ["RS_CLIENT_ID"], os.environ["RS_CLIENT_SECRET"]),
 }
+if os.environ.get("RS_KEEP_CLAIMS") == "1":  # the README's: one introspection per token, chain claims kept
+    OAUTH2_PROVIDER["OAUTH2_VALIDATOR_CLASS"] = "chain_grant.oauth.chain_required.ChainResourceValidator"
 LOGGING = {  # errors (a 500's traceback) to stderr, which the test reads
     "version": 1,
     "disable_existing_loggers": False,
