@@ -176,3 +176,13 @@ def test_a_token_whose_step_link_was_tampered_with_is_invalid(flow, writer_code)
         "error": "invalid_token",
         "error_description": "This token's link to its chain step does not match the signed record.",
     }
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer", "Bearer ", "DPoP", "DPoP x", "Basic YTpi", "Bearer \x00", "bearer  a b", "Bearer é", "Token t"],
+)
+def test_odd_authorization_headers_are_401_never_a_500(authorization):
+    response = call(authorization)
+    assert response.status_code == 401 and json.loads(response.content)["error"] == "invalid_token"
+    assert response["WWW-Authenticate"].startswith(("Bearer", "DPoP"))

@@ -19,7 +19,9 @@ Where the chain comes from:
   ``_get_token_from_authentication_server`` makes the call and caches the token in the
   resource server's database until ``exp``, at most ``RESOURCE_SERVER_TOKEN_CACHING_SECONDS``;
   the chain claims of that answer are cached (``CHAIN_GRANT["RESOURCE_SERVER_CACHE"]``)
-  until the very same moment, and read again with the token after it.
+  until the very same moment, and read again with the token after it. With
+  :class:`ChainResourceValidator` (or :class:`ChainClaimsValidatorMixin` in the resource
+  server's own validator) they are the claims of the call DOT's authentication made.
 
 A refusal is RFC 6750's: ``401 invalid_token`` or ``403 insufficient_scope``, with
 ``WWW-Authenticate: Bearer error="…", error_description="requires the actor writer"``
