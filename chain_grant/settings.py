@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
     # acted in (and for), their subtrees and every token issued from them; "refuse":
     # only refuse new hops (codes and tokens already issued keep working).
     "ON_DISABLE": "revoke",
-    # Introspection shows chain_id, chain_depth and act to the token's own client and
+    # Introspection shows chain_id, chain_depth, chain_actors and act to the token's own client and
     # to these client_ids (resource servers that enforce chain requirements).
     "INTROSPECTION_RESOURCE_SERVERS": [],
     # Also record ordinary (never chained) codes when they are exchanged, as one-step

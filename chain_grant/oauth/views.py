@@ -53,8 +53,8 @@ class ReadableFormMixin:
 
 @method_decorator(sensitive_post_parameters("token"), name="dispatch")
 class IntrospectTokenView(ReadableFormMixin, dot_views.IntrospectTokenView):
-    """RFC 7662 introspection (DOT's) plus ``chain_id``, ``chain_depth`` and ``act``,
-    shown only to the token's own client and to the resource servers the IdP names
+    """RFC 7662 introspection (DOT's) plus the chain claims (``lineage.chain_claims``:
+    ``chain_id``, ``chain_depth``, ``act``, ``chain_actors``, ``chain_joins``), shown only to the token's own client and to the resource servers the IdP names
     in ``CHAIN_GRANT["INTROSPECTION_RESOURCE_SERVERS"]``: who acted in a chain is not
     every client's business (RFC 7662 §4)."""
 
