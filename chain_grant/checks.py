@@ -249,7 +249,8 @@ SETTING_RULES = {
     ),
     "DPOP_PROOF_WINDOW": ("chain_grant.E129", _positive_int, "a positive integer (seconds)"),
     "DPOP_NONCE_SECONDS": ("chain_grant.E130", lambda v: v is None or _positive_int(v), "None or a positive integer"),
-    "TOKEN_EXCHANGE_REQUIRE_ATH": ("chain_grant.E140", _bool, "True or False"),
+    "TOKEN_EXCHANGE_REQUIRE_ATH": ("chain_grant.E141", _bool, "True or False"),
+    "RESOURCE_SERVER_CACHE": ("chain_grant.E140", _cache_alias, "the alias of a cache in CACHES"),
 }
 
 

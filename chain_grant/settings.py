@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
     # acted in (and for), their subtrees and every token issued from them; "refuse":
     # only refuse new hops (codes and tokens already issued keep working).
     "ON_DISABLE": "revoke",
-    # Introspection shows chain_id, chain_depth and act to the token's own client and
+    # Introspection shows chain_id, chain_depth, chain_actors and act to the token's own client and
     # to these client_ids (resource servers that enforce chain requirements).
     "INTROSPECTION_RESOURCE_SERVERS": [],
     # Also record ordinary (never chained) codes when they are exchanged, as one-step
@@ -103,6 +103,9 @@ DEFAULTS: dict[str, Any] = {
     # RFC 8693 token exchange: whether every actor_token must carry ``ath`` (base64url
     # SHA-256 of the subject_token), binding it to that one exchange. Off: checked when present.
     "TOKEN_EXCHANGE_REQUIRE_ATH": False,
+    # A remote resource server (chain_grant.oauth.chain_required) keeps the chain claims
+    # of an introspection answer in this Django cache, as long as DOT keeps the token.
+    "RESOURCE_SERVER_CACHE": "default",
 }
 
 # Algorithms that can never be allowed: no signature, or a shared secret.

@@ -2,15 +2,18 @@
 
 ``path("api/answers/", include("idp_project.answers"))``
 
-* ``POST /api/answers/`` ``{"text": …}`` with a bearer token that has scope ``email``
-  and was issued from a chain step (any code of a chain, exchanged). The actor chain
-  is read from the token (``chain_grant.core.lineage.step_for_token`` / ``actor_claim``)
-  and stored with the answer → 201 with the answer and its chain.
+* ``POST /api/answers/`` ``{"text": …}``: only the writer, with a person's consent within
+  one hop (``chain_grant.oauth.chain_required.ChainRequired``: a token from the writer's
+  step, whose parent is a person's step, with scope ``email``). The actor chain is read
+  from the token (``chain_grant.core.lineage``) and stored with the answer → 201 with
+  the answer and its chain.
 * ``GET /api/answers/<id>/``: the answer, for a token of the same person (scope
   ``email``) or a staff session.
 
-A token that was not issued from a chain is refused (403 ``chain_required``); so is a
-token whose step was revoked meanwhile (revocation normally deletes the token: 401).
+Refusals are RFC 6750's (``WWW-Authenticate`` names the unmet requirement): 403
+``insufficient_scope`` for a token not from a chain, another actor, no person's step
+within one hop, or no ``email``; 401 ``invalid_token`` for a token whose step was revoked
+or whose link to its step does not match the signed record.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from rest_framework.views import APIView
 
 from chain_grant.core import lineage
 from chain_grant.models import ChainedGrant
+from chain_grant.oauth.chain_required import ChainRequired, Requirement
 from chain_grant.oauth.resource import DPoPAuthentication
 from chain_grant.review.api import error_handler
 
@@ -109,29 +113,16 @@ class AnswersView(APIView):
 
 
 class AnswerListView(AnswersView):
+    permission_classes = [ChainRequired, TokenOrStaff]
+    chain_requirement = Requirement(actor="writer", person_within=1, scopes=[SCOPE])
+
     @extend_schema(
         operation_id="answers_create", auth=AUTH, request=AnswerInSerializer, responses={201: AnswerSerializer}
     )
     def post(self, request):
         body = AnswerInSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        token = request.auth
-        try:
-            step = lineage.step_for_token(token)
-        except lineage.UnverifiedLink:
-            return _error(
-                status.HTTP_403_FORBIDDEN,
-                "chain_unverified",
-                "This token's link to its chain step does not match the signed record.",
-            )
-        if step is None:
-            return _error(
-                status.HTTP_403_FORBIDDEN,
-                "chain_required",
-                "This token was not issued from an authorization code chain.",
-            )
-        if step.revoked_at:
-            return _error(status.HTTP_403_FORBIDDEN, "chain_revoked", "The chain step of this token was revoked.")
+        token, step = request.auth, request.chain_step  # ChainRequired read the step
         answer = Answer.objects.create(
             text=body.validated_data["text"],
             user=token.user,

@@ -267,6 +267,30 @@ def consent_form(url, allow=True) -> dict:
     return {**data, "allow": "Authorize"} if allow else data
 
 
+def user_step(flow, user, code, scope="openid email") -> tuple[str, str]:
+    """``user`` consents on ``code`` (a user step): the new code and its PKCE verifier."""
+    url, verifier = consent_url(flow.app, code, scope=scope)
+    flow.client.force_login(user)
+    query = consent_landing(flow.client.post(url, consent_form(url)))
+    flow.client.logout()
+    return query["code"], verifier
+
+
+def chain_token(flow, user, agents, line, root_scope="openid email read", consent_scope="openid email") -> str:
+    """``user``'s code (consent at authorize with ``root_scope``), then each of ``line``:
+    ``"user"`` for the user's consent step, else the name of an agent in ``agents``
+    making a hop; the last step's code exchanged: its access token."""
+    code, verifier = flow.authorize(user, scope=root_scope)
+    for who in line:
+        if who == "user":
+            code, verifier = user_step(flow, user, code, scope=consent_scope)
+        else:
+            code, verifier, _ = flow.advance(code, agents[who])
+    response = flow.exchange(code, verifier)
+    assert response.status_code == 200, response.content
+    return response.json()["access_token"]
+
+
 def consent_landing(response, error=None) -> dict:
     """The client's redirect_uri query after a user step (asserting the redirect, and
     the RFC 9207 iss)."""

@@ -1,6 +1,6 @@
-"""Introspection shows a token's chain (``chain_id``, ``chain_depth``, ``act``) only to
-the token's own client and to designated resource servers; any other authenticated
-client sees DOT's answer, unchanged."""
+"""Introspection shows a token's chain (``chain_id``, ``chain_depth``, ``act``,
+``chain_actors``) only to the token's own client and to designated resource servers;
+any other authenticated client sees DOT's answer, unchanged."""
 
 import secrets
 from datetime import timedelta
@@ -30,11 +30,16 @@ def test_the_tokens_own_client_sees_the_chain(flow, chained_token):
     assert data["active"] and data["chain_depth"] == 1 and data["act"] == {"sub": "planner"}
 
 
+def test_chain_actors_lists_each_step_with_its_kind(flow, chained_token, alice):
+    data = flow.introspect(chained_token)
+    assert data["chain_actors"] == [{"sub": str(alice.pk), "kind": "user"}, {"sub": "planner", "kind": "agent"}]
+
+
 def test_another_client_sees_only_dots_answer(client, make_app, chained_token):
     other = make_app("other-client", enabled=False)
     data = introspect_as(client, other, chained_token)
     assert data["active"] is True and data["username"] == "alice"
-    assert not {"act", "chain_id", "chain_depth"} & set(data)
+    assert not {"act", "chain_id", "chain_depth", "chain_actors"} & set(data)
 
 
 def test_a_designated_resource_server_sees_the_chain(client, make_app, chained_token, settings):
@@ -53,4 +58,4 @@ def test_a_bearer_token_with_the_introspection_scope_counts_as_its_client(client
     set_token_value(token, raw)
     token.save()
     data = client.post("/oauth/introspect/", {"token": chained_token}, HTTP_AUTHORIZATION=f"Bearer {raw}").json()
-    assert data["active"] is True and "act" not in data
+    assert data["active"] is True and "act" not in data and "chain_actors" not in data

@@ -286,6 +286,7 @@ BAD_AND_GOOD = {
     "DPOP_PROOF_WINDOW": (0, 30),
     "DPOP_NONCE_SECONDS": ("60", 60),
     "TOKEN_EXCHANGE_REQUIRE_ATH": ("yes", True),
+    "RESOURCE_SERVER_CACHE": ("nowhere", "default"),
 }
 
 

@@ -100,10 +100,12 @@ def _act_of(nodes) -> dict[str, Any]:
 
 
 def chain_claims(access_token) -> dict[str, Any]:
-    """``chain_id``, ``chain_depth``, ``act``, below a join ``chain_joins``, and under a
-    hand-off policy that restricts who acts next ``may_act``/``chain_may_act``, for a
-    token issued from a chain step (introspection adds them); empty for a plain DOT
-    token. Raises :class:`UnverifiedLink` for a token whose link was tampered with."""
+    """``chain_id``, ``chain_depth``, ``act``, ``chain_actors`` (root → current, each
+    ``{"sub", "kind"}``: what a resource server needs to tell a person's step from an
+    agent's), below a join ``chain_joins``, and under a hand-off policy that restricts
+    who acts next ``may_act``/``chain_may_act``, for a token issued from a chain step
+    (introspection adds them); empty for a plain DOT token. Raises
+    :class:`UnverifiedLink` for a token whose link was tampered with."""
     step = step_for_token(access_token)
     if step is None:
         return {}
@@ -112,6 +114,7 @@ def chain_claims(access_token) -> dict[str, Any]:
     act = actor_claim(step, line)
     if act:
         claims["act"] = act
+    claims["chain_actors"] = [{"sub": node.subject, "kind": node.kind} for node in line]
     joins = chain_joins(step, line)
     if joins:
         claims["chain_joins"] = joins

@@ -11,8 +11,8 @@ exchanged hop.
 Errors follow RFC 8693 §2.2.2: a subject or actor token that is invalid or unacceptable
 by policy (unknown, expired, revoked, another client's, a bad proof, a chain limit, a
 forbidden hand-off) is ``invalid_request``; a scope the agent may not hold, or one
-whose person's consent the hand-off policy finds stale, is ``invalid_scope``; a resource or audience the subject token does not allow is
-``invalid_target``.
+whose person's consent the hand-off policy finds stale, is ``invalid_scope``; a
+resource or audience the subject token does not allow is ``invalid_target``.
 """
 
 from __future__ import annotations

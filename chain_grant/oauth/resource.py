@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import functools
 
-from django.http import JsonResponse
 from oauth2_provider.models import get_access_token_model
 
 from ..client.jose import sha256_hex
 from ..core import dpop
 from ..core.errors import ChainError
 from ..settings import chain_grant_settings
+from .chain_required import Refused, refusal
 
-
-class DPoPRefused(Exception):
-    def __init__(self, error: str, description: str):
-        super().__init__(description)
-        self.error, self.description = error, description
+DPoPRefused = Refused  # the name this module had for it
 
 
 def authenticate_request(request):
@@ -77,10 +73,7 @@ def dpop_protected(scopes: list[str] | None = None):
                 if scopes and not token.allow_scopes(scopes):
                     raise DPoPRefused("insufficient_scope", "The token lacks a required scope.")
             except DPoPRefused as exc:
-                status = 403 if exc.error == "insufficient_scope" else 401
-                response = JsonResponse({"error": exc.error, "error_description": exc.description}, status=status)
-                response["WWW-Authenticate"] = challenge(exc)
-                return response
+                return refusal(exc, challenge(exc))
             request.user, request.auth = user, token
             return view(request, *args, **kwargs)
 

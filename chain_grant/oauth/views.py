@@ -53,10 +53,11 @@ class ReadableFormMixin:
 
 @method_decorator(sensitive_post_parameters("token"), name="dispatch")
 class IntrospectTokenView(ReadableFormMixin, dot_views.IntrospectTokenView):
-    """RFC 7662 introspection (DOT's) plus ``chain_id``, ``chain_depth`` and ``act``,
-    shown only to the token's own client and to the resource servers the IdP names
-    in ``CHAIN_GRANT["INTROSPECTION_RESOURCE_SERVERS"]``: who acted in a chain is not
-    every client's business (RFC 7662 §4)."""
+    """RFC 7662 introspection (DOT's) plus the chain claims (``lineage.chain_claims``:
+    ``chain_id``, ``chain_depth``, ``act``, ``chain_actors``, ``chain_joins``), shown only
+    to the token's own client and to the resource servers the IdP names in
+    ``CHAIN_GRANT["INTROSPECTION_RESOURCE_SERVERS"]``: who acted in a chain is not every
+    client's business (RFC 7662 §4)."""
 
     def unauthenticated_response(self, request, oauthlib_request=None):
         """RFC 7662 §2.3: bad client credentials are RFC 6749 §5.2's 401 invalid_client

@@ -82,6 +82,9 @@ def error_handler(exc, context):
     response = exception_handler(exc, context)
     if response is None:
         return None
+    if isinstance(response.data, dict) and set(response.data) == {"error", "error_description"}:
+        response.data = {key: str(value) for key, value in response.data.items()}  # already this shape
+        return response
     codes = {
         400: "invalid_request",
         401: "invalid_token",
