@@ -161,12 +161,14 @@ def base(key, **claims):
         (lambda p, k: p["header"].update(jwk=k.export(as_dict=True, private_key=True)), "jwk"),
         (lambda p, k: p["claims"].update(htm="GET"), "htm"),
         (lambda p, k: p["claims"].update(htu="http://testserver/oauth/introspect/"), "htu"),
+        (lambda p, k: p["claims"].update(htu="http://[testserver/oauth/token/"), "htu"),  # urlsplit: ValueError
+        (lambda p, k: p["claims"].update(htu="http://testserver:99999/oauth/token/"), "htu"),  # .port: ValueError
         (lambda p, k: p["claims"].update(iat=int(time.time()) - 3600), "iat"),
         (lambda p, k: p["claims"].update(iat=int(time.time()) + 3600), "iat"),
         (lambda p, k: p["claims"].pop("jti"), "jti"),
         (lambda p, k: p["header"].update(jwk=generate_key("EC").export_public(as_dict=True)), "signature"),
     ],
-    ids=["typ", "no-jwk", "private-jwk", "htm", "htu", "iat-old", "iat-future", "no-jti", "other-key"],
+    ids=["typ", "no-jwk", "private-jwk", "htm", "htu", "htu-bad-ipv6", "htu-bad-port", "iat-old", "iat-future", "no-jti", "other-key"],
 )
 def test_each_proof_rule(flow, alice, planner, key, edit, expected):
     proof = base(key)
