@@ -90,7 +90,11 @@ def verify_proof(
     if claims.get("htm") != htm:
         raise ChainError("The DPoP proof's htm is not this request's method.", INVALID)
     htu_claim = claims.get("htu")
-    if not isinstance(htu_claim, str) or normalised_url(htu_claim) != normalised_url(htu):
+    try:  # urlsplit and .port raise ValueError on a URL such as "http://[x/" or ":99999"
+        same_url = isinstance(htu_claim, str) and normalised_url(htu_claim) == normalised_url(htu)
+    except ValueError:
+        same_url = False
+    if not same_url:
         raise ChainError("The DPoP proof's htu is not this request's URL.", INVALID)
     now = time.time() if now is None else now
     iat = claims.get("iat")
