@@ -281,6 +281,18 @@ def test_a_resource_or_audience_the_subject_does_not_allow_is_invalid_target(flo
     assert token.resource == [rs]  # the subject's restriction carries down
 
 
+@pytest.mark.parametrize(
+    "resource",
+    ["http://[rs.example/api", "https://rs.example/\x00", "https://rs.example:99999/", "https://u@rs.example/"],
+    ids=["bad-ipv6", "nul", "bad-port", "userinfo"],
+)
+def test_a_resource_no_database_or_parser_takes_is_invalid_target(flow, planner_token, coder, resource):
+    """An unrestricted subject token: the resource itself is refused (urlsplit's ValueError
+    and PostgreSQL's NUL-less jsonb would each be a 500)."""
+    subject, _ = planner_token
+    refused(flow, exchange_data(subject, fresh_actor(coder, subject), resource=resource), 400, "invalid_target")
+
+
 def test_a_client_that_may_not_chain_is_unauthorized_client(flow, planner_token, coder, app):
     subject, _ = planner_token
     ChainClient.objects.filter(application=app).update(code_chain_enabled=False)
