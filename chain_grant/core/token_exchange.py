@@ -88,8 +88,11 @@ def target_of(req: ExchangeRequest, subject_resource: Sequence[str]) -> list[str
     audience names, so an audience is a resource's URI)."""
     allowed = list(subject_resource)
     for value in req.resource:
-        parts = urlsplit(value)
-        if not parts.scheme or not parts.netloc or parts.fragment:
+        try:  # urlsplit raises ValueError ("http://[x"); no database stores a NUL (PostgreSQL's jsonb)
+            parts = urlsplit(value) if "\x00" not in value else None
+        except ValueError:
+            parts = None
+        if parts is None or not parts.scheme or not parts.netloc or parts.fragment:
             raise ChainError(f"The resource {value[:100]!r} is not an absolute URI.", "invalid_target")
         if allowed and value not in allowed:
             raise ChainError(f"The subject_token does not allow the resource {value[:100]!r}.", "invalid_target")
