@@ -96,3 +96,30 @@ def test_an_unknown_on_disable_value_is_a_check_error(settings):
 
     settings.CHAIN_GRANT = {**settings.CHAIN_GRANT, "ON_DISABLE": "ignore"}
     assert "chain_grant.E006" in {e.id for e in check_settings()}
+
+
+def test_an_agent_disabled_without_signals_cannot_pass_the_chain_on_by_either_door(flow, chain, make_agent):
+    """As its code cannot be exchanged: neither a code_chain hop from its code nor a
+    token exchange of its token makes a new step (nothing written)."""
+    from chain_grant.client import actor_token
+    from chain_grant.core.token_exchange import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE
+    from tests.helpers import ISSUER
+
+    critic = make_agent("critic", scopes="openid read")
+    Agent.objects.filter(identifier__in=["writer", "researcher"]).update(is_active=False)
+    before = ChainedGrant.objects.count()
+    written, _ = chain["written"]
+    hop = flow.hop(written, critic.proof(written, aud=flow.issuer))
+    assert hop.status_code == 400 and hop.json()["error"] == "invalid_grant", hop.content
+    assert "disabled" in hop.json()["error_description"]
+    data = {
+        "grant_type": GRANT_TYPE,
+        "subject_token": chain["token"],
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "actor_token": actor_token(critic.key, sub="critic", aud=ISSUER, subject_token=chain["token"]),
+        "actor_token_type": JWT_TOKEN_TYPE,
+    }
+    response = flow.client.post("/oauth/token/", data, **flow.auth())
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request", response.content
+    assert "disabled" in response.json()["error_description"]
+    assert ChainedGrant.objects.count() == before
