@@ -16,7 +16,7 @@ from django.utils import timezone
 from oauth2_provider.models import get_grant_model
 
 from .. import signals
-from ..models import ChainedGrant
+from ..models import Agent, ChainedGrant
 from ..settings import chain_grant_settings
 from . import handoff, proofs
 from .agents import agent_keys_for, self_asserted_agent
@@ -61,6 +61,9 @@ def check_can_extend(
         raise ChainError(UNKNOWN_CODE)
     if parent.revoked_at:
         raise ChainError("The authorization code was revoked.")
+    if chain_grant_settings.ON_DISABLE == "revoke" and parent.agent_id and not getattr(parent, "agent_active", True):
+        # As lifecycle.check_exchangeable: an agent disabled without a signal passes nothing on.
+        raise ChainError("The agent this code was handed to is disabled.")
     if not by_token:
         if parent.exchanged_at:
             raise CodeReused(parent)
@@ -86,6 +89,7 @@ def _with_state(steps):
     Grant = get_grant_model()
     return steps.annotate(
         person_active=Exists(get_user_model().objects.filter(pk=OuterRef("user_id"), is_active=True)),
+        agent_active=Exists(Agent.objects.filter(pk=OuterRef("agent_id"), is_active=True)),
         grant_resource=Subquery(
             Grant.objects.filter(pk=OuterRef("grant_id")).values("resource")[:1],
             output_field=Grant._meta.get_field("resource"),
