@@ -353,7 +353,12 @@ def test_steps_written_at_version_4_still_verify(flow, alice, crew, monkeypatch)
 
 @pytest.mark.parametrize(
     "edit",
-    [{"edges": "planner -> writer"}, {"edges": ["planner writer"]}, {"fresh_consent": {"email": {"hops": "1"}}}],
+    [
+        {"edges": "planner -> writer"},
+        {"edges": ["planner writer"]},
+        {"fresh_consent": {"email": {"hops": "1"}}},
+        {"fresh_consent": {"email": {"minutes": 10**30}}},  # timedelta() would raise OverflowError
+    ],
 )
 def test_a_policy_edited_past_validation_fails_closed(flow, alice, crew, edit):
     """A row written straight to the database with a bad shape refuses hops (an OAuth
@@ -384,6 +389,10 @@ def test_a_policy_edited_past_validation_fails_closed(flow, alice, crew, edit):
         ({"fresh_consent": {"email": {"hops": True}}}, "hops"),
         ({"max_depth": "3"}, "max_depth"),
         ({"max_children": 0}, "max_children"),
+        ({"max_depth": 10**30}, "max_depth"),  # no database column holds it
+        ({"max_children": 2**31}, "max_children"),  # PostgreSQL's integer
+        ({"fresh_consent": {"email": {"minutes": 10**30}}}, "minutes"),  # no timedelta holds it
+        ({"fresh_consent": {"email": {"hops": 2**31}}}, "hops"),
         ({"colour": "blue"}, "unknown key"),
     ],
 )
