@@ -37,6 +37,7 @@ DEFAULT = "default"
 EXPORT_VERSION = 1
 _KEYS = ("edges", "fresh_consent", "max_depth", "max_children")
 _ACTOR_FIELDS = ("id", "kind", "actor", "subject", "application")
+LARGEST = 2**31 - 1  # PositiveIntegerField's column on every database; minutes a timedelta holds
 
 
 class PolicyError(ValueError):
@@ -309,8 +310,11 @@ def validate_fresh_consent(rules: Any) -> dict[str, dict[str, int]]:
         if not isinstance(rule, dict) or not rule or set(rule) - {"hops", "minutes"}:
             raise PolicyError(f"fresh_consent[{scope!r}] takes hops or minutes (or both).", "fresh_consent")
         for key, value in rule.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "hops" else 0):
-                raise PolicyError(f"fresh_consent[{scope!r}][{key!r}] must be a whole number.", "fresh_consent")
+            least = 1 if key == "hops" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= LARGEST:
+                raise PolicyError(
+                    f"fresh_consent[{scope!r}][{key!r}] must be a whole number up to {LARGEST}.", "fresh_consent"
+                )
         result[scope] = dict(rule)
     return result
 
@@ -318,8 +322,8 @@ def validate_fresh_consent(rules: Any) -> dict[str, dict[str, int]]:
 def validate_limit(name: str, value: Any, minimum: int) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PolicyError(f"{name} must be a whole number of at least {minimum}, or null.", name)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= LARGEST:
+        raise PolicyError(f"{name} must be a whole number from {minimum} to {LARGEST}, or null.", name)
     return value
 
 
