@@ -100,6 +100,20 @@ def test_wildcards_and_groups(flow, alice, crew):
     assert lifecycle.find_step(writer).policy_decision["edge"] == "planner -> group:research"
 
 
+def test_an_agent_named_like_a_keyword_gets_no_keywords_rights(flow, alice, crew, make_agent):
+    """``person``/``wallet`` on the from side name a person's or wallet's step, and
+    ``group:<name>`` a group: never an agent whose identifier happens to be spelled so."""
+    impostor = make_agent("person", scopes="openid read")
+    grouped = make_agent("group:research", scopes="openid read")  # in no group at all
+    policy(edges=["person -> *", "planner -> group:research"])
+    root, _ = flow.authorize(alice)
+    code, _, _ = flow.advance(root, impostor)  # a person's step may hand to anyone
+    refused(flow.hop(code, crew["critic"].proof(code)), "invalid_grant", NOT_ALLOWED)
+    planner, _, _ = flow.advance(root, crew["planner"])
+    flow.advance(planner, crew["researcher"])  # in group research
+    refused(flow.hop(planner, grouped.proof(planner)), "invalid_grant", NOT_ALLOWED)
+
+
 def test_a_client_policy_replaces_the_default(flow, alice, crew, app, make_app):
     policy(edges=["person -> planner"])  # the default forbids planner -> writer
     policy(app, edges=["person -> planner", "planner -> writer"])
