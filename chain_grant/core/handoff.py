@@ -121,10 +121,16 @@ def actor_of(step: ChainedGrant) -> str:
     return PERSON if step.kind == ChainedGrant.Kind.USER else WALLET
 
 
-def _matches(pattern: str, actor: str, groups: set[str]) -> bool:
-    if pattern in (ANY, actor):
+def _matches(pattern: str, actor: str, groups: set[str], agent: bool = True) -> bool:
+    """``agent``: whether ``actor`` is an agent's identifier (else ``person``/``wallet``):
+    a keyword (person, wallet, group:…) never matches an agent merely spelled like it."""
+    if pattern == ANY:
         return True
-    return pattern.startswith(GROUP) and pattern[len(GROUP) :] in groups
+    if not agent:
+        return pattern == actor
+    if pattern.startswith(GROUP):
+        return pattern[len(GROUP) :] in groups
+    return pattern == actor and pattern not in (PERSON, WALLET)
 
 
 def _groups_of(identifiers) -> dict[str, set[str]]:
@@ -151,7 +157,10 @@ def check(application, parent: ChainedGrant, actor_identifier: str, scope: str, 
     if policy.edges:
         froms = [actor_of(p) for p in parents]
         groups = _groups_of({actor_identifier, *froms})
-        edges = [_allowing_edge(policy, f, actor_identifier, groups) for f in froms]
+        edges = [
+            _allowing_edge(policy, f, actor_identifier, groups, p.kind == ChainedGrant.Kind.AGENT)
+            for f, p in zip(froms, parents, strict=True)
+        ]
         decision["from"], decision["edge"] = froms[0], edges[0]
         if joined:
             decision["joined"] = [{"from": f, "edge": e} for f, e in zip(froms[1:], edges[1:], strict=True)]
@@ -175,9 +184,10 @@ def _decision(policy: Policy) -> dict[str, Any]:
     return decision
 
 
-def _allowing_edge(policy: Policy, source: str, target: str, groups: dict[str, set[str]]) -> str:
+def _allowing_edge(policy: Policy, source: str, target: str, groups: dict[str, set[str]], by_agent: bool) -> str:
+    source_groups = groups.get(source, set()) if by_agent else set()
     for f, t in policy.edges:
-        if _matches(f, source, groups.get(source, set())) and _matches(t, target, groups.get(target, set())):
+        if _matches(f, source, source_groups, by_agent) and _matches(t, target, groups.get(target, set())):
             return f"{f} -> {t}"
     raise ChainError(NOT_ALLOWED)
 
@@ -231,11 +241,12 @@ def next_actors(step: ChainedGrant) -> list[str] | None:
     if policy is None or not policy.edges:
         return None
     source = actor_of(step)
-    source_groups = _groups_of([source]).get(source, set()) if source not in (PERSON, WALLET) else set()
-    targets = [t for f, t in policy.edges if _matches(f, source, source_groups)]
+    by_agent = step.kind == ChainedGrant.Kind.AGENT
+    source_groups = _groups_of([source]).get(source, set()) if by_agent else set()
+    targets = [t for f, t in policy.edges if _matches(f, source, source_groups, by_agent)]
     if ANY in targets:
         return None
-    names = {t for t in targets if not t.startswith(GROUP)}
+    names = {t for t in targets if not t.startswith(GROUP) and t not in (PERSON, WALLET)}
     wanted = {t[len(GROUP) :] for t in targets if t.startswith(GROUP)}
     if wanted:
         agents = step.application.chain_agents.filter(is_active=True)
