@@ -118,10 +118,22 @@ def test_the_database_and_introspection_give_one_chain_view(flow, alice, make_ag
     assert [a.kind for a in local.actors] == ["user", "agent", "agent", "agent", "agent"]
 
 
-def test_a_malformed_introspection_answer_is_invalid_token(settings):
+LINE = {"chain_id": "x", "chain_depth": 0, "chain_actors": [{"sub": "writer", "kind": "agent"}]}
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        {"chain_id": "x", "chain_actors": "writer"},
+        {**LINE, "chain_joins": [{"joined": 5}]},  # not iterable: a TypeError, not a ValueError
+        {**LINE, "chain_joins": [{"joined": None}]},
+        {**LINE, "chain_joins": [{"joined": {"sub": "planner"}}]},  # iterating a dict gives its keys
+    ],
+    ids=["actors-a-string", "joined-an-int", "joined-null", "joined-an-object"],
+)
+def test_a_malformed_introspection_answer_is_invalid_token(settings, malformed):
     settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "RESOURCE_SERVER_INTROSPECTION_URL": "http://idp/i/"}
     token = mock.Mock(token_checksum="c" * 64, scope="email")
-    malformed = {"chain_id": "x", "chain_actors": "writer"}
     with mock.patch.object(rs, "remote_claims", return_value=malformed), pytest.raises(rs.Refused) as refused:
         rs.chain_view(RequestFactory().get("/", HTTP_AUTHORIZATION="Bearer t"), token)
     assert refused.value.error == "invalid_token"
