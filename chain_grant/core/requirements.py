@@ -124,7 +124,10 @@ def joined_actors(joins: Any) -> Iterable[str]:
     if not isinstance(joins, list):
         raise ValueError("chain_joins must be a list")
     for join in joins:
-        for entry in join.get("joined", []) if isinstance(join, dict) else [None]:
+        inputs = join.get("joined", []) if isinstance(join, dict) else None
+        if not isinstance(inputs, list):
+            raise ValueError("each of chain_joins must be an object whose joined is a list")
+        for entry in inputs:
             while entry:  # the input, then its own act line
                 if not isinstance(entry, dict) or not isinstance(entry.get("sub"), str):
                     raise ValueError("each joined input must have a string sub")
