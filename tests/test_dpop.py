@@ -168,7 +168,19 @@ def base(key, **claims):
         (lambda p, k: p["claims"].pop("jti"), "jti"),
         (lambda p, k: p["header"].update(jwk=generate_key("EC").export_public(as_dict=True)), "signature"),
     ],
-    ids=["typ", "no-jwk", "private-jwk", "htm", "htu", "htu-bad-ipv6", "htu-bad-port", "iat-old", "iat-future", "no-jti", "other-key"],
+    ids=[
+        "typ",
+        "no-jwk",
+        "private-jwk",
+        "htm",
+        "htu",
+        "htu-bad-ipv6",
+        "htu-bad-port",
+        "iat-old",
+        "iat-future",
+        "no-jti",
+        "other-key",
+    ],
 )
 def test_each_proof_rule(flow, alice, planner, key, edit, expected):
     proof = base(key)
