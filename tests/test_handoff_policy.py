@@ -308,6 +308,19 @@ def test_introspection_names_who_may_act_next(flow, alice, crew):
     assert info["chain_may_act"] == [{"sub": "researcher"}, {"sub": "writer"}]
 
 
+def test_may_act_names_only_agents_that_can_act_for_this_client(flow, alice, crew, make_agent, make_app):
+    """The default policy may name another client's agent, or a disabled one: neither can
+    take this client's chain, and naming it would tell this client of another's agents."""
+    make_agent("outsider", applications=[make_app("other-client")])
+    crew["critic"].model.is_active = False
+    crew["critic"].model.save()
+    policy(edges=["person -> planner", "planner -> outsider", "planner -> critic", "planner -> writer"])
+    root, _ = flow.authorize(alice)
+    planner, verifier, _ = flow.advance(root, crew["planner"])
+    info = flow.introspect(flow.exchange(planner, verifier).json()["access_token"])
+    assert info["chain_may_act"] == [{"sub": "writer"}] and info["may_act"] == {"sub": "writer"}
+
+
 def test_may_act_is_absent_when_anyone_may_act_next(flow, alice, crew):
     policy(edges=["person -> planner", "planner -> *"])
     root, _ = flow.authorize(alice)
