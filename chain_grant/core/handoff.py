@@ -246,14 +246,14 @@ def next_actors(step: ChainedGrant) -> list[str] | None:
     targets = [t for f, t in policy.edges if _matches(f, source, source_groups, by_agent)]
     if ANY in targets:
         return None
-    names = {t for t in targets if not t.startswith(GROUP) and t not in (PERSON, WALLET)}
+    named = {t for t in targets if not t.startswith(GROUP) and t not in (PERSON, WALLET)}
     wanted = {t[len(GROUP) :] for t in targets if t.startswith(GROUP)}
-    if wanted:
-        agents = step.application.chain_agents.filter(is_active=True)
-        for identifier, groups in agents.values_list("identifier", "groups"):
-            if wanted & set(groups or ()):
-                names.add(identifier)
-    return sorted(names)
+    if not (named or wanted):
+        return []
+    # Only who can take this client's chain: its active agents (a default policy may name
+    # another client's agent, which this client must not learn of).
+    agents = step.application.chain_agents.filter(is_active=True).values_list("identifier", "groups")
+    return sorted(identifier for identifier, groups in agents if identifier in named or wanted & set(groups or ()))
 
 
 def may_act_claims(step: ChainedGrant) -> dict[str, Any]:
