@@ -465,6 +465,8 @@ def test_export_and_import_round_trip(crew, app, tmp_path):
         ),
         ('{"chain_grant_policy": 1, "policies": [{"client_id": null}, {"client_id": null}]}', "twice"),
         ('{"chain_grant_policy": 1, "policies": [{"client_id": ["chain-client"]}]}', "client_id"),
+        # PostgreSQL refuses a NUL in a query (a DataError and a traceback, not an error naming it)
+        ('{"chain_grant_policy": 1, "policies": [{"client_id": "chain-\\u0000client"}]}', "client_id"),
         ('{"chain_grant_policy": 1, "policies": [[]]}', "JSON object"),
         ('{"chain_grant_policy": 1, "policies": {"client_id": null}}', "a list"),
         ('{"chain_grant_policy": 1, "policies": [{"client_id": null, "edges": [1]}]}', "from -> to"),
