@@ -363,6 +363,11 @@ def export_policies(client_id: str | None = None) -> dict[str, Any]:
     return {"chain_grant_policy": EXPORT_VERSION, "policies": documents}
 
 
+def _client_id_shape(value: Any) -> bool:
+    # No NUL: PostgreSQL refuses one in a query (a DataError, not an error naming it).
+    return value is None or (isinstance(value, str) and "\x00" not in value)
+
+
 def import_policies(data: Any) -> list[HandoffPolicy]:
     """Replace the policies ``data`` names (one for each ``client_id``, null = the
     default), all or none: every document is validated before anything is written.
@@ -373,7 +378,7 @@ def import_policies(data: Any) -> list[HandoffPolicy]:
     documents = data.get("policies")
     if not isinstance(documents, list):
         raise PolicyError("policies must be a list.")
-    if not all(isinstance(d, dict) and isinstance(d.get("client_id"), (str, type(None))) for d in documents):
+    if not all(isinstance(d, dict) and _client_id_shape(d.get("client_id")) for d in documents):
         raise PolicyError('Each policy is a JSON object with a "client_id" (a string, or null for the default).')
     applications = get_application_model().objects.in_bulk(
         [d["client_id"] for d in documents if d.get("client_id")], field_name="client_id"
