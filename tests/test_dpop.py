@@ -281,6 +281,9 @@ def test_a_stolen_bound_token_is_refused_by_answers(bound_token, key):
     assert post_answer(bound_token, proof=wrong_ath).status_code == 401
     wrong_htu = dpop_proof(key, htm="POST", htu="http://testserver/api/other/", access_token=bound_token)
     assert post_answer(bound_token, proof=wrong_htu).status_code == 401
+    for unparsable in ("http://[testserver/api/answers/", "http://testserver:99999/api/answers/"):  # no 500
+        proof = dpop_proof(key, htm="POST", htu=unparsable, access_token=bound_token)
+        assert post_answer(bound_token, proof=proof).status_code == 401
     refused = post_answer(bound_token, scheme="Bearer")
     assert "DPoP" in refused["WWW-Authenticate"]
 
