@@ -101,8 +101,10 @@ DEFAULTS: dict[str, Any] = {
     "DPOP_PROOF_WINDOW": 60,
     "DPOP_NONCE_SECONDS": None,
     # RFC 8693 token exchange: whether every actor_token must carry ``ath`` (base64url
-    # SHA-256 of the subject_token), binding it to that one exchange. Off: checked when present.
-    "TOKEN_EXCHANGE_REQUIRE_ATH": False,
+    # SHA-256 of the subject_token), binding it to that one exchange, as c_hash binds a
+    # hop proof to its code. False: checked when present (an actor token without one can
+    # be spent on another subject token of the same client).
+    "TOKEN_EXCHANGE_REQUIRE_ATH": True,
     # A remote resource server (chain_grant.oauth.chain_required) keeps the chain claims
     # of an introspection answer in this Django cache, as long as DOT keeps the token.
     "RESOURCE_SERVER_CACHE": "default",

@@ -285,7 +285,7 @@ BAD_AND_GOOD = {
     "DPOP_ALGORITHMS": ([], ["EdDSA"]),
     "DPOP_PROOF_WINDOW": (0, 30),
     "DPOP_NONCE_SECONDS": ("60", 60),
-    "TOKEN_EXCHANGE_REQUIRE_ATH": ("yes", True),
+    "TOKEN_EXCHANGE_REQUIRE_ATH": ("yes", False),
     "RESOURCE_SERVER_CACHE": ("nowhere", "default"),
 }
 

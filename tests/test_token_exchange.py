@@ -205,12 +205,15 @@ def test_an_actor_tokens_jti_is_single_use(flow, planner_token, coder):
     refused(flow, exchange_data(subject, actor), 400, "invalid_request")
 
 
-def test_ath_is_required_when_the_setting_says_so(flow, planner_token, coder, chain_settings):
+def test_ath_is_required_by_default_and_checked_when_present_if_the_setting_is_off(
+    flow, planner_token, coder, chain_settings
+):
     subject, _ = planner_token
-    assert post(flow, exchange_data(subject, fresh_actor(coder, subject, ath=None))).status_code == 200
-    chain_settings(TOKEN_EXCHANGE_REQUIRE_ATH=True)
     body = refused(flow, exchange_data(subject, fresh_actor(coder, subject, ath=None)), 400, "invalid_request")
     assert "must carry ath" in body["error_description"]
+    chain_settings(TOKEN_EXCHANGE_REQUIRE_ATH=False)
+    assert post(flow, exchange_data(subject, fresh_actor(coder, subject, ath=None))).status_code == 200
+    refused(flow, exchange_data(subject, fresh_actor(coder, subject, ath="A" * 43)), 400, "invalid_request")
     assert post(flow, exchange_data(subject, fresh_actor(coder, subject))).status_code == 200
 
 
