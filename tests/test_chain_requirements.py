@@ -48,8 +48,11 @@ def test_a_person_two_hops_up_is_not_within_one():
     assert unmet(view, Requirement(person_within=2)) is None
 
 
-def test_a_wallet_step_is_a_persons_step():
+def test_a_wallet_step_is_not_a_persons_consent():
+    """A wallet key is self-issued: a client running a wallet could add the step itself."""
     view = ChainView(actors=(Actor("did:jwk:x", "wallet"), Actor("writer", "agent")), depth=1, scopes=frozenset())
+    assert unmet(view, Requirement(person_within=1)) == "requires a person's step within 1 hop"
+    view = ChainView(actors=(Actor("1", "user"), Actor("did:jwk:x", "wallet")), depth=1, scopes=frozenset())
     assert unmet(view, Requirement(person_within=1)) is None
 
 

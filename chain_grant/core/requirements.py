@@ -15,8 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# The kinds of step a person takes: consent at authorize (user) or a wallet presentation.
-PERSON_KINDS = frozenset({"user", "wallet"})
+# The kind of step that is a person's: logging in and consenting at authorize (user). A
+# wallet presentation is not: its key is self-issued, so a client running a wallet could
+# make one itself (the hand-off policy's fresh consent does not count it either).
+PERSON_KINDS = frozenset({"user"})
 NO_CHAIN = "requires a token issued from an authorization code chain"
 
 
@@ -54,7 +56,7 @@ def _hops(value: Any, what: str) -> int | None:
 class Requirement:
     """What a request needs. ``actor``: the token's current actor. ``upstream``: actors
     that must have acted before it (on its line, or as a join's input). ``max_depth``:
-    the deepest step accepted. ``person_within``: a person's step (user or wallet) at most
+    the deepest step accepted. ``person_within``: a person's step (``user``; not a wallet's) at most
     that many hops above the current one (0: the current step is a person's). ``scopes``:
     scopes the token must carry (also for a token that is not from a chain)."""
 
