@@ -135,7 +135,6 @@ def refuse_resource(resource: list[str]) -> None:
         raise ChainError("Resource indicators (resource) are not supported on chain steps.", "invalid_target")
 
 
-
 def chain_client_of(application) -> ChainClient | None:
     """The client's ChainClient row, read once per application instance (one token
     request asks several questions of it: key-only, DPoP required)."""
