@@ -20,8 +20,9 @@ keeps --concurrency requests in flight; the first 2 x concurrency requests of a 
 up and are not counted. After each cell the rows written are checked against the
 successes (access tokens for an exchange, steps for a hop, none for introspection).
 
-The machine's load (os.getloadavg) is read before the block: over half the cores busy,
-the script refuses to run (--force runs anyway and marks every figure BUSY). The driver
+The machine's load is read before the set-up (os.getloadavg, and the CPUs' busy share
+over 2 s from /proc/stat, which does not remember a run that just ended): over half
+the CPUs busy, the script refuses to run (--force runs anyway, every figure marked BUSY). The driver
 shares the cores with the servers, so absolute figures are lower than on a dedicated
 server: read the ratios, which compare cells of the same block.
 """
@@ -61,10 +62,31 @@ parser.add_argument("--force", action="store_true", help="run on a busy machine,
 ARGS = parser.parse_args()
 
 CORES = os.cpu_count() or 1
-LOAD_BEFORE = os.getloadavg()
-BUSY = LOAD_BEFORE[0] > CORES / 2
+
+
+def cpu_busy(seconds: float = 2.0) -> float | None:
+    """The share of all CPUs busy over the next ``seconds`` (Linux's /proc/stat), or None.
+    Unlike the load average, it does not remember a benchmark that just ended."""
+
+    def sample():
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    try:
+        (total0, idle0), _ = sample(), time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+LOAD_BEFORE, BUSY_BEFORE = os.getloadavg(), cpu_busy()
+BUSY = BUSY_BEFORE > 0.5 if BUSY_BEFORE is not None else LOAD_BEFORE[0] > CORES / 2
 if BUSY and not ARGS.force:
-    sys.exit(f"refusing to measure: load average {LOAD_BEFORE[0]:.2f} on {CORES} cores (--force to run anyway)")
+    sys.exit(
+        f"refusing to measure: CPUs {BUSY_BEFORE or 0:.0%} busy, load average {LOAD_BEFORE[0]:.2f} on {CORES} "
+        "cores (--force to run anyway)"
+    )
 
 database_url, cleanup = throwaway_database(ARGS.database_url, LOAD_DB)
 var_dir = tempfile.mkdtemp(prefix="chain_load_var_")  # the servers' generated secret and OIDC keys
@@ -352,9 +374,9 @@ def report(cells, steps):
     vendor = connection.vendor
     print(
         f"database {vendor}, {steps} steps before the block; gunicorn {ARGS.workers} sync workers per server, "
-        f"aiohttp concurrency {ARGS.concurrency}, DB_CONN_MAX_AGE={ARGS.conn_max_age}; load average before "
-        f"{LOAD_BEFORE[0]:.2f} (after {load_after[0]:.2f}, ours included) on {CORES} cores"
-        + ("  ** BUSY MACHINE: figures are not a measurement **" if BUSY else "")
+        f"aiohttp concurrency {ARGS.concurrency}, DB_CONN_MAX_AGE={ARGS.conn_max_age}; before the run: CPUs "
+        f"{BUSY_BEFORE or 0:.0%} busy, load average {LOAD_BEFORE[0]:.2f} (after {load_after[0]:.2f}, ours "
+        f"included) on {CORES} cores" + ("  ** BUSY MACHINE: figures are not a measurement **" if BUSY else "")
     )
 
 
