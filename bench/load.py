@@ -1,6 +1,6 @@
 """Over real HTTP: a stock DOT server and the chain server, side by side, under load.
 
-    .venv/bin/python bench/load.py [--n 200] [--workers 2] [--concurrency 8] [--depth 1000]
+    .venv/bin/python bench/load.py [--n 400] [--workers 2] [--concurrency 8] [--depth 1000]
                                    [--database-url postgres://...] [--force]
 
 One command, one block of cells run back to back. It creates a throw-away database (a
@@ -52,7 +52,7 @@ STOCK_PORT, CHAIN_PORT = 18511, 18512
 LOAD_DB = "chain_load"
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--n", type=int, default=200, help="timed requests per cell (default 200)")
+parser.add_argument("--n", type=int, default=400, help="timed requests per cell (default 400)")
 parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers per server (default 2)")
 parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
 parser.add_argument("--depth", type=int, default=1000, help="depth of the deep parents (default 1000)")
