@@ -8,7 +8,7 @@ tests/test_negative_matrix.py.)"""
 import pytest
 from oauth2_provider.models import get_access_token_model, get_grant_model
 
-from chain_grant.core import integrity, lifecycle
+from chain_grant.core import integrity, lifecycle, locks
 from chain_grant.core.codes import code_digest
 from chain_grant.models import ChainedGrant
 from tests.helpers import error_of
@@ -229,3 +229,11 @@ def test_parent_whose_dot_grant_was_deleted_cannot_be_chained(parent, flow, alic
     step.refresh_from_db()
     assert step.children_count == (0 if parent == "agent step" else 1)
     assert not ChainedGrant.objects.filter(agent=researcher.model).exists()
+
+
+def test_a_hop_finds_and_locks_its_chain_in_one_statement(flow, alice, planner):
+    root, _ = flow.authorize(alice, scope="openid read")
+    code, _, _ = flow.advance(root, planner)
+    step = ChainedGrant.objects.get(code_digest=code_digest(code))
+    assert locks.lock_chain_of(code_digest(code)) == step.root_id != step.pk
+    assert locks.lock_chain_of(code_digest("no-such-code")) is None

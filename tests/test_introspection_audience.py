@@ -6,6 +6,8 @@ import secrets
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, set_token_value
 
@@ -59,3 +61,20 @@ def test_a_bearer_token_with_the_introspection_scope_counts_as_its_client(client
     token.save()
     data = client.post("/oauth/introspect/", {"token": chained_token}, HTTP_AUTHORIZATION=f"Bearer {raw}").json()
     assert data["active"] is True and "act" not in data and "chain_actors" not in data
+
+
+def test_a_plain_token_costs_one_statement_on_chain_grant_tables(flow, alice):
+    """One indexed statement decides that a plain bearer token has no chain and no DPoP
+    binding; DOT's answer then goes out unchanged (no step lookups, no refresh family).
+    (The client's ChainClient row is client authentication's, as at every endpoint.)"""
+    code, verifier = flow.authorize(alice, scope="openid read")
+    token = flow.exchange(code, verifier).json()["access_token"]
+    with CaptureQueriesContext(connection) as queries:
+        data = flow.introspect(token)
+    assert data["active"] is True and not {"act", "chain_id", "cnf"} & set(data)
+    chain_tables = [
+        q["sql"]
+        for q in queries.captured_queries
+        if "chain_grant_" in q["sql"] and 'FROM "chain_grant_chainclient"' not in q["sql"]
+    ]
+    assert len(chain_tables) == 1 and "EXISTS" in chain_tables[0]

@@ -16,7 +16,7 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 
 from chain_grant import checks
 from chain_grant.core import lifecycle
-from chain_grant.core.policy import client_may_chain
+from chain_grant.core.policy import chain_client_of, client_may_chain
 from chain_grant.models import ChainClient, ChainedGrant, WalletRequest
 from chain_grant.server import ChainServer
 from chain_grant.settings import DEFAULTS
@@ -442,6 +442,18 @@ def client_with_row(make_app, row: bool | None, **kwargs):
 def test_client_may_chain_follows_enable_for_all_clients(enable_for_all, row, may, make_app, chain_settings):
     chain_settings(ENABLE_FOR_ALL_CLIENTS=enable_for_all)
     assert client_may_chain(client_with_row(make_app, row)) is may
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("enable_for_all", "row", "may"), ENABLE_FOR_ALL_CASES)
+def test_client_may_chain_answers_from_the_row_the_request_already_read(
+    enable_for_all, row, may, make_app, chain_settings, django_assert_num_queries
+):
+    chain_settings(ENABLE_FOR_ALL_CLIENTS=enable_for_all)
+    application = client_with_row(make_app, row)
+    chain_client_of(application)  # as client authentication does, once per request
+    with django_assert_num_queries(0):
+        assert client_may_chain(application) is may
 
 
 @pytest.mark.django_db

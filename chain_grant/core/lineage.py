@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q
-from oauth2_provider.models import get_refresh_token_model
+from django.db import connections, router
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, Subquery
+from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
-from ..models import ChainedGrant
+from ..models import ChainedGrant, DPoPBinding
 from . import handoff, record
+from .codes import sha256_hex
 from .tree import recorded_actor
 
 
@@ -37,6 +39,56 @@ def actor_claim(step: ChainedGrant, line: list[ChainedGrant] | None = None) -> d
 class UnverifiedLink(Exception):
     """A token's link to its step does not match the step's signed exchange event
     (the link was edited in the database): treat the token as inactive."""
+
+
+_PROBE = "0" * 64  # the checksum a statement is compiled with, replaced when it runs
+_TOKEN_FIELDS = ("id", "token_checksum", "application_id", "source_refresh_token_id")
+_compiled: dict[str, tuple[str, tuple]] = {}  # per database alias: the statement, its parameters
+
+
+def _marked_token_query(checksum: str):
+    stepped_family = ChainedGrant.objects.filter(token_family=OuterRef("token_family"))
+    family = get_refresh_token_model().objects.filter(
+        Q(access_token_id=OuterRef("pk")) | Q(pk=OuterRef("source_refresh_token_id")), Exists(stepped_family)
+    )
+    binding = DPoPBinding.objects.filter(token_checksum=checksum, kind=DPoPBinding.Kind.ACCESS)
+    in_chain = Q(Exists(ChainedGrant.objects.filter(access_token_id=OuterRef("pk")))) | Q(Exists(family))
+    return (
+        get_access_token_model()
+        .objects.annotate(
+            bound_jkt=Subquery(binding.values("jkt")[:1]),
+            in_chain=ExpressionWrapper(in_chain, output_field=BooleanField()),
+        )
+        .filter(token_checksum=checksum)
+        .order_by()  # no ORDER BY id: SQLite would then walk the primary key instead of the checksum index
+        .values_list(*_TOKEN_FIELDS, "bound_jkt", "in_chain")[:1]
+    )
+
+
+def introspected_token(token_value: str):
+    """The access token ``token_value`` names (its id, checksum, client and source refresh
+    token only), or None, marked in the same indexed statement with what introspection
+    adds to DOT's answer: ``bound_jkt``, the DPoP key it is bound to (None for a bearer
+    token), and ``in_chain``, whether a step names it, directly or through its refresh
+    token family (exactly when :func:`step_for_token` can find one). A plain bearer token
+    then costs one query, whatever the size of the steps table. The statement is built by
+    the ORM once per database (building it is most of its cost) and reused."""
+    Token = get_access_token_model()
+    alias = router.db_for_read(Token)
+    if alias not in _compiled:
+        _compiled[alias] = _marked_token_query(_PROBE).query.sql_with_params()
+    sql, params = _compiled[alias]
+    checksum = sha256_hex(token_value)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, [checksum if p == _PROBE else p for p in params])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = dict(zip(_TOKEN_FIELDS, row, strict=False))
+    names = [f.attname for f in Token._meta.concrete_fields if f.attname in values]  # from_db's order
+    token = Token.from_db(alias, names, [values[name] for name in names])
+    token.bound_jkt, token.in_chain = row[-2], bool(row[-1])
+    return token
 
 
 def step_for_token(access_token) -> ChainedGrant | None:

@@ -14,12 +14,20 @@ from ..models import ChainClient
 from ..settings import chain_grant_settings
 from .errors import ChainError
 
+_NO_ROW = object()  # chain_client_of's cache, not read yet
+
 
 def client_may_chain(application) -> bool:
     """code_chain (and the browser steps) are for authorization-code clients that an
-    operator enabled (or all of them, with ENABLE_FOR_ALL_CLIENTS, unless disabled)."""
+    operator enabled (or all of them, with ENABLE_FOR_ALL_CLIENTS, unless disabled). The
+    client's row as :func:`chain_client_of` read it when this application instance holds it
+    (a token request has read it to authenticate the client), else one EXISTS query."""
     if not application.allows_grant_type(AbstractApplication.GRANT_AUTHORIZATION_CODE):
         return False
+    row = getattr(application, "_chain_grant_row", _NO_ROW)
+    if row is not _NO_ROW:  # already read in this request (client authentication): no query per hop
+        enabled = None if not isinstance(row, ChainClient) else row.code_chain_enabled
+        return enabled is not False if chain_grant_settings.ENABLE_FOR_ALL_CLIENTS else enabled is True
     if chain_grant_settings.ENABLE_FOR_ALL_CLIENTS:
         return not ChainClient.objects.filter(application=application, code_chain_enabled=False).exists()
     return ChainClient.objects.filter(application=application, code_chain_enabled=True).exists()
@@ -125,9 +133,6 @@ def refuse_resource(resource: list[str]) -> None:
     silently be valid at every resource server instead of the one the client asked."""
     if resource:
         raise ChainError("Resource indicators (resource) are not supported on chain steps.", "invalid_target")
-
-
-_NO_ROW = object()
 
 
 def chain_client_of(application) -> ChainClient | None:

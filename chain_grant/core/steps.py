@@ -23,7 +23,7 @@ from .agents import agent_keys_for, self_asserted_agent
 from .codes import code_digest, derive_code, new_code, plausible_code
 from .errors import ChainError
 from .lifecycle import CodeReused, replay_revokes
-from .locks import lock_chain
+from .locks import lock_chain, lock_chain_of
 from .policy import attenuate_scope, check_code_verifier, check_pkce, poc_client
 from .tree import append, root_step, step_for_grant
 
@@ -139,11 +139,14 @@ def _root_from_grant(application, code: str) -> ChainedGrant:
 def lock_parent(application, code: str) -> tuple[ChainedGrant, ParentState]:
     """The step ``code`` names, locked (chain root first), and checked for extension.
     An ordinary DOT code becomes a chain root here, on first use."""
-    found = ChainedGrant.objects.filter(code_digest=code_digest(code)).values_list("pk", "root_id").first()
-    if found is None:
+    digest = code_digest(code)
+    if lock_chain_of(digest) is None:  # finds and locks the chain in one statement
         root = _root_from_grant(application, code)
-        found = (root.pk, root.root_id)
-    return lock_step(application, *found)
+        return lock_step(application, root.pk, root.root_id)
+    parent = _with_state(ChainedGrant.objects.select_for_update()).get(code_digest=digest)
+    state = _state_of(parent)
+    check_can_extend(parent, application, state)
+    return parent, state
 
 
 def lock_step(application, pk, root_id, *, by_token: bool = False) -> tuple[ChainedGrant, ParentState]:

@@ -14,15 +14,14 @@ from django.views.generic import View
 from oauth2_provider import views as dot_views
 from oauth2_provider.compat import login_not_required
 from oauth2_provider.exceptions import OAuthToolkitError
-from oauth2_provider.models import get_access_token_model, get_application_model
+from oauth2_provider.models import get_application_model
 from oauth2_provider.oauth2_backends import _add_iss_to_redirect
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OauthlibRequest
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
-from ..client.jose import sha256_hex
-from ..core import dpop, lineage, policy, record, steps
+from ..core import lineage, policy, record, steps
 from ..core.codes import plausible_code
 from ..core.errors import ChainError
 from ..settings import chain_grant_settings
@@ -97,13 +96,12 @@ class IntrospectTokenView(ReadableFormMixin, dot_views.IntrospectTokenView):
         data = json.loads(response.content)
         if not data.get("active"):
             return response
-        jkt = dpop.bound_key(token_value or "")
-        if jkt:  # RFC 9449 §6.2: what the token is bound to
-            data.update(token_type="DPoP", cnf={"jkt": jkt})
+        token = lineage.introspected_token(token_value or "")  # one query decides what follows
+        if token is not None and token.bound_jkt:  # RFC 9449 §6.2: what the token is bound to
+            data.update(token_type="DPoP", cnf={"jkt": token.bound_jkt})
             response.content = json.dumps(data)
-        token = get_access_token_model().objects.filter(token_checksum=sha256_hex(token_value)).first()
         try:
-            extra = lineage.chain_claims(token) if token and self._may_see_chain(token) else {}
+            extra = lineage.chain_claims(token) if token and token.in_chain and self._may_see_chain(token) else {}
         except lineage.UnverifiedLink:  # its step link was edited: nothing about it can be trusted
             return JsonResponse({"active": False}, headers={"Cache-Control": "no-store"})
         if not extra:
