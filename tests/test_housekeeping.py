@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
-from oauth2_provider.models import get_grant_model
+from oauth2_provider.models import get_grant_model, get_refresh_token_model
 
 from chain_grant import signals
 from chain_grant.core import lifecycle
@@ -314,3 +314,21 @@ def test_purge_removes_wallet_requests_pointing_into_a_purged_chain(app, alice):
     result = housekeeping.purge_chains(retention_days=90)
     assert (result.chains, result.steps) == (1, 3)
     assert list(WalletRequest.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+def test_purge_keeps_a_chain_whose_refresh_token_still_lives(flow, alice, planner):
+    """A step ends when its code is exchanged, but its refresh token keeps acting: the
+    chain's record stays until that token is revoked, so tokens refreshed from it keep
+    their act and revoke_subtree still reaches them."""
+    root, _ = flow.authorize(alice, scope="openid read")
+    code, verifier, _ = flow.advance(root, planner)
+    tokens = flow.exchange(code, verifier).json()
+    step = ChainedGrant.objects.get(subject="planner")
+    ChainedGrant.objects.filter(root_id=step.root_id).update(
+        ended_at=timezone.now() - timedelta(days=91), expired_at=None
+    )
+    assert housekeeping.purge_chains(retention_days=90).chains == 0
+    refreshed = flow.refresh(tokens["refresh_token"]).json()
+    assert flow.introspect(refreshed["access_token"])["act"] == {"sub": "planner"}
+    get_refresh_token_model().objects.update(revoked=timezone.now())
+    assert housekeeping.purge_chains(retention_days=90).chains == 1

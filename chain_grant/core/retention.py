@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
-from oauth2_provider.models import get_grant_model
+from oauth2_provider.models import get_grant_model, get_refresh_token_model
 
 from .. import signals
 from ..models import ChainedGrant, ChainHead, ChainJoin, DPoPBinding, StepEvent, WalletRequest
@@ -102,10 +102,18 @@ def expire_steps(*, batch_size: int | None = None, dry_run: bool = False, now: d
 
 
 def _blocking_roots(root_ids, cutoff):
-    """Roots (among ``root_ids``) with a step still live or ended after ``cutoff``."""
+    """Roots (among ``root_ids``) with a step still live, ended after ``cutoff``, or
+    whose refresh token family still lives: a step ends when its code is exchanged, but
+    a refresh token (DOT's have no expiry by default) keeps acting, and a purged record
+    would leave its refreshed tokens without ``act`` and out of ``revoke_subtree``'s reach."""
+    live_families = (
+        get_refresh_token_model()
+        .objects.filter(revoked__isnull=True, token_family__isnull=False)
+        .values("token_family")
+    )
     return (
         ChainedGrant.objects.filter(root_id__in=root_ids)
-        .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=cutoff))
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=cutoff) | Q(token_family__in=live_families))
         .values("root_id")
     )
 
@@ -119,7 +127,8 @@ def purge_chains(
 ) -> PurgeResult:
     """Delete whole chains in which every step ended more than ``retention_days`` ago.
 
-    A chain with a live step is never touched. A chain is deleted in one statement
+    A chain with a live step, or a live refresh token family, is never touched. A chain
+    is deleted in one statement
     (no orphans) that re-checks the condition, so a step that is still live at that
     moment keeps its chain.
     """
