@@ -93,9 +93,18 @@ def _list(value: Any) -> list:
     return value
 
 
-def limits(application) -> Limits:
-    """MAX_DEPTH and MAX_CHILDREN for this client: its policy's where it sets them."""
-    policy = policy_for(application)
+class _Unread:
+    """A policy not read yet (``None`` means the client has none)."""
+
+
+UNREAD = _Unread()
+
+
+def limits(application, policy: Policy | None | _Unread = UNREAD) -> Limits:
+    """MAX_DEPTH and MAX_CHILDREN for this client: its policy's where it sets them.
+    ``policy``: the client's, if the caller read it already (:func:`policy_for`)."""
+    if isinstance(policy, _Unread):
+        policy = policy_for(application)
     depth, children = chain_grant_settings.MAX_DEPTH, chain_grant_settings.MAX_CHILDREN
     if policy is None or (policy.max_depth is None and policy.max_children is None):
         return Limits(depth, children)
@@ -141,15 +150,24 @@ def _groups_of(identifiers) -> dict[str, set[str]]:
 # --- the rules ------------------------------------------------------------------------
 
 
-def check(application, parent: ChainedGrant, actor_identifier: str, scope: str, joined=()) -> dict[str, Any]:
+def check(
+    application,
+    parent: ChainedGrant,
+    actor_identifier: str,
+    scope: str,
+    joined=(),
+    policy: Policy | None | _Unread = UNREAD,
+) -> dict[str, Any]:
     """Whether ``actor_identifier`` (an agent) may take the chain from ``parent`` (and,
     for a join, from each of ``joined``) with ``scope``, under ``application``'s policy.
 
     Returns the decision to record on the new step (``{}`` when no policy applies).
     Raises ChainError: ``invalid_grant`` "hand-off not allowed by policy" for a
     forbidden edge; ``invalid_scope`` when a scope needs a person's fresher consent.
-    The depth and fan-out limits are checked with the parent (:func:`limits`)."""
-    policy = policy_for(application)
+    The depth and fan-out limits are checked with the parent (:func:`limits`).
+    ``policy``: the client's, if the caller read it already (one read per hop)."""
+    if isinstance(policy, _Unread):
+        policy = policy_for(application)
     if policy is None:
         return {}
     decision = _decision(policy)

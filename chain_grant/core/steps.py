@@ -136,25 +136,28 @@ def _root_from_grant(application, code: str) -> ChainedGrant:
         return ChainedGrant.objects.get(code_digest=digest)
 
 
-def lock_parent(application, code: str) -> tuple[ChainedGrant, ParentState]:
-    """The step ``code`` names, locked (chain root first), and checked for extension.
-    An ordinary DOT code becomes a chain root here, on first use."""
+def lock_parent(application, code: str, limits: handoff.Limits | None = None) -> tuple[ChainedGrant, ParentState]:
+    """The step ``code`` names, locked (chain root first), and checked for extension
+    (``limits``: the client's, if the caller read its policy). An ordinary DOT code
+    becomes a chain root here, on first use."""
     digest = code_digest(code)
     if lock_chain_of(digest) is None:  # finds and locks the chain in one statement
         root = _root_from_grant(application, code)
-        return lock_step(application, root.pk, root.root_id)
+        return lock_step(application, root.pk, root.root_id, limits)
     parent = _with_state(ChainedGrant.objects.select_for_update()).get(code_digest=digest)
     state = _state_of(parent)
-    check_can_extend(parent, application, state)
+    check_can_extend(parent, application, state, limits)
     return parent, state
 
 
-def lock_step(application, pk, root_id, *, by_token: bool = False) -> tuple[ChainedGrant, ParentState]:
+def lock_step(
+    application, pk, root_id, limits: handoff.Limits | None = None, *, by_token: bool = False
+) -> tuple[ChainedGrant, ParentState]:
     """Lock a chain, then one of its steps, and check the step may be extended."""
     lock_chain(root_id)
     parent = _with_state(ChainedGrant.objects.select_for_update()).get(pk=pk)
     state = _state_of(parent)
-    check_can_extend(parent, application, state, by_token=by_token)
+    check_can_extend(parent, application, state, limits, by_token=by_token)
     return parent, state
 
 
@@ -174,7 +177,12 @@ def check_join_request(parent_code: str, joined_codes: list[str], verifiers: lis
 
 
 def lock_joined(
-    application, parent: ChainedGrant, state: ParentState, codes: list[str], verifiers: list[str] | None = None
+    application,
+    parent: ChainedGrant,
+    state: ParentState,
+    codes: list[str],
+    verifiers: list[str] | None = None,
+    limits: handoff.Limits | None = None,
 ) -> list[ChainedGrant]:
     """The steps a join's ``joined_codes`` name (the chain is locked; they are locked
     too, in primary-key order), each checked as a parent is: live, this client's, under
@@ -185,7 +193,7 @@ def lock_joined(
     digests = [code_digest(code) for code in codes]
     rows = _with_state(ChainedGrant.objects.select_for_update()).filter(code_digest__in=digests, root_id=parent.root_id)
     found = {row.code_digest: row for row in rows.order_by("pk")}
-    limits = handoff.limits(application)
+    limits = limits or handoff.limits(application)
     joined: list[ChainedGrant] = []
     for digest in digests:
         step = found.get(digest)
@@ -340,18 +348,20 @@ def advance_by_agent(
     try:
         with replay_revokes(), transaction.atomic():
             agent = verified.key.agent if verified.key else self_asserted_agent(verified, application)
-            parent, state = lock_parent(application, parent_code)
+            policy = handoff.policy_for(application)  # read once: limits, edges, fresh consent
+            limits = handoff.limits(application, policy)
+            parent, state = lock_parent(application, parent_code, limits)
             check_code_verifier(
                 code_verifier,
                 state.code_challenge,
                 state.code_challenge_method,
                 required=application.client_type == application.CLIENT_PUBLIC,
             )
-            joined = lock_joined(application, parent, state, joined_codes, joined_code_verifiers)
+            joined = lock_joined(application, parent, state, joined_codes, joined_code_verifiers, limits)
             check_dpop_binding([parent, *joined], dpop_jkt)
             shared = [s for s in parent.scope.split() if all(s in other.scope.split() for other in joined)]
             granted = attenuate_scope(" ".join(shared), agent.scope_set, scope)
-            decision = handoff.check(application, parent, agent.identifier, granted, joined)
+            decision = handoff.check(application, parent, agent.identifier, granted, joined, policy)
             step_id = uuid.uuid4()
             grant, code = issue_code(
                 application,
@@ -370,7 +380,7 @@ def advance_by_agent(
                 verified,
                 id=step_id,
                 agent=agent,
-                requested_scope=_normalised(scope) if scope is not None else granted,
+                requested_scope=normalised_scope(scope) if scope is not None else granted,
                 dpop_jkt=dpop_jkt,
                 policy_decision=decision,
             )
@@ -415,7 +425,8 @@ def append_once(step: ChainedGrant, parent: ChainedGrant, joined=(), reused: str
         raise
 
 
-def _normalised(scope: str) -> str:
+def normalised_scope(scope: str) -> str:
+    """A requested scope as a step records it: each scope once, in the order asked."""
     return " ".join(dict.fromkeys(scope.split()))
 
 
@@ -439,7 +450,7 @@ def _retried_hop(
         return None
     if _joined_digests(step) != [code_digest(code) for code in joined_codes]:
         return None
-    if step.requested_scope != (_normalised(scope) if scope is not None else step.scope):
+    if step.requested_scope != (normalised_scope(scope) if scope is not None else step.scope):
         return None
     grant = get_grant_model().objects.filter(pk=step.grant_id, application=application).first()
     if grant is None or (grant.code_challenge, grant.code_challenge_method) != (challenge, method):
@@ -484,7 +495,7 @@ def add_browser_step(
         application,
         grant,
         subject=subject,
-        requested_scope=" ".join(dict.fromkeys(requested_scope.split())),
+        requested_scope=normalised_scope(requested_scope),
         dpop_jkt=dpop_jkt,
         policy_decision=handoff.person_decision(application) if parent is not None else {},
     )

@@ -39,7 +39,7 @@ from .codes import code_digest, new_code
 from .errors import ChainError
 from .lifecycle import record_exchange
 from .policy import attenuate_scope
-from .steps import agent_step, append_once, lock_step
+from .steps import agent_step, append_once, lock_step, normalised_scope
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -160,10 +160,11 @@ def _exchange(application, req, audiences, issue_token, dpop_jkt) -> tuple[Chain
         raise ChainError("The actor_token has no jti.")
     resource = target_of(req, subject.resource or [])
     with transaction.atomic():
-        parent, _ = lock_step(application, found.pk, found.root_id, by_token=True)
+        policy = handoff.policy_for(application)  # read once: limits, edges, fresh consent
+        parent, _ = lock_step(application, found.pk, found.root_id, handoff.limits(application, policy), by_token=True)
         agent = verified.key.agent
         granted = attenuate_scope(subject.scope, agent.scope_set, req.scope)
-        decision = handoff.check(application, parent, agent.identifier, granted)  # edges, fresh consent
+        decision = handoff.check(application, parent, agent.identifier, granted, policy=policy)
         step_id = uuid.uuid4()
         now = timezone.now()
         unused = SimpleNamespace(  # the step's code: never issued (the token is), so no DOT Grant
@@ -183,7 +184,7 @@ def _exchange(application, req, audiences, issue_token, dpop_jkt) -> tuple[Chain
             verified,
             id=step_id,
             agent=agent,
-            requested_scope=" ".join(dict.fromkeys(req.scope.split())) if req.scope is not None else granted,
+            requested_scope=normalised_scope(req.scope) if req.scope is not None else granted,
             dpop_jkt=dpop_jkt,
             actor={"via": VIA},
             policy_decision=decision,
